@@ -1,0 +1,217 @@
+//! Wires one agent together: binds every listener, starts the pipeline, and drains on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::admin::{self, AdminState};
+use crate::config::Config;
+use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
+use crate::pipeline::{self, InFlight, Pipeline, Queue};
+use crate::receivers::{otlp_grpc, otlp_http};
+use crate::telemetry::Metrics;
+
+/// Where a running agent listens (ports resolved when configured as 0).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundAddrs {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// A started agent. Drop does not stop it: call [`Agent::shutdown`].
+#[derive(Debug)]
+pub struct Agent {
+    pub addrs: BoundAddrs,
+    pub metrics: Arc<Metrics>,
+    pub store: Option<Arc<LocalStore>>,
+    ready: Arc<AtomicBool>,
+    queue: Arc<Queue>,
+    in_flight: Arc<InFlight>,
+    stop_receivers: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    receivers: Vec<JoinHandle<()>>,
+    admin: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+    drain_timeout: Duration,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl Agent {
+    /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
+    pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
+        let metrics = Arc::new(Metrics::default());
+        let queue = Arc::new(Queue::new(config.queue_max_spans, config.queue_max_bytes));
+        let pipeline = Arc::new(Pipeline {
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+        });
+
+        let mut store = None;
+        let running: Vec<Exporter> = exporters
+            .iter()
+            .map(|kind| match kind {
+                ExporterKind::Local => {
+                    let s = Arc::new(LocalStore::new(
+                        config.local_max_traces,
+                        config.local_max_bytes,
+                        config.local_max_spans_per_trace,
+                    ));
+                    store = Some(s.clone());
+                    Exporter::Local(s)
+                }
+                ExporterKind::Console => Exporter::Console(Console::stdout(config.console_grace)),
+            })
+            .collect();
+
+        let grpc_listener = bind("OTLP/gRPC", config.bind_addr(config.otlp_grpc_addr)).await?;
+        let http_listener = bind("OTLP/HTTP", config.bind_addr(config.otlp_http_addr)).await?;
+        let admin_listener = bind("admin", config.bind_addr(config.admin_addr)).await?;
+        let addrs = BoundAddrs {
+            otlp_grpc: grpc_listener
+                .local_addr()
+                .expect("bound socket has an address"),
+            otlp_http: http_listener
+                .local_addr()
+                .expect("bound socket has an address"),
+            admin: admin_listener
+                .local_addr()
+                .expect("bound socket has an address"),
+        };
+
+        let in_flight = Arc::new(InFlight::default());
+        let dispatcher = tokio::spawn(pipeline::run_dispatcher(
+            queue.clone(),
+            running,
+            metrics.clone(),
+            in_flight.clone(),
+        ));
+
+        let (stop_receivers, stop_rx) = watch::channel(false);
+        let (stop_admin, admin_stop_rx) = watch::channel(false);
+        let ready = Arc::new(AtomicBool::new(false));
+
+        let grpc_svc = otlp_grpc::TraceService::new(pipeline.clone(), config.max_request_bytes);
+        let grpc_stop = stopped(stop_rx.clone());
+        let grpc = tokio::spawn(async move {
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            if let Err(e) = tonic::transport::Server::builder()
+                .serve_with_incoming_shutdown(grpc_svc, incoming, grpc_stop)
+                .await
+            {
+                warn!(listener = "otlp_grpc", error = %e, "OTLP/gRPC server stopped with an error.");
+            }
+        });
+        info!(listener = "otlp_grpc", addr = %addrs.otlp_grpc, "Listening for OTLP/gRPC.");
+
+        let http_app = otlp_http::router(pipeline.clone(), config.max_request_bytes);
+        let http_stop = stopped(stop_rx.clone());
+        let http = tokio::spawn(async move {
+            if let Err(e) = axum::serve(http_listener, http_app)
+                .with_graceful_shutdown(http_stop)
+                .await
+            {
+                warn!(listener = "otlp_http", error = %e, "OTLP/HTTP server stopped with an error.");
+            }
+        });
+        info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
+
+        let admin_app = admin::router(AdminState {
+            metrics: metrics.clone(),
+            queue: queue.clone(),
+            ready: ready.clone(),
+            store: store.clone(),
+        });
+        let admin_stop = stopped(admin_stop_rx);
+        let admin = tokio::spawn(async move {
+            if let Err(e) = axum::serve(admin_listener, admin_app)
+                .with_graceful_shutdown(admin_stop)
+                .await
+            {
+                warn!(listener = "admin", error = %e, "Admin server stopped with an error.");
+            }
+        });
+        info!(listener = "admin", addr = %addrs.admin, "Serving /healthz, /readyz, /metrics, /api/traces and the UI.");
+
+        ready.store(true, Ordering::Release);
+        Ok(Agent {
+            addrs,
+            metrics,
+            store,
+            ready,
+            queue,
+            in_flight,
+            stop_receivers,
+            stop_admin,
+            receivers: vec![grpc, http],
+            admin,
+            dispatcher,
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// Drains and stops: readyz 503, receivers stop admitting, queued spans go to the exporters
+    /// within the drain deadline, and what could not be delivered is logged and counted.
+    /// Returns the number of spans dropped at the deadline.
+    pub async fn shutdown(self) -> u64 {
+        self.ready.store(false, Ordering::Release);
+        // Close first: requests still in flight are refused with a retryable status from now on.
+        self.queue.close();
+        let _ = self.stop_receivers.send(true);
+        let queued = self.queue.queued_spans();
+        info!(
+            queued_spans = queued,
+            deadline_ms = self.drain_timeout.as_millis() as u64,
+            "Draining."
+        );
+        let deadline = tokio::time::Instant::now() + self.drain_timeout;
+        for r in self.receivers {
+            let _ = tokio::time::timeout_at(deadline, r).await;
+        }
+        let mut dispatcher = self.dispatcher;
+        let lost = match tokio::time::timeout_at(deadline, &mut dispatcher).await {
+            Ok(_) => 0,
+            Err(_) => {
+                dispatcher.abort();
+                let lost = pipeline::count_undelivered(&self.queue, &self.in_flight, &self.metrics);
+                warn!(
+                    dropped_spans = lost,
+                    reason = "drain_deadline",
+                    "Drain deadline passed; spans not delivered."
+                );
+                lost
+            }
+        };
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin.await;
+        info!(dropped_spans = lost, "Stopped.");
+        lost
+    }
+}

@@ -1,0 +1,540 @@
+//! One typed config: defaults < TOML file < environment (`SIDETRACE_*`) < command-line flags.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use crate::exporters::ExporterKind;
+use crate::telemetry::LogFormat;
+
+/// OTLP spec: default gRPC port, on loopback (the Collector's default since v0.104).
+pub const DEFAULT_OTLP_GRPC_ADDR: &str = "127.0.0.1:4317";
+/// OTLP spec: default HTTP port.
+pub const DEFAULT_OTLP_HTTP_ADDR: &str = "127.0.0.1:4318";
+/// Admin port, the Collector's health_check extension port.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:13133";
+/// gRPC's customary 4 MiB message cap, applied after decompression to both OTLP protocols.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// Queue budget in spans (about 2 s of a busy service at 30k spans/s).
+pub const DEFAULT_QUEUE_MAX_SPANS: usize = 65_536;
+/// Queue budget in bytes: keeps the agent's peak memory in a sidecar's range.
+pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Drain deadline on SIGTERM: below ECS's default 30 s stopTimeout.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Local store caps (local mode is for a developer's machine, so generous but bounded).
+pub const DEFAULT_LOCAL_MAX_TRACES: usize = 10_000;
+pub const DEFAULT_LOCAL_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_LOCAL_MAX_SPANS_PER_TRACE: usize = 10_000;
+/// How long the console waits after a trace's root span for stragglers before printing it.
+pub const DEFAULT_CONSOLE_GRACE: Duration = Duration::from_secs(1);
+/// Exit code for configuration errors (EX_USAGE, as linkerd2-proxy uses).
+pub const EXIT_CONFIG: i32 = 64;
+
+/// Which exporters to run: `auto` decides from the environment at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExporterChoice {
+    Auto,
+    List(Vec<ExporterKind>),
+}
+
+/// The whole configuration of one agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub otlp_grpc_addr: SocketAddr,
+    pub otlp_http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub listen_all: bool,
+    pub exporters: ExporterChoice,
+    pub max_request_bytes: usize,
+    pub queue_max_spans: usize,
+    pub queue_max_bytes: usize,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    pub local_max_traces: usize,
+    pub local_max_bytes: usize,
+    pub local_max_spans_per_trace: usize,
+    pub console_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().expect("default address parses");
+        Config {
+            otlp_grpc_addr: addr(DEFAULT_OTLP_GRPC_ADDR),
+            otlp_http_addr: addr(DEFAULT_OTLP_HTTP_ADDR),
+            admin_addr: addr(DEFAULT_ADMIN_ADDR),
+            listen_all: false,
+            exporters: ExporterChoice::Auto,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            queue_max_spans: DEFAULT_QUEUE_MAX_SPANS,
+            queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            log_format: LogFormat::Text,
+            local_max_traces: DEFAULT_LOCAL_MAX_TRACES,
+            local_max_bytes: DEFAULT_LOCAL_MAX_BYTES,
+            local_max_spans_per_trace: DEFAULT_LOCAL_MAX_SPANS_PER_TRACE,
+            console_grace: DEFAULT_CONSOLE_GRACE,
+        }
+    }
+}
+
+/// One documented setting. Its env twin is `SIDETRACE_` + the key upper-cased, dots as `_`.
+#[derive(Debug)]
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every setting, in the order `config default` prints them.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "otlp_grpc_addr",
+        default: "\"127.0.0.1:4317\"",
+        help: "OTLP/gRPC listen address.",
+    },
+    Key {
+        name: "otlp_http_addr",
+        default: "\"127.0.0.1:4318\"",
+        help: "OTLP/HTTP listen address (POST /v1/traces, protobuf or JSON, gzip).",
+    },
+    Key {
+        name: "admin_addr",
+        default: "\"127.0.0.1:13133\"",
+        help: "Admin address: /healthz, /readyz, /metrics, /api/traces and the local UI.",
+    },
+    Key {
+        name: "listen_all",
+        default: "false",
+        help: "Bind every listener on 0.0.0.0 (same ports) for bridge networking and containers.",
+    },
+    Key {
+        name: "exporters",
+        default: "\"auto\"",
+        help: "auto (local,console here; AWS exporters arrive with their issues) or a comma list of: local, console.",
+    },
+    Key {
+        name: "max_request_bytes",
+        default: "4194304",
+        help: "Largest OTLP request accepted, after decompression (bytes; KiB/MiB suffixes allowed).",
+    },
+    Key {
+        name: "queue_max_spans",
+        default: "65536",
+        help: "Pipeline queue budget in spans; beyond it receivers answer with a retryable refusal.",
+    },
+    Key {
+        name: "queue_max_bytes",
+        default: "16777216",
+        help: "Pipeline queue budget in bytes.",
+    },
+    Key {
+        name: "drain_timeout",
+        default: "\"25s\"",
+        help: "On SIGTERM/SIGINT, how long queued spans may take to reach the exporters.",
+    },
+    Key {
+        name: "log_format",
+        default: "\"text\"",
+        help: "Log format on stderr: text or json.",
+    },
+    Key {
+        name: "local.max_traces",
+        default: "10000",
+        help: "Local store: most traces kept (oldest evicted first).",
+    },
+    Key {
+        name: "local.max_bytes",
+        default: "67108864",
+        help: "Local store: approximate memory cap in bytes.",
+    },
+    Key {
+        name: "local.max_spans_per_trace",
+        default: "10000",
+        help: "Local store: most spans kept for one trace.",
+    },
+    Key {
+        name: "console.grace",
+        default: "\"1s\"",
+        help: "Console: wait this long after a trace's root span for late spans before printing it.",
+    },
+];
+
+/// The environment variable that sets a key.
+pub fn env_name(key: &str) -> String {
+    format!("SIDETRACE_{}", key.replace('.', "_").to_ascii_uppercase())
+}
+
+/// A problem with one setting, named by its key and where the value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub source: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}): {}", self.key, self.source, self.message)
+    }
+}
+
+/// Parses "25s", "1500ms", "2m" into a Duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(
+        t.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len()),
+    );
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 25s or 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{text:?} needs a unit: ms, s or m")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+/// Parses a byte size: plain bytes or with a KiB/MiB/GiB (or KB/MB/GB) suffix.
+pub fn parse_bytes(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size in bytes"))?;
+    let mul = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("unknown size unit {u:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+fn parse_count(text: &str) -> Result<usize, String> {
+    let n = parse_bytes(text)?;
+    if n == 0 {
+        Err("must be at least 1".into())
+    } else {
+        Ok(n)
+    }
+}
+
+/// OTel's rule for booleans: only "true" (any case) is true; "false" is false; anything else is an error here.
+fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" | "" => Ok(false),
+        _ => Err(format!("{text:?} is not true or false")),
+    }
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not an address like 127.0.0.1:4317"))
+}
+
+fn parse_exporters(text: &str) -> Result<ExporterChoice, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("auto") {
+        return Ok(ExporterChoice::Auto);
+    }
+    let mut list = Vec::new();
+    for name in t.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let kind = ExporterKind::from_name(name)?;
+        if !list.contains(&kind) {
+            list.push(kind);
+        }
+    }
+    if list.is_empty() {
+        return Err("needs at least one exporter, or auto".into());
+    }
+    Ok(ExporterChoice::List(list))
+}
+
+impl Config {
+    /// Sets one key from its text form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "otlp_grpc_addr" => self.otlp_grpc_addr = parse_addr(value)?,
+            "otlp_http_addr" => self.otlp_http_addr = parse_addr(value)?,
+            "admin_addr" => self.admin_addr = parse_addr(value)?,
+            "listen_all" => self.listen_all = parse_bool(value)?,
+            "exporters" => self.exporters = parse_exporters(value)?,
+            "max_request_bytes" => self.max_request_bytes = parse_count(value)?,
+            "queue_max_spans" => self.queue_max_spans = parse_count(value)?,
+            "queue_max_bytes" => self.queue_max_bytes = parse_count(value)?,
+            "drain_timeout" => self.drain_timeout = parse_duration(value)?,
+            "log_format" => {
+                self.log_format = match value.trim().to_ascii_lowercase().as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(format!("{value:?} is not text or json")),
+                }
+            }
+            "local.max_traces" => self.local_max_traces = parse_count(value)?,
+            "local.max_bytes" => self.local_max_bytes = parse_count(value)?,
+            "local.max_spans_per_trace" => self.local_max_spans_per_trace = parse_count(value)?,
+            "console.grace" => self.console_grace = parse_duration(value)?,
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+
+    /// Applies a TOML document; every problem is collected, none stops the others.
+    pub fn apply_toml(&mut self, text: &str, source: &str, problems: &mut Vec<Problem>) {
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                problems.push(Problem {
+                    key: "(file)".into(),
+                    source: source.into(),
+                    message: format!("not valid TOML: {}", e.message()),
+                });
+                return;
+            }
+        };
+        let mut flat = Vec::new();
+        flatten("", &table, &mut flat);
+        for (key, value) in flat {
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            if let Err(message) = self.set(&key, &text) {
+                problems.push(Problem {
+                    key,
+                    source: source.into(),
+                    message,
+                });
+            }
+        }
+    }
+
+    /// Applies `SIDETRACE_*` variables for every key (an empty value means unset, as in OTel).
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+        for key in KEYS {
+            let var = env_name(key.name);
+            if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
+                if let Err(message) = self.set(key.name, &value) {
+                    problems.push(Problem {
+                        key: key.name.into(),
+                        source: var,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Loads defaults < file < env < flags, or every problem found.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+        flags: &[(&str, String)],
+    ) -> Result<Config, Vec<Problem>> {
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => config.apply_toml(&text, &path.display().to_string(), &mut problems),
+                Err(e) => problems.push(Problem {
+                    key: "(file)".into(),
+                    source: path.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        config.apply_env(env, &mut problems);
+        for (key, value) in flags {
+            if let Err(message) = config.set(key, value) {
+                problems.push(Problem {
+                    key: (*key).into(),
+                    source: format!("--{}", key.replace('_', "-")),
+                    message,
+                });
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The address a listener binds: `listen_all` moves loopback listeners to 0.0.0.0.
+    pub fn bind_addr(&self, addr: SocketAddr) -> SocketAddr {
+        if self.listen_all && addr.ip().is_loopback() {
+            SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port())
+        } else {
+            addr
+        }
+    }
+
+    /// The exporters to run, and a sentence saying why (for the startup log).
+    pub fn resolve_exporters(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (Vec<ExporterKind>, String) {
+        match &self.exporters {
+            ExporterChoice::List(list) => (list.clone(), "set by the exporters setting".into()),
+            ExporterChoice::Auto => {
+                let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                    .iter()
+                    .find_map(|v| env(v).filter(|r| !r.is_empty()));
+                let why = match region {
+                    Some(r) => format!(
+                        "AWS region {r} is set, but this build has no AWS exporters yet; keeping traces locally"
+                    ),
+                    None => "no AWS region is set (AWS_REGION / AWS_DEFAULT_REGION); keeping traces locally".into(),
+                };
+                (vec![ExporterKind::Local, ExporterKind::Console], why)
+            }
+        }
+    }
+
+    /// The full default configuration as commented TOML (`sidetrace config default`).
+    pub fn default_toml() -> String {
+        let mut out = String::from(
+            "# sidetrace configuration. Every key is optional; shown here with its default.\n\
+             # Precedence: defaults < this file < environment (SIDETRACE_<KEY>) < command-line flags.\n",
+        );
+        let mut section = "";
+        for key in KEYS {
+            let (sec, name) = key.name.rsplit_once('.').unwrap_or(("", key.name));
+            if sec != section {
+                out.push_str(&format!("\n[{sec}]\n"));
+                section = sec;
+            }
+            out.push_str(&format!(
+                "\n# {} (env: {})\n{name} = {}\n",
+                key.help,
+                env_name(key.name),
+                key.default
+            ));
+        }
+        out
+    }
+}
+
+fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut Vec<(String, &'a toml::Value)>) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => out.push((key, other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn default_toml_round_trips_to_defaults() {
+        let mut c = Config::default();
+        let mut problems = vec![];
+        c.apply_toml(&Config::default_toml(), "default", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(format!("{c:?}"), format!("{:?}", Config::default()));
+        for key in KEYS {
+            assert!(Config::default_toml().contains(&env_name(key.name)));
+        }
+    }
+
+    #[test]
+    fn precedence_is_defaults_file_env_flags() {
+        let dir = std::env::temp_dir().join(format!("sidetrace-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "admin_addr = \"127.0.0.1:1\"\notlp_http_addr = \"127.0.0.1:2\"\n[local]\nmax_traces = 5\n").unwrap();
+        let env = |k: &str| match k {
+            "SIDETRACE_OTLP_HTTP_ADDR" => Some("127.0.0.1:3".to_string()),
+            "SIDETRACE_OTLP_GRPC_ADDR" => Some("127.0.0.1:4".to_string()),
+            "SIDETRACE_LOCAL_MAX_BYTES" => Some("1MiB".to_string()),
+            _ => None,
+        };
+        let c = Config::load(
+            Some(&dir),
+            &env,
+            &[("otlp_grpc_addr", "127.0.0.1:5".into())],
+        )
+        .unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(c.admin_addr.port(), 1); // file
+        assert_eq!(c.otlp_http_addr.port(), 3); // env beats file
+        assert_eq!(c.otlp_grpc_addr.port(), 5); // flag beats env
+        assert_eq!(c.local_max_traces, 5);
+        assert_eq!(c.local_max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let mut c = Config::default();
+        let mut p = vec![];
+        c.apply_toml(
+            "otlp_grpc_addr = \"nope\"\nbogus = 1\ndrain_timeout = \"10\"\nexporters = [\"local\", \"carrier-pigeon\"]\n[local]\nmax_traces = 0\n",
+            "f.toml",
+            &mut p,
+        );
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys.len(), 5, "{p:?}");
+        for k in [
+            "otlp_grpc_addr",
+            "bogus",
+            "drain_timeout",
+            "exporters",
+            "local.max_traces",
+        ] {
+            assert!(keys.contains(&k), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn auto_without_region_is_local_mode() {
+        let (ex, why) = Config::default().resolve_exporters(&no_env);
+        assert_eq!(ex, vec![ExporterKind::Local, ExporterKind::Console]);
+        assert!(why.contains("no AWS region"));
+    }
+
+    #[test]
+    fn units_parse() {
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_bytes("4MiB").unwrap(), 4 << 20);
+        assert!(parse_bytes("4XB").is_err());
+        assert!(parse_bool("yes").is_err());
+    }
+}

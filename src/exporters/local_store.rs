@@ -1,0 +1,235 @@
+//! Local mode's store: recent traces in memory, bounded by trace count and bytes (oldest evicted).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::model::{Batch, TraceId};
+use crate::proto::{InstrumentationScope, Resource, Span};
+use crate::telemetry::{DropReason, Metrics};
+
+/// One span as the store keeps it, with its resource and scope shared among its batch's spans.
+#[derive(Debug, Clone)]
+pub struct StoredSpan {
+    pub span: Span,
+    pub service: Arc<str>,
+    pub resource: Arc<Resource>,
+    pub scope: Arc<InstrumentationScope>,
+}
+
+#[derive(Debug, Default)]
+struct StoredTrace {
+    spans: Vec<StoredSpan>,
+    bytes: usize,
+}
+
+/// A one-line view of a trace, as `/api/traces` lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TraceSummary {
+    pub trace_id: String,
+    pub service: String,
+    pub root_name: String,
+    pub start_unix_nano: u64,
+    pub duration_nanos: u64,
+    pub span_count: usize,
+    pub error: bool,
+}
+
+/// Filters of `/api/traces`.
+#[derive(Debug, Default, Clone)]
+pub struct TraceFilter {
+    pub service: Option<String>,
+    pub min_duration_nanos: Option<u64>,
+    pub errors_only: bool,
+    pub limit: usize,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    traces: HashMap<TraceId, StoredTrace>,
+    /// First-seen order, for evicting the oldest trace first.
+    order: VecDeque<TraceId>,
+    bytes: usize,
+}
+
+/// Bounded in-memory trace store shared by the local exporter and the admin API.
+#[derive(Debug)]
+pub struct LocalStore {
+    inner: Mutex<Inner>,
+    max_traces: usize,
+    max_bytes: usize,
+    max_spans_per_trace: usize,
+}
+
+/// Fixed per-span overhead added to the encoded size when accounting memory.
+const SPAN_OVERHEAD_BYTES: usize = 256;
+
+impl LocalStore {
+    pub fn new(max_traces: usize, max_bytes: usize, max_spans_per_trace: usize) -> Self {
+        LocalStore {
+            inner: Mutex::new(Inner::default()),
+            max_traces,
+            max_bytes,
+            max_spans_per_trace,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps inconsistent enough to matter here.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores every span of a batch (decoded off the hot path, here behind the queue).
+    pub fn insert(&self, batch: &Batch, metrics: &Metrics, exporter: usize) {
+        let mut resources: Vec<Option<(Arc<Resource>, Arc<str>)>> =
+            vec![None; batch.resources.len()];
+        let mut scopes: Vec<Option<Arc<InstrumentationScope>>> = vec![None; batch.scopes.len()];
+        let mut decoded = Vec::with_capacity(batch.spans.len());
+        let mut undecodable = 0u64;
+        for info in &batch.spans {
+            let Ok(span) = batch.decode_span(info) else {
+                undecodable += 1;
+                continue;
+            };
+            let (resource, service) = match resources.get_mut(info.resource as usize) {
+                Some(slot) => slot
+                    .get_or_insert_with(|| {
+                        let r = batch.decode_resource(info.resource).unwrap_or_default();
+                        (Arc::new(r), Arc::from(batch.service_name(info)))
+                    })
+                    .clone(),
+                None => (Arc::default(), Arc::from("")),
+            };
+            let scope = match scopes.get_mut(info.scope as usize) {
+                Some(slot) => slot
+                    .get_or_insert_with(|| {
+                        Arc::new(batch.decode_scope(info.scope).unwrap_or_default())
+                    })
+                    .clone(),
+                None => Arc::default(),
+            };
+            let bytes = info.bytes.len() + SPAN_OVERHEAD_BYTES;
+            decoded.push((
+                info.trace_id,
+                bytes,
+                StoredSpan {
+                    span,
+                    service,
+                    resource,
+                    scope,
+                },
+            ));
+        }
+        metrics.spans_dropped(exporter, DropReason::Undecodable, undecodable);
+
+        let (mut stored, mut capped, mut evicted) = (0u64, 0u64, 0u64);
+        let mut inner = self.lock();
+        for (trace_id, bytes, span) in decoded {
+            let inner = &mut *inner;
+            let trace = inner.traces.entry(trace_id).or_insert_with(|| {
+                inner.order.push_back(trace_id);
+                StoredTrace::default()
+            });
+            if trace.spans.len() >= self.max_spans_per_trace {
+                capped += 1;
+                continue;
+            }
+            trace.spans.push(span);
+            trace.bytes += bytes;
+            inner.bytes += bytes;
+            stored += 1;
+        }
+        while inner.traces.len() > self.max_traces || inner.bytes > self.max_bytes {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(t) = inner.traces.remove(&oldest) {
+                inner.bytes -= t.bytes;
+                evicted += 1;
+            }
+        }
+        drop(inner);
+        metrics.spans_exported(exporter, stored);
+        metrics.spans_dropped(exporter, DropReason::TraceSpanCap, capped);
+        metrics.local_evicted(evicted);
+    }
+
+    /// (traces, approximate bytes) held now.
+    pub fn stats(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.traces.len(), inner.bytes)
+    }
+
+    /// Summaries of the stored traces matching `filter`, newest first.
+    pub fn list(&self, filter: &TraceFilter) -> Vec<TraceSummary> {
+        let inner = self.lock();
+        let mut out: Vec<TraceSummary> = inner
+            .order
+            .iter()
+            .rev()
+            .filter_map(|id| inner.traces.get(id).map(|t| summarize(id, &t.spans)))
+            .filter(|s| {
+                filter
+                    .service
+                    .as_ref()
+                    .is_none_or(|want| &s.service == want)
+            })
+            .filter(|s| {
+                filter
+                    .min_duration_nanos
+                    .is_none_or(|min| s.duration_nanos >= min)
+            })
+            .filter(|s| !filter.errors_only || s.error)
+            .take(filter.limit)
+            .collect();
+        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        out
+    }
+
+    /// One trace's spans, ordered by start time.
+    pub fn get(&self, trace_id: &TraceId) -> Option<Vec<StoredSpan>> {
+        let inner = self.lock();
+        let mut spans = inner.traces.get(trace_id)?.spans.clone();
+        spans.sort_by_key(|s| s.span.start_time_unix_nano);
+        Some(spans)
+    }
+}
+
+/// The trace's root: the span without a parent, else the one whose parent is not here (local root).
+pub fn root_of(spans: &[StoredSpan]) -> Option<&StoredSpan> {
+    spans
+        .iter()
+        .find(|s| s.span.parent_span_id.is_empty() || s.span.parent_span_id.iter().all(|b| *b == 0))
+        .or_else(|| {
+            spans.iter().find(|s| {
+                !spans
+                    .iter()
+                    .any(|p| p.span.span_id == s.span.parent_span_id)
+            })
+        })
+        .or_else(|| spans.iter().min_by_key(|s| s.span.start_time_unix_nano))
+}
+
+fn summarize(trace_id: &TraceId, spans: &[StoredSpan]) -> TraceSummary {
+    let start = spans
+        .iter()
+        .map(|s| s.span.start_time_unix_nano)
+        .min()
+        .unwrap_or(0);
+    let end = spans
+        .iter()
+        .map(|s| s.span.end_time_unix_nano)
+        .max()
+        .unwrap_or(0);
+    let root = root_of(spans);
+    TraceSummary {
+        trace_id: crate::model::hex(trace_id),
+        service: root.map(|r| r.service.to_string()).unwrap_or_default(),
+        root_name: root.map(|r| r.span.name.clone()).unwrap_or_default(),
+        start_unix_nano: start,
+        duration_nanos: end.saturating_sub(start),
+        span_count: spans.len(),
+        error: spans
+            .iter()
+            .any(|s| s.span.status.as_ref().is_some_and(|st| st.code == 2)),
+    }
+}

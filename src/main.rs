@@ -1,0 +1,233 @@
+//! The sidetrace command line: run the agent (default), healthcheck, config check|default.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sidetrace::agent::Agent;
+use sidetrace::config::{Config, EXIT_CONFIG};
+use tracing::{error, info};
+
+// mimalloc roughly halves allocation cost on the decode and export paths (reference/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sidetrace",
+    version,
+    about = "A small, fast tracing agent: OTLP in; local UI, X-Ray and CloudWatch out."
+)]
+struct Cli {
+    #[command(flatten)]
+    flags: Flags,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Flags of the interface contract; each also reads its `SIDETRACE_*` twin (flags win).
+#[derive(Args, Debug, Default)]
+struct Flags {
+    /// TOML config file [env: SIDETRACE_CONFIG]
+    #[arg(long, global = true, env = "SIDETRACE_CONFIG", hide_env = true)]
+    config: Option<PathBuf>,
+    /// OTLP/gRPC listen address [env: SIDETRACE_OTLP_GRPC_ADDR] [default: 127.0.0.1:4317]
+    #[arg(long, global = true)]
+    otlp_grpc_addr: Option<String>,
+    /// OTLP/HTTP listen address [env: SIDETRACE_OTLP_HTTP_ADDR] [default: 127.0.0.1:4318]
+    #[arg(long, global = true)]
+    otlp_http_addr: Option<String>,
+    /// Admin address [env: SIDETRACE_ADMIN_ADDR] [default: 127.0.0.1:13133]
+    #[arg(long, global = true)]
+    admin_addr: Option<String>,
+    /// auto, or a comma list of exporters [env: SIDETRACE_EXPORTERS] [default: auto]
+    #[arg(long, global = true)]
+    exporters: Option<String>,
+    /// Bind every listener on 0.0.0.0 [env: SIDETRACE_LISTEN_ALL=true]
+    #[arg(long, global = true)]
+    listen_all: bool,
+    /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
+    #[arg(long, global = true)]
+    log_format: Option<String>,
+    /// Set any config key, e.g. --set local.max_traces=500 (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Exit 0 if the local agent answers /healthz, 1 otherwise (for container health checks).
+    Healthcheck,
+    /// Validate or print configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate a TOML config file; lists every problem and exits 64 when invalid.
+    Check { file: PathBuf },
+    /// Print the full default configuration, with comments.
+    Default,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn load_config(flags: &Flags) -> Result<Config, ExitCode> {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    for (key, value) in [
+        ("otlp_grpc_addr", &flags.otlp_grpc_addr),
+        ("otlp_http_addr", &flags.otlp_http_addr),
+        ("admin_addr", &flags.admin_addr),
+        ("exporters", &flags.exporters),
+        ("log_format", &flags.log_format),
+    ] {
+        if let Some(v) = value {
+            pairs.push((key, v.clone()));
+        }
+    }
+    if flags.listen_all {
+        pairs.push(("listen_all", "true".into()));
+    }
+    for kv in &flags.set {
+        match kv.split_once('=') {
+            Some((k, v)) => pairs.push((k.trim(), v.to_string())),
+            None => {
+                eprintln!("sidetrace: --set needs KEY=VALUE, got {kv:?}");
+                return Err(ExitCode::from(EXIT_CONFIG as u8));
+            }
+        }
+    }
+    Config::load(flags.config.as_deref(), &env, &pairs).map_err(|problems| {
+        eprintln!("sidetrace: invalid configuration:");
+        for p in problems {
+            eprintln!("  - {p}");
+        }
+        ExitCode::from(EXIT_CONFIG as u8)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Config(ConfigCommand::Default)) => {
+            print!("{}", Config::default_toml());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
+        Some(Command::Healthcheck) => match load_config(&cli.flags) {
+            Ok(c) => healthcheck(c.admin_addr),
+            Err(code) => code,
+        },
+        Some(Command::Run) | None => match load_config(&cli.flags) {
+            Ok(c) => run(c),
+            Err(code) => code,
+        },
+    }
+}
+
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match Config::load(Some(file), &|_| None, &[]) {
+        Ok(_) => {
+            println!("{}: valid", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            println!("{}: {} problem(s)", file.display(), problems.len());
+            for p in problems {
+                println!("  - {p}");
+            }
+            ExitCode::from(EXIT_CONFIG as u8)
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET with a short timeout: no runtime, no shell needed in the image.
+fn healthcheck(mut addr: SocketAddr) -> ExitCode {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = Duration::from_secs(2);
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        s.write_all(format!("GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        let mut buf = Vec::new();
+        s.take(4096).read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    })();
+    match answer {
+        Ok(text) if text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200") => {
+            ExitCode::SUCCESS
+        }
+        Ok(text) => {
+            eprintln!(
+                "sidetrace healthcheck: {addr} answered {:?}",
+                text.lines().next().unwrap_or("")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("sidetrace healthcheck: {addr}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    sidetrace::telemetry::init_logging(config.log_format);
+    let (exporters, why) = config.resolve_exporters(&env);
+    let names: Vec<&str> = exporters.iter().map(|e| e.label()).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sidetrace: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        info!(version = env!("CARGO_PKG_VERSION"), exporters = %names.join(","), "Starting sidetrace: {why}.");
+        let agent = match Agent::start(&config, &exporters).await {
+            Ok(a) => a,
+            Err(e) => {
+                error!(error = %e, "Cannot start.");
+                return ExitCode::FAILURE;
+            }
+        };
+        if exporters.contains(&sidetrace::exporters::ExporterKind::Local) {
+            info!(url = %format!("http://{}/", agent.addrs.admin), "Local mode: recent traces are in the UI and at /api/traces.");
+        }
+        let signal = shutdown_signal().await;
+        info!(signal, "Shutdown requested.");
+        agent.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}

@@ -1,0 +1,144 @@
+//! The pipeline between receivers and exporters: admission (hot path) and the dispatcher (behind the queue).
+
+pub mod queue;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::exporters::Exporter;
+use crate::model::Protocol;
+use crate::receivers::decode::Decoded;
+use crate::telemetry::{DropReason, Metrics, RequestOutcome};
+pub use queue::{PushError, Queue};
+
+/// How long clients are told to wait after a refusal (RetryInfo / Retry-After).
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often exporters get their periodic tick (console grace, later batch flushes).
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// What the receiver tells the client about an admitted request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Admitted {
+    /// Spans not forwarded because they were invalid (OTLP partial success).
+    pub rejected_spans: u64,
+    /// The partial-success message, when some were rejected.
+    pub message: Option<String>,
+}
+
+/// Why a request was refused as a whole (nothing from it is kept).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The queue is over budget: retry after [`RETRY_AFTER`].
+    QueueFull,
+    /// The agent is draining: retry (elsewhere, or after restart).
+    ShuttingDown,
+}
+
+/// The hot-path side of the pipeline, shared by every receiver.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub queue: Arc<Queue>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// Admits a decoded request: count, then one non-blocking push of the whole batch.
+    /// Span metrics and sampling hook in here, before the push, as their issues land.
+    pub fn admit(&self, protocol: Protocol, decoded: Decoded) -> Result<Admitted, Refusal> {
+        let Decoded { batch, rejected } = decoded;
+        let spans = batch.spans.len() as u64;
+        let m = &self.metrics;
+        m.spans_received(protocol, spans + rejected.total());
+        m.spans_rejected(protocol, &rejected.by_reason);
+        if spans > 0 {
+            if let Err(e) = self.queue.try_push(batch) {
+                let full = matches!(e, PushError::Full(_));
+                m.spans_refused(protocol, full, spans);
+                m.request(
+                    protocol,
+                    if full {
+                        RequestOutcome::QueueFull
+                    } else {
+                        RequestOutcome::ShuttingDown
+                    },
+                );
+                return Err(if full {
+                    Refusal::QueueFull
+                } else {
+                    Refusal::ShuttingDown
+                });
+            }
+        } else if self.queue.is_closed() {
+            m.request(protocol, RequestOutcome::ShuttingDown);
+            return Err(Refusal::ShuttingDown);
+        }
+        m.spans_accepted(protocol, spans);
+        if rejected.total() == 0 {
+            m.request(protocol, RequestOutcome::Ok);
+            Ok(Admitted::default())
+        } else {
+            m.request(protocol, RequestOutcome::Partial);
+            Ok(Admitted {
+                rejected_spans: rejected.total(),
+                message: Some(rejected.message()),
+            })
+        }
+    }
+}
+
+/// Spans the dispatcher has taken from the queue but not yet handed to every exporter.
+#[derive(Debug, Default)]
+pub struct InFlight(AtomicU64);
+
+impl InFlight {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Moves batches from the queue to every exporter until the queue is closed and empty.
+pub async fn run_dispatcher(
+    queue: Arc<Queue>,
+    mut exporters: Vec<Exporter>,
+    metrics: Arc<Metrics>,
+    in_flight: Arc<InFlight>,
+) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            batch = queue.pop() => {
+                let Some(batch) = batch else { break };
+                in_flight.0.store(batch.spans.len() as u64, Ordering::Relaxed);
+                let now = Instant::now();
+                for e in &mut exporters {
+                    e.export(&batch, &metrics, now).await;
+                }
+                in_flight.0.store(0, Ordering::Relaxed);
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for e in &mut exporters {
+                    e.tick(now);
+                }
+            }
+        }
+    }
+    for e in &mut exporters {
+        e.shutdown().await;
+    }
+}
+
+/// Counts what is left when the drain deadline passes: queued and in-flight spans are dropped.
+pub fn count_undelivered(queue: &Queue, in_flight: &InFlight, metrics: &Metrics) -> u64 {
+    let mut lost = in_flight.get();
+    while let Some(b) = queue.try_pop() {
+        lost += b.spans.len() as u64;
+    }
+    metrics.pipeline_dropped(DropReason::DrainDeadline, lost);
+    lost
+}

@@ -1,0 +1,204 @@
+//! The bounded, lock-free hand-off between receivers and exporters, limited in spans and bytes.
+//!
+//! Modelled on vector's `limited_queue`: a crossbeam `ArrayQueue` for the items, atomics for the
+//! span/byte budget and a tokio `Notify` to wake the single consumer. Producers never wait.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::Notify;
+
+use crate::model::Batch;
+
+/// Most requests that may wait at once, whatever their size (bounds the slot array's memory).
+pub const MAX_QUEUED_BATCHES: usize = 4096;
+
+/// Why a batch was not queued; the batch is handed back.
+#[derive(Debug)]
+pub enum PushError {
+    /// Over the span or byte budget: the caller answers with a retryable status.
+    Full(Batch),
+    /// The agent is draining and admits nothing new.
+    Closed(Batch),
+}
+
+/// A multi-producer, single-consumer queue of batches bounded by spans and bytes.
+#[derive(Debug)]
+pub struct Queue {
+    items: ArrayQueue<Batch>,
+    spans: AtomicUsize,
+    bytes: AtomicUsize,
+    max_spans: usize,
+    max_bytes: usize,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Queue {
+    pub fn new(max_spans: usize, max_bytes: usize) -> Self {
+        Queue {
+            items: ArrayQueue::new(MAX_QUEUED_BATCHES.min(max_spans.max(1))),
+            spans: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_spans,
+            max_bytes,
+            notify: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a batch without waiting. An empty queue takes any batch, so one request larger than
+    /// the budget (but within the request size cap) is never refused forever.
+    pub fn try_push(&self, batch: Batch) -> Result<(), PushError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed(batch));
+        }
+        let (spans, bytes) = (batch.spans.len(), batch.size_bytes());
+        // Optimistic reservation: add, then roll back if over budget. Concurrent producers may
+        // briefly see each other's reservations and refuse early; they never overshoot.
+        let prev_spans = self.spans.fetch_add(spans, Ordering::AcqRel);
+        let prev_bytes = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let empty = prev_spans == 0 && prev_bytes == 0;
+        if !empty && (prev_spans + spans > self.max_spans || prev_bytes + bytes > self.max_bytes) {
+            self.release(spans, bytes);
+            return Err(PushError::Full(batch));
+        }
+        match self.items.push(batch) {
+            Ok(()) => {
+                self.notify.notify_one();
+                Ok(())
+            }
+            Err(batch) => {
+                self.release(spans, bytes);
+                Err(PushError::Full(batch))
+            }
+        }
+    }
+
+    fn release(&self, spans: usize, bytes: usize) {
+        self.spans.fetch_sub(spans, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Takes the next batch without waiting.
+    pub fn try_pop(&self) -> Option<Batch> {
+        let batch = self.items.pop()?;
+        self.release(batch.spans.len(), batch.size_bytes());
+        Some(batch)
+    }
+
+    /// Waits for the next batch; `None` once the queue is closed and empty. One consumer only.
+    pub async fn pop(&self) -> Option<Batch> {
+        loop {
+            if let Some(batch) = self.try_pop() {
+                return Some(batch);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                // A push may have won the race with close(): look once more.
+                return self.try_pop();
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// Stops admitting; the consumer drains what is queued and then sees `None`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn queued_spans(&self) -> usize {
+        self.spans.load(Ordering::Relaxed)
+    }
+
+    pub fn queued_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn max_spans(&self) -> usize {
+        self.max_spans
+    }
+
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Protocol, SpanInfo};
+
+    fn batch(spans: usize) -> Batch {
+        let info = SpanInfo {
+            trace_id: [1; 16],
+            span_id: [1; 8],
+            parent_span_id: [0; 8],
+            kind: 0,
+            start_unix_nano: 0,
+            end_unix_nano: 0,
+            status_code: 0,
+            name: 0..0,
+            bytes: 0..0,
+            resource: 0,
+            scope: 0,
+        };
+        Batch {
+            protocol: Protocol::Grpc,
+            buf: bytes::Bytes::from(vec![0u8; 100]),
+            resources: vec![],
+            scopes: vec![],
+            spans: vec![info; spans],
+        }
+    }
+
+    #[test]
+    fn refuses_over_span_budget_but_always_takes_into_empty_queue() {
+        let q = Queue::new(10, 1 << 20);
+        assert!(
+            q.try_push(batch(25)).is_ok(),
+            "empty queue admits an oversized batch"
+        );
+        assert!(matches!(q.try_push(batch(1)), Err(PushError::Full(_))));
+        assert_eq!(q.try_pop().unwrap().spans.len(), 25);
+        assert!(q.try_push(batch(6)).is_ok());
+        assert!(q.try_push(batch(4)).is_ok());
+        assert!(matches!(q.try_push(batch(1)), Err(PushError::Full(_))));
+        assert_eq!(q.queued_spans(), 10);
+    }
+
+    #[test]
+    fn refuses_over_byte_budget() {
+        let q = Queue::new(1000, 2 * batch(1).size_bytes());
+        assert!(q.try_push(batch(1)).is_ok());
+        assert!(q.try_push(batch(1)).is_ok());
+        assert!(matches!(q.try_push(batch(1)), Err(PushError::Full(_))));
+    }
+
+    #[tokio::test]
+    async fn close_drains_then_ends() {
+        let q = Queue::new(100, 1 << 20);
+        q.try_push(batch(2)).unwrap();
+        q.close();
+        assert!(matches!(q.try_push(batch(1)), Err(PushError::Closed(_))));
+        assert_eq!(q.pop().await.unwrap().spans.len(), 2);
+        assert!(q.pop().await.is_none());
+        assert_eq!((q.queued_spans(), q.queued_bytes()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn pop_wakes_on_push() {
+        let q = std::sync::Arc::new(Queue::new(100, 1 << 20));
+        let consumer = tokio::spawn({
+            let q = q.clone();
+            async move { q.pop().await.map(|b| b.spans.len()) }
+        });
+        tokio::task::yield_now().await;
+        q.try_push(batch(3)).unwrap();
+        assert_eq!(consumer.await.unwrap(), Some(3));
+    }
+}

@@ -1,0 +1,163 @@
+//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//!
+//! The request arrives as raw bytes (a pass-through codec) so that the zero-copy walk in
+//! `decode.rs` reads it, rather than prost materialising every span on the hot path.
+
+use std::convert::Infallible;
+use std::future::{Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use prost::Message;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, UnaryService};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::model::Protocol;
+use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
+use crate::proto::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use crate::receivers::decode::decode_request;
+use crate::telemetry::RequestOutcome;
+
+/// The gRPC method path of OTLP trace export.
+pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Decodes requests to raw bytes and encodes the prost response.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+#[derive(Debug)]
+struct RawDecoder;
+
+#[derive(Debug)]
+struct ResponseEncoder;
+
+impl Codec for RawCodec {
+    type Encode = ExportTraceServiceResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
+    }
+}
+
+impl Encoder for ResponseEncoder {
+    type Item = ExportTraceServiceResponse;
+    type Error = Status;
+
+    fn encode(&mut self, item: Self::Item, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(buf)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+}
+
+/// Decode + admit for one request; runs on the request's own task and never waits.
+pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+    let decoded = decode_request(body, Protocol::Grpc).map_err(|e| {
+        pipeline
+            .metrics
+            .request(Protocol::Grpc, RequestOutcome::Malformed);
+        Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}"))
+    })?;
+    match pipeline.admit(Protocol::Grpc, decoded) {
+        Ok(a) => Ok(ExportTraceServiceResponse {
+            partial_success: a.message.map(|error_message| ExportTracePartialSuccess {
+                rejected_spans: a.rejected_spans as i64,
+                error_message,
+            }),
+        }),
+        // OTLP spec: UNAVAILABLE with RetryInfo tells the client to retry after the delay.
+        Err(r) => Err(Status::with_error_details(
+            Code::Unavailable,
+            match r {
+                Refusal::QueueFull => "sidetrace queue is full; retry later",
+                Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
+            },
+            ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+        )),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ExportMethod(Arc<Pipeline>);
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = ExportTraceServiceResponse;
+    type Future = Ready<Result<Response<Self::Response>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        ready(export(&self.0, request.into_inner()).map(Response::new))
+    }
+}
+
+/// The tower service tonic serves: routes the Export method, answers UNIMPLEMENTED otherwise.
+#[derive(Debug, Clone)]
+pub struct TraceService {
+    pipeline: Arc<Pipeline>,
+    max_request_bytes: usize,
+}
+
+impl TraceService {
+    pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
+        TraceService {
+            pipeline,
+            max_request_bytes,
+        }
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != EXPORT_PATH {
+            let status = Status::unimplemented(format!("unknown method {}", req.uri().path()));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let pipeline = self.pipeline.clone();
+        let mut grpc = Grpc::new(RawCodec)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
+            .apply_max_message_size_config(Some(self.max_request_bytes), None);
+        Box::pin(async move {
+            let metrics = pipeline.metrics.clone();
+            let mut resp = grpc.unary(ExportMethod(pipeline), req).await;
+            // tonic answers an over-limit message with OUT_OF_RANGE, which OTLP clients retry
+            // forever; the OTLP spec says RESOURCE_EXHAUSTED (not retryable without RetryInfo).
+            if resp.headers().get("grpc-status").is_some_and(|v| v == "11") {
+                resp.headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static("8"));
+            }
+            if resp.headers().get("grpc-status").is_some_and(|v| v == "8") {
+                metrics.request(Protocol::Grpc, RequestOutcome::TooLarge);
+            }
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,297 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON, optionally gzip, answers per the OTLP spec.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost::Message;
+
+use crate::model::Protocol;
+use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
+use crate::proto::{
+    ExportTracePartialSuccess, ExportTraceServiceResponse, ProtoAny, ProtoDuration, RetryInfo,
+    RpcStatus, code,
+};
+use crate::receivers::decode::decode_request;
+use crate::receivers::otlp_json::json_to_protobuf;
+use crate::receivers::{InflateError, gunzip_capped};
+use crate::telemetry::RequestOutcome;
+
+/// OTLP spec: the default URL path for traces.
+pub const TRACES_PATH: &str = "/v1/traces";
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[derive(Debug, Clone)]
+struct HttpState {
+    pipeline: Arc<Pipeline>,
+    max_request_bytes: usize,
+}
+
+/// The OTLP/HTTP routes, testable without a socket.
+pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Router {
+    Router::new()
+        .route(TRACES_PATH, any(export))
+        .with_state(HttpState {
+            pipeline,
+            max_request_bytes,
+        })
+}
+
+/// The encoding of a request, which its answer uses too (OTLP spec).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn protocol(self) -> Protocol {
+        match self {
+            Encoding::Protobuf => Protocol::HttpProtobuf,
+            Encoding::Json => Protocol::HttpJson,
+        }
+    }
+}
+
+/// An error answer: HTTP status, gRPC code and message, in the request's encoding.
+fn status_response(
+    enc: Encoding,
+    http: StatusCode,
+    grpc_code: i32,
+    message: &str,
+    retry: bool,
+) -> Response {
+    let mut resp = match enc {
+        Encoding::Protobuf => {
+            let details = if retry {
+                vec![ProtoAny {
+                    type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+                    value: RetryInfo {
+                        retry_delay: Some(ProtoDuration {
+                            seconds: RETRY_AFTER.as_secs() as i64,
+                            nanos: 0,
+                        }),
+                    }
+                    .encode_to_vec(),
+                }]
+            } else {
+                vec![]
+            };
+            let body = RpcStatus {
+                code: grpc_code,
+                message: message.into(),
+                details,
+            }
+            .encode_to_vec();
+            (http, [(header::CONTENT_TYPE, PROTOBUF)], body).into_response()
+        }
+        Encoding::Json => {
+            let mut status = serde_json::json!({"code": grpc_code, "message": message});
+            if retry {
+                status["details"] = serde_json::json!([{
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": format!("{}s", RETRY_AFTER.as_secs()),
+                }]);
+            }
+            (http, [(header::CONTENT_TYPE, JSON)], status.to_string()).into_response()
+        }
+    };
+    if retry {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(RETRY_AFTER.as_secs()),
+        );
+    }
+    resp
+}
+
+fn success_response(enc: Encoding, rejected: u64, message: Option<String>) -> Response {
+    match enc {
+        Encoding::Protobuf => {
+            let body = ExportTraceServiceResponse {
+                partial_success: message.map(|error_message| ExportTracePartialSuccess {
+                    rejected_spans: rejected as i64,
+                    error_message,
+                }),
+            }
+            .encode_to_vec();
+            (StatusCode::OK, [(header::CONTENT_TYPE, PROTOBUF)], body).into_response()
+        }
+        Encoding::Json => {
+            // proto3 JSON: int64 as a string, lowerCamelCase, partialSuccess omitted on full success.
+            let body = match message {
+                Some(m) => {
+                    serde_json::json!({"partialSuccess": {"rejectedSpans": rejected.to_string(), "errorMessage": m}})
+                }
+                None => serde_json::json!({}),
+            };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, JSON)],
+                body.to_string(),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> Option<Encoding> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let mime = ct.split(';').next()?.trim().to_ascii_lowercase();
+    match mime.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        "application/json" => Some(Encoding::Json),
+        _ => None,
+    }
+}
+
+async fn export(
+    State(s): State<HttpState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let metrics = &s.pipeline.metrics;
+    let enc_or_default = media_type(&headers).unwrap_or(Encoding::Protobuf);
+    if method != Method::POST {
+        let mut r = status_response(
+            enc_or_default,
+            StatusCode::METHOD_NOT_ALLOWED,
+            code::UNIMPLEMENTED,
+            "only POST is allowed on /v1/traces",
+            false,
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let Some(enc) = media_type(&headers) else {
+        metrics.request(Protocol::HttpProtobuf, RequestOutcome::UnsupportedMediaType);
+        return status_response(
+            Encoding::Protobuf,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code::INVALID_ARGUMENT,
+            "Content-Type must be application/x-protobuf or application/json",
+            false,
+        );
+    };
+    let protocol = enc.protocol();
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
+        None => false,
+        Some(e) if e.is_empty() || e == "identity" || e == "none" => false,
+        Some(e) if e == "gzip" => true,
+        Some(e) => {
+            metrics.request(protocol, RequestOutcome::UnsupportedMediaType);
+            return status_response(
+                enc,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code::INVALID_ARGUMENT,
+                &format!("unsupported Content-Encoding {e:?}; use gzip or none"),
+                false,
+            );
+        }
+    };
+
+    let too_large = |what: &str| {
+        metrics.request(protocol, RequestOutcome::TooLarge);
+        status_response(
+            enc,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            code::RESOURCE_EXHAUSTED,
+            &format!("{what} exceeds the {}-byte limit", s.max_request_bytes),
+            false,
+        )
+    };
+    let raw: Bytes = match Limited::new(body, s.max_request_bytes).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return too_large("request body");
+        }
+        Err(e) => {
+            metrics.request(protocol, RequestOutcome::Malformed);
+            return status_response(
+                enc,
+                StatusCode::BAD_REQUEST,
+                code::INVALID_ARGUMENT,
+                &format!("could not read the request body: {e}"),
+                false,
+            );
+        }
+    };
+    let body: Bytes = if gzip {
+        match gunzip_capped(&raw, s.max_request_bytes) {
+            Ok(v) => v.into(),
+            Err(InflateError::TooLarge(_)) => return too_large("decompressed body"),
+            Err(e @ InflateError::Corrupt(_)) => {
+                metrics.request(protocol, RequestOutcome::Malformed);
+                return status_response(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_ARGUMENT,
+                    &e.to_string(),
+                    false,
+                );
+            }
+        }
+    } else {
+        raw
+    };
+    let body: Bytes = match enc {
+        Encoding::Protobuf => body,
+        Encoding::Json => match json_to_protobuf(&body) {
+            Ok(b) => b.into(),
+            Err(msg) => {
+                metrics.request(protocol, RequestOutcome::Malformed);
+                return status_response(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    code::INVALID_ARGUMENT,
+                    &msg,
+                    false,
+                );
+            }
+        },
+    };
+    let decoded = match decode_request(body, protocol) {
+        Ok(d) => d,
+        Err(e) => {
+            metrics.request(protocol, RequestOutcome::Malformed);
+            return status_response(
+                enc,
+                StatusCode::BAD_REQUEST,
+                code::INVALID_ARGUMENT,
+                &format!("malformed ExportTraceServiceRequest: {e}"),
+                false,
+            );
+        }
+    };
+    match s.pipeline.admit(protocol, decoded) {
+        Ok(a) => success_response(enc, a.rejected_spans, a.message),
+        // OTLP spec: 503 with Retry-After is the retryable "not now" answer.
+        Err(Refusal::QueueFull) => status_response(
+            enc,
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            "sidetrace queue is full; retry later",
+            true,
+        ),
+        Err(Refusal::ShuttingDown) => status_response(
+            enc,
+            StatusCode::SERVICE_UNAVAILABLE,
+            code::UNAVAILABLE,
+            "sidetrace is shutting down; retry later",
+            true,
+        ),
+    }
+}

@@ -1,0 +1,403 @@
+//! sidetrace's own logs and self-metrics (`/metrics`), with fixed, bounded label sets.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::model::Protocol;
+use crate::receivers::decode::RejectReason;
+
+/// Counters indexed by a small enum; one atomic per label value, no lock, no allocation.
+#[derive(Debug)]
+pub struct Counters<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> Counters<N> {
+    pub fn add(&self, index: usize, n: u64) {
+        if n > 0 {
+            self.0[index].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, index: usize) -> u64 {
+        self.0[index].load(Ordering::Relaxed)
+    }
+}
+
+/// What became of one OTLP request (a label of `sidetrace_receiver_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Ok,
+    Partial,
+    Malformed,
+    TooLarge,
+    UnsupportedMediaType,
+    QueueFull,
+    ShuttingDown,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 7] = [
+        RequestOutcome::Ok,
+        RequestOutcome::Partial,
+        RequestOutcome::Malformed,
+        RequestOutcome::TooLarge,
+        RequestOutcome::UnsupportedMediaType,
+        RequestOutcome::QueueFull,
+        RequestOutcome::ShuttingDown,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::Partial => "partial",
+            RequestOutcome::Malformed => "malformed",
+            RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::UnsupportedMediaType => "unsupported_media_type",
+            RequestOutcome::QueueFull => "queue_full",
+            RequestOutcome::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Why spans that were accepted did not reach an exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The drain deadline passed at shutdown with the spans still queued.
+    DrainDeadline,
+    /// A span could not be decoded by an exporter (should not happen: the receiver checked it).
+    Undecodable,
+    /// A trace in the local store reached its span cap.
+    TraceSpanCap,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::DrainDeadline,
+        DropReason::Undecodable,
+        DropReason::TraceSpanCap,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::DrainDeadline => "drain_deadline",
+            DropReason::Undecodable => "undecodable",
+            DropReason::TraceSpanCap => "trace_span_cap",
+        }
+    }
+}
+
+const PROTOCOLS: usize = Protocol::ALL.len();
+const OUTCOMES: usize = RequestOutcome::ALL.len();
+const REJECTS: usize = RejectReason::ALL.len();
+const DROPS: usize = DropReason::ALL.len();
+/// Exporter slots in the counters (see `ExporterKind::ALL`).
+pub const EXPORTERS: usize = crate::exporters::ExporterKind::ALL.len();
+
+/// Every self-metric counter of the agent.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: [Counters<OUTCOMES>; PROTOCOLS],
+    received_spans: Counters<PROTOCOLS>,
+    accepted_spans: Counters<PROTOCOLS>,
+    rejected_spans: [Counters<REJECTS>; PROTOCOLS],
+    /// Spans of decoded requests refused as a whole: [queue full, shutting down].
+    refused_spans: [Counters<2>; PROTOCOLS],
+    exported_spans: Counters<EXPORTERS>,
+    dropped_spans: [Counters<DROPS>; EXPORTERS],
+    pipeline_dropped_spans: Counters<DROPS>,
+    local_evicted_traces: Counters<1>,
+}
+
+/// Point-in-time values read from their owners when `/metrics` is rendered.
+#[derive(Debug, Default, Clone)]
+pub struct Gauges {
+    pub ready: bool,
+    pub queue_spans: usize,
+    pub queue_bytes: usize,
+    pub queue_capacity_spans: usize,
+    pub queue_capacity_bytes: usize,
+    pub local_traces: Option<(usize, usize)>,
+}
+
+impl Metrics {
+    pub fn request(&self, protocol: Protocol, outcome: RequestOutcome) {
+        self.requests[protocol as usize].add(outcome as usize, 1);
+    }
+
+    pub fn spans_received(&self, protocol: Protocol, n: u64) {
+        self.received_spans.add(protocol as usize, n);
+    }
+
+    pub fn spans_accepted(&self, protocol: Protocol, n: u64) {
+        self.accepted_spans.add(protocol as usize, n);
+    }
+
+    pub fn spans_rejected(&self, protocol: Protocol, by_reason: &[u64; REJECTS]) {
+        for (i, n) in by_reason.iter().enumerate() {
+            self.rejected_spans[protocol as usize].add(i, *n);
+        }
+    }
+
+    /// Spans refused with a retryable answer: `queue_full` false means shutting down.
+    pub fn spans_refused(&self, protocol: Protocol, queue_full: bool, n: u64) {
+        self.refused_spans[protocol as usize].add(usize::from(!queue_full), n);
+    }
+
+    pub fn spans_exported(&self, exporter: usize, n: u64) {
+        self.exported_spans.add(exporter, n);
+    }
+
+    pub fn spans_dropped(&self, exporter: usize, reason: DropReason, n: u64) {
+        self.dropped_spans[exporter].add(reason as usize, n);
+    }
+
+    pub fn pipeline_dropped(&self, reason: DropReason, n: u64) {
+        self.pipeline_dropped_spans.add(reason as usize, n);
+    }
+
+    pub fn local_evicted(&self, n: u64) {
+        self.local_evicted_traces.add(0, n);
+    }
+
+    pub fn exported(&self, exporter: usize) -> u64 {
+        self.exported_spans.get(exporter)
+    }
+
+    pub fn accepted(&self, protocol: Protocol) -> u64 {
+        self.accepted_spans.get(protocol as usize)
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    pub fn render(&self, g: &Gauges) -> String {
+        use crate::exporters::ExporterKind;
+        let mut out = String::with_capacity(8 * 1024);
+        let o = &mut out;
+        header(o, "sidetrace_build_info", "gauge", "Build information.");
+        let _ = writeln!(
+            o,
+            "sidetrace_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        header(
+            o,
+            "sidetrace_ready",
+            "gauge",
+            "1 when every listener is bound and the agent is not draining.",
+        );
+        let _ = writeln!(o, "sidetrace_ready {}", u8::from(g.ready));
+
+        header(
+            o,
+            "sidetrace_receiver_requests_total",
+            "counter",
+            "OTLP export requests by protocol and outcome.",
+        );
+        for p in Protocol::ALL {
+            for r in RequestOutcome::ALL {
+                let v = self.requests[p as usize].get(r as usize);
+                let _ = writeln!(
+                    o,
+                    "sidetrace_receiver_requests_total{{protocol=\"{}\",outcome=\"{}\"}} {v}",
+                    p.label(),
+                    r.label()
+                );
+            }
+        }
+        for (name, help, c) in [
+            (
+                "sidetrace_receiver_spans_received_total",
+                "Spans in requests that decoded.",
+                &self.received_spans,
+            ),
+            (
+                "sidetrace_receiver_spans_accepted_total",
+                "Spans admitted to the pipeline queue.",
+                &self.accepted_spans,
+            ),
+        ] {
+            header(o, name, "counter", help);
+            for p in Protocol::ALL {
+                let _ = writeln!(
+                    o,
+                    "{name}{{protocol=\"{}\"}} {}",
+                    p.label(),
+                    c.get(p as usize)
+                );
+            }
+        }
+        header(
+            o,
+            "sidetrace_receiver_spans_rejected_total",
+            "counter",
+            "Invalid spans answered with partial success.",
+        );
+        for p in Protocol::ALL {
+            for r in RejectReason::ALL {
+                let v = self.rejected_spans[p as usize].get(r as usize);
+                let _ = writeln!(
+                    o,
+                    "sidetrace_receiver_spans_rejected_total{{protocol=\"{}\",reason=\"{}\"}} {v}",
+                    p.label(),
+                    r.label()
+                );
+            }
+        }
+        header(
+            o,
+            "sidetrace_receiver_spans_refused_total",
+            "counter",
+            "Spans refused with a retryable status.",
+        );
+        for p in Protocol::ALL {
+            for (i, reason) in ["queue_full", "shutting_down"].iter().enumerate() {
+                let v = self.refused_spans[p as usize].get(i);
+                let _ = writeln!(
+                    o,
+                    "sidetrace_receiver_spans_refused_total{{protocol=\"{}\",reason=\"{reason}\"}} {v}",
+                    p.label()
+                );
+            }
+        }
+
+        for (name, help, v) in [
+            (
+                "sidetrace_queue_spans",
+                "Spans waiting in the pipeline queue.",
+                g.queue_spans,
+            ),
+            (
+                "sidetrace_queue_bytes",
+                "Bytes waiting in the pipeline queue.",
+                g.queue_bytes,
+            ),
+            (
+                "sidetrace_queue_capacity_spans",
+                "Span budget of the pipeline queue.",
+                g.queue_capacity_spans,
+            ),
+            (
+                "sidetrace_queue_capacity_bytes",
+                "Byte budget of the pipeline queue.",
+                g.queue_capacity_bytes,
+            ),
+        ] {
+            header(o, name, "gauge", help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+
+        header(
+            o,
+            "sidetrace_exporter_sent_spans_total",
+            "counter",
+            "Spans delivered by each exporter.",
+        );
+        for e in ExporterKind::ALL {
+            let _ = writeln!(
+                o,
+                "sidetrace_exporter_sent_spans_total{{exporter=\"{}\"}} {}",
+                e.label(),
+                self.exported_spans.get(e as usize)
+            );
+        }
+        header(
+            o,
+            "sidetrace_exporter_dropped_spans_total",
+            "counter",
+            "Spans an exporter could not deliver, by reason.",
+        );
+        for e in ExporterKind::ALL {
+            for r in DropReason::ALL {
+                let v = self.dropped_spans[e as usize].get(r as usize);
+                let _ = writeln!(
+                    o,
+                    "sidetrace_exporter_dropped_spans_total{{exporter=\"{}\",reason=\"{}\"}} {v}",
+                    e.label(),
+                    r.label()
+                );
+            }
+        }
+        header(
+            o,
+            "sidetrace_pipeline_dropped_spans_total",
+            "counter",
+            "Accepted spans that never reached the exporters, by reason.",
+        );
+        for r in DropReason::ALL {
+            let _ = writeln!(
+                o,
+                "sidetrace_pipeline_dropped_spans_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.pipeline_dropped_spans.get(r as usize)
+            );
+        }
+        if let Some((traces, bytes)) = g.local_traces {
+            header(
+                o,
+                "sidetrace_local_store_traces",
+                "gauge",
+                "Traces held by the local store.",
+            );
+            let _ = writeln!(o, "sidetrace_local_store_traces {traces}");
+            header(
+                o,
+                "sidetrace_local_store_bytes",
+                "gauge",
+                "Approximate bytes held by the local store.",
+            );
+            let _ = writeln!(o, "sidetrace_local_store_bytes {bytes}");
+            header(
+                o,
+                "sidetrace_local_store_evicted_traces_total",
+                "counter",
+                "Traces evicted (oldest first) to stay within the store's caps.",
+            );
+            let _ = writeln!(
+                o,
+                "sidetrace_local_store_evicted_traces_total {}",
+                self.local_evicted_traces.get(0)
+            );
+        }
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Log output format: human text (default) or one JSON object per line (for containers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Installs the log subscriber: `RUST_LOG`, else `OTEL_LOG_LEVEL`, else `info`; logs go to stderr
+/// so that stdout carries only the console exporter's trace lines.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .or_else(|| {
+            std::env::var("OTEL_LOG_LEVEL")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+    };
+}
