@@ -1,0 +1,310 @@
+//! Raw-protocol tests: what OTLP clients get back for bad, oversized, partially invalid and
+//! refused requests, over real loopback sockets (HTTP and gRPC).
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes};
+use prost::Message;
+use sidetrace::pipeline::{Pipeline, Queue};
+use sidetrace::proto::*;
+use sidetrace::receivers::{otlp_grpc, otlp_http};
+use sidetrace::telemetry::Metrics;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+
+fn span(trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>, start: u64, end: u64) -> Span {
+    Span {
+        trace_id: trace.into(),
+        span_id: id.into(),
+        parent_span_id: parent.into(),
+        name: "op".into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: end,
+        ..Default::default()
+    }
+}
+
+fn good_span(n: u8) -> Span {
+    span(vec![9; 16], vec![n; 8], vec![], 10, 20)
+}
+
+fn request(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// One valid span and one of each kind of invalid span.
+fn mixed_request() -> Vec<u8> {
+    request(vec![
+        good_span(1),
+        span(vec![0; 16], vec![2; 8], vec![], 10, 20),
+        span(vec![9; 15], vec![3; 8], vec![], 10, 20),
+        span(vec![9; 16], vec![0; 8], vec![], 10, 20),
+        span(vec![9; 16], vec![5; 8], vec![1; 4], 10, 20),
+        span(vec![9; 16], vec![6; 8], vec![], 30, 20),
+    ])
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+async fn post(addr: SocketAddr, content_type: &str, gzip_body: bool, body: Vec<u8>) -> reqwest::Response {
+    let mut req = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/traces"))
+        .header("content-type", content_type);
+    if gzip_body {
+        req = req.header("content-encoding", "gzip");
+    }
+    req.body(body).send().await.unwrap()
+}
+
+async fn rpc_status(r: reqwest::Response) -> RpcStatus {
+    assert_eq!(r.headers()["content-type"], "application/x-protobuf");
+    RpcStatus::decode(r.bytes().await.unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn http_bad_requests_get_spec_answers() {
+    let agent = common::start_local(|c| c.max_request_bytes = 64 * 1024).await;
+    let addr = agent.addrs.otlp_http;
+
+    let r = post(addr, "application/x-protobuf", false, vec![0x0a, 0x05, 0x01]).await;
+    assert_eq!(r.status(), 400);
+    let st = rpc_status(r).await;
+    assert_eq!(st.code, code::INVALID_ARGUMENT);
+    assert!(st.message.contains("truncated"), "{}", st.message);
+
+    let r = post(addr, "application/json", false, b"{\"resourceSpans\": [".to_vec()).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 3);
+    assert!(body["message"].as_str().unwrap().contains("invalid OTLP/JSON"));
+
+    let r = post(addr, "text/plain", false, b"hello".to_vec()).await;
+    assert_eq!(r.status(), 415);
+    assert_eq!(rpc_status(r).await.code, code::INVALID_ARGUMENT);
+
+    let r = reqwest::get(format!("http://{addr}/v1/traces")).await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST");
+
+    let r = post(addr, "application/x-protobuf", false, vec![0u8; 100 * 1024]).await;
+    assert_eq!(r.status(), 413);
+    assert_eq!(rpc_status(r).await.code, code::RESOURCE_EXHAUSTED);
+
+    // A gzip bomb: 40 KiB on the wire, 40 MiB inflated; refused at the 64 KiB cap.
+    let bomb = gzip(&vec![0u8; 40 << 20]);
+    assert!(bomb.len() < 64 * 1024);
+    let r = post(addr, "application/x-protobuf", true, bomb).await;
+    assert_eq!(r.status(), 413);
+    assert!(rpc_status(r).await.message.contains("decompressed"));
+
+    let r = post(addr, "application/x-protobuf", true, b"not gzip at all".to_vec()).await;
+    assert_eq!(r.status(), 400);
+
+    let r = post(addr, "application/x-protobuf", false, vec![]).await;
+    assert_eq!(r.status(), 200);
+    let ok = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    assert_eq!(ok.partial_success, None, "full success leaves partial_success unset");
+
+    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"too_large\"}").await, 2.0);
+    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"malformed\"}").await, 2.0);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn http_invalid_spans_get_partial_success_in_both_encodings() {
+    let agent = common::start_local(|_| {}).await;
+    let addr = agent.addrs.otlp_http;
+
+    let r = post(addr, "application/x-protobuf", false, mixed_request()).await;
+    assert_eq!(r.status(), 200);
+    let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
+    let ps = resp.partial_success.expect("partial success");
+    assert_eq!(ps.rejected_spans, 5);
+    assert!(ps.error_message.contains("trace_id must be 16 bytes"), "{}", ps.error_message);
+    assert!(ps.error_message.contains("end_time_unix_nano is before"), "{}", ps.error_message);
+
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
+        {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"ok","startTimeUnixNano":"1","endTimeUnixNano":"2"},
+        {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b71","name":"short id","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
+    let r = post(addr, "application/json", false, json.as_bytes().to_vec()).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["partialSuccess"]["rejectedSpans"], "1");
+    assert!(body["partialSuccess"]["errorMessage"].as_str().unwrap().contains("span_id must be 8 bytes"));
+
+    // Only the valid spans were forwarded.
+    common::wait_for_trace(&agent, "0af7651916cd43dd8448eb211c80319c", 1).await;
+    let (_, t) = common::get_json(&agent, "/api/traces/09090909090909090909090909090909").await;
+    assert_eq!(t["spans"].as_array().unwrap().len(), 1);
+    assert_eq!(common::metric(&agent, "sidetrace_receiver_spans_rejected_total{protocol=\"http_protobuf\",reason=\"invalid_trace_id\"}").await, 2.0);
+    agent.shutdown().await;
+}
+
+/// A pass-through codec so tests can send arbitrary bytes as a gRPC request.
+#[derive(Clone, Copy, Default)]
+struct RawClientCodec;
+struct RawEnc;
+struct RespDec;
+impl Codec for RawClientCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = RawEnc;
+    type Decoder = RespDec;
+    fn encoder(&mut self) -> RawEnc {
+        RawEnc
+    }
+    fn decoder(&mut self) -> RespDec {
+        RespDec
+    }
+}
+impl Encoder for RawEnc {
+    type Item = Bytes;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Bytes, buf: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+impl Decoder for RespDec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
+        let b = buf.copy_to_bytes(buf.remaining());
+        ExportTraceServiceResponse::decode(b).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+async fn grpc_call(addr: SocketAddr, path: &'static str, body: Vec<u8>, compress: bool) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    if compress {
+        grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    grpc.unary(tonic::Request::new(Bytes::from(body)), http::uri::PathAndQuery::from_static(path), RawClientCodec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn grpc_bad_requests_get_spec_codes() {
+    let agent = common::start_local(|c| c.max_request_bytes = 64 * 1024).await;
+    let addr = agent.addrs.otlp_grpc;
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+    let e = grpc_call(addr, path, vec![0x0a, 0x05, 0x01], false).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+
+    // Over the cap: RESOURCE_EXHAUSTED (not tonic's retryable OUT_OF_RANGE).
+    let e = grpc_call(addr, path, vec![0u8; 100 * 1024], false).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
+
+    let e = grpc_call(addr, path, vec![0u8; 8 << 20], true).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "gzip bomb: {e:?}");
+
+    let e = grpc_call(addr, "/opentelemetry.proto.collector.trace.v1.TraceService/Nope", vec![], false).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+
+    let ok = grpc_call(addr, path, mixed_request(), true).await.unwrap();
+    let ps = ok.partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 5);
+    assert!(ps.error_message.contains("parent_span_id must be empty or 8 bytes"));
+
+    let ok = grpc_call(addr, path, request(vec![good_span(7)]), false).await.unwrap();
+    assert_eq!(ok.partial_success, None);
+    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"grpc\",outcome=\"too_large\"}").await, 2.0);
+    agent.shutdown().await;
+}
+
+/// Receivers over a queue nobody drains, so it fills up.
+async fn stalled_receivers(max_spans: usize, max_bytes: usize) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
+    let pipeline = Arc::new(Pipeline {
+        queue: Arc::new(Queue::new(max_spans, max_bytes)),
+        metrics: Arc::new(Metrics::default()),
+    });
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());
+    let app = otlp_http::router(pipeline.clone(), 4 << 20);
+    tokio::spawn(async move { axum::serve(http, app).await.unwrap() });
+    let svc = otlp_grpc::TraceService::new(pipeline.clone(), 4 << 20);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .serve_with_incoming(svc, tonic::transport::server::TcpIncoming::from(grpc))
+            .await
+            .unwrap()
+    });
+    (pipeline, http_addr, grpc_addr)
+}
+
+#[tokio::test]
+async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
+    let (pipeline, http, grpc) = stalled_receivers(1_000, 256 * 1024).await;
+    let body = request((0..100).map(|i| good_span(i as u8 + 1)).collect());
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..50 {
+        let r = post(http, "application/x-protobuf", false, body.clone()).await;
+        match r.status().as_u16() {
+            200 => accepted += 1,
+            503 => {
+                refused += 1;
+                assert_eq!(r.headers()["retry-after"], "1");
+                let st = rpc_status(r).await;
+                assert_eq!(st.code, code::UNAVAILABLE);
+                let retry = st.details.iter().find(|d| d.type_url.ends_with("google.rpc.RetryInfo")).expect("RetryInfo detail");
+                assert_eq!(RetryInfo::decode(&retry.value[..]).unwrap().retry_delay.unwrap().seconds, 1);
+            }
+            s => panic!("unexpected status {s}"),
+        }
+        assert!(pipeline.queue.queued_spans() <= 1_000);
+        assert!(pipeline.queue.queued_bytes() <= 256 * 1024);
+    }
+    assert_eq!(accepted, 10, "exactly the span budget was admitted");
+    assert_eq!(refused, 40);
+
+    let e = grpc_call(grpc, path, body.clone(), false).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    use tonic_types::StatusExt;
+    let delay = e.get_details_retry_info().expect("RetryInfo").retry_delay.unwrap();
+    assert_eq!(delay.as_secs(), 1);
+
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
+    let r = post(http, "application/json", false, json.as_bytes().to_vec()).await;
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 14);
+    assert_eq!(body["details"][0]["retryDelay"], "1s");
+
+    // Draining frees room: the next request is admitted again.
+    while pipeline.queue.try_pop().is_some() {}
+    let r = post(http, "application/x-protobuf", false, request(vec![good_span(1)])).await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn refuses_while_shutting_down() {
+    let (pipeline, http, grpc) = stalled_receivers(1_000, 1 << 20).await;
+    pipeline.queue.close();
+    let r = post(http, "application/x-protobuf", false, request(vec![good_span(1)])).await;
+    assert_eq!(r.status(), 503);
+    assert!(rpc_status(r).await.message.contains("shutting down"));
+    let e = grpc_call(grpc, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", request(vec![good_span(1)]), false).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+}
