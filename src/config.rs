@@ -336,14 +336,14 @@ impl Config {
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
         for key in KEYS {
             let var = env_name(key.name);
-            if let Some(value) = env(&var).filter(|v| !v.is_empty()) {
-                if let Err(message) = self.set(key.name, &value) {
-                    problems.push(Problem {
-                        key: key.name.into(),
-                        source: var,
-                        message,
-                    });
-                }
+            if let Some(value) = env(&var).filter(|v| !v.is_empty())
+                && let Err(message) = self.set(key.name, &value)
+            {
+                problems.push(Problem {
+                    key: key.name.into(),
+                    source: var,
+                    message,
+                });
             }
         }
     }

@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod proto;
 pub mod receivers;
 pub mod telemetry;
+pub mod workload;

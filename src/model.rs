@@ -168,7 +168,7 @@ pub fn parse_hex(text: &str) -> Option<Vec<u8>> {
         }
     }
     let b = text.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks(2)

@@ -17,35 +17,77 @@ fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
 fn version_prints_the_crate_version() {
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), format!("sidetrace {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("sidetrace {}", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[test]
 fn config_default_is_valid_and_check_lists_every_problem() {
-    let out = Command::new(BIN).args(["config", "default"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "default"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let default = temp_file("default.toml", &String::from_utf8(out.stdout).unwrap());
-    let out = Command::new(BIN).args(["config", "check"]).arg(&default).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&default)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 
-    let bad = temp_file("bad.toml", "otlp_grpc_addr = \"localhost\"\nqueue_max_spans = 0\ntypo_key = 1\n[local]\nmax_bytes = \"lots\"\n");
-    let out = Command::new(BIN).args(["config", "check"]).arg(&bad).output().unwrap();
+    let bad = temp_file(
+        "bad.toml",
+        "otlp_grpc_addr = \"localhost\"\nqueue_max_spans = 0\ntypo_key = 1\n[local]\nmax_bytes = \"lots\"\n",
+    );
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("4 problem(s)"), "{text}");
-    for key in ["otlp_grpc_addr", "queue_max_spans", "typo_key", "local.max_bytes"] {
+    for key in [
+        "otlp_grpc_addr",
+        "queue_max_spans",
+        "typo_key",
+        "local.max_bytes",
+    ] {
         assert!(text.contains(key), "{key} not reported in {text}");
     }
-    let out = Command::new(BIN).env("SIDETRACE_QUEUE_MAX_SPANS", "many").arg("healthcheck").output().unwrap();
-    assert_eq!(out.status.code(), Some(64), "a bad env value is a config error too");
+    let out = Command::new(BIN)
+        .env("SIDETRACE_QUEUE_MAX_SPANS", "many")
+        .arg("healthcheck")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a bad env value is a config error too"
+    );
     std::fs::remove_file(default).unwrap();
     std::fs::remove_file(bad).unwrap();
 }
 
 #[test]
 fn healthcheck_fails_when_nothing_listens() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let out = Command::new(BIN).args(["healthcheck", "--admin-addr", &format!("127.0.0.1:{port}")]).output().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--admin-addr", &format!("127.0.0.1:{port}")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -59,7 +101,14 @@ struct Running {
 /// Starts the binary on ephemeral ports and reads the bound addresses from its startup log.
 fn start(extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
-        .args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
         .args(extra)
         .env_remove("AWS_REGION")
         .env_remove("AWS_DEFAULT_REGION")
@@ -75,7 +124,10 @@ fn start(extra: &[&str]) -> Running {
         let line = lines.next().expect("log line").unwrap();
         log.push_str(&line);
         log.push('\n');
-        let addr = line.split("addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_string());
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|a| a.split_whitespace().next().unwrap().to_string());
         if line.contains("listener=\"otlp_grpc\"") {
             grpc = addr;
         } else if line.contains("listener=\"otlp_http\"") {
@@ -84,10 +136,18 @@ fn start(extra: &[&str]) -> Running {
             admin = addr;
         }
     }
-    assert!(log.contains("keeping traces locally"), "startup log says local mode and why: {log}");
+    assert!(
+        log.contains("keeping traces locally"),
+        "startup log says local mode and why: {log}"
+    );
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Running { child, grpc: grpc.unwrap(), http: http.unwrap(), admin: admin.unwrap() }
+    Running {
+        child,
+        grpc: grpc.unwrap(),
+        http: http.unwrap(),
+        admin: admin.unwrap(),
+    }
 }
 
 /// A minimal blocking HTTP/1.1 POST; returns the status line.
@@ -101,7 +161,13 @@ fn post_json(addr: &str, body: &str) -> String {
 }
 
 fn sigterm(child: &Child) {
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
 }
 
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
@@ -119,8 +185,16 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
     let mut agent = start(&[]);
     assert!(!agent.grpc.is_empty());
-    let out = Command::new(BIN).args(["healthcheck", "--admin-addr", &agent.admin]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["healthcheck", "--admin-addr", &agent.admin])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Send one trace over OTLP/HTTP JSON with a blocking client, then SIGTERM at once.
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -136,9 +210,17 @@ fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
     let exit = wait_exit(&mut agent.child, Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0));
     let mut stdout = String::new();
-    agent.child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    agent
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     assert!(
-        stdout.contains(&format!("{trace}  shop  GET /basket  12.3ms  2 spans  ERROR")),
+        stdout.contains(&format!(
+            "{trace}  shop  GET /basket  12.3ms  2 spans  ERROR"
+        )),
         "console line for the accepted trace: {stdout:?}"
     );
 }

@@ -34,7 +34,10 @@ fn good_span(n: u8) -> Span {
 fn request(spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -59,7 +62,12 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-async fn post(addr: SocketAddr, content_type: &str, gzip_body: bool, body: Vec<u8>) -> reqwest::Response {
+async fn post(
+    addr: SocketAddr,
+    content_type: &str,
+    gzip_body: bool,
+    body: Vec<u8>,
+) -> reqwest::Response {
     let mut req = reqwest::Client::new()
         .post(format!("http://{addr}/v1/traces"))
         .header("content-type", content_type);
@@ -79,24 +87,43 @@ async fn http_bad_requests_get_spec_answers() {
     let agent = common::start_local(|c| c.max_request_bytes = 64 * 1024).await;
     let addr = agent.addrs.otlp_http;
 
-    let r = post(addr, "application/x-protobuf", false, vec![0x0a, 0x05, 0x01]).await;
+    let r = post(
+        addr,
+        "application/x-protobuf",
+        false,
+        vec![0x0a, 0x05, 0x01],
+    )
+    .await;
     assert_eq!(r.status(), 400);
     let st = rpc_status(r).await;
     assert_eq!(st.code, code::INVALID_ARGUMENT);
     assert!(st.message.contains("truncated"), "{}", st.message);
 
-    let r = post(addr, "application/json", false, b"{\"resourceSpans\": [".to_vec()).await;
+    let r = post(
+        addr,
+        "application/json",
+        false,
+        b"{\"resourceSpans\": [".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["content-type"], "application/json");
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], 3);
-    assert!(body["message"].as_str().unwrap().contains("invalid OTLP/JSON"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid OTLP/JSON")
+    );
 
     let r = post(addr, "text/plain", false, b"hello".to_vec()).await;
     assert_eq!(r.status(), 415);
     assert_eq!(rpc_status(r).await.code, code::INVALID_ARGUMENT);
 
-    let r = reqwest::get(format!("http://{addr}/v1/traces")).await.unwrap();
+    let r = reqwest::get(format!("http://{addr}/v1/traces"))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
     assert_eq!(r.headers()["allow"], "POST");
 
@@ -111,16 +138,39 @@ async fn http_bad_requests_get_spec_answers() {
     assert_eq!(r.status(), 413);
     assert!(rpc_status(r).await.message.contains("decompressed"));
 
-    let r = post(addr, "application/x-protobuf", true, b"not gzip at all".to_vec()).await;
+    let r = post(
+        addr,
+        "application/x-protobuf",
+        true,
+        b"not gzip at all".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
 
     let r = post(addr, "application/x-protobuf", false, vec![]).await;
     assert_eq!(r.status(), 200);
     let ok = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
-    assert_eq!(ok.partial_success, None, "full success leaves partial_success unset");
+    assert_eq!(
+        ok.partial_success, None,
+        "full success leaves partial_success unset"
+    );
 
-    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"too_large\"}").await, 2.0);
-    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"malformed\"}").await, 2.0);
+    assert_eq!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"too_large\"}"
+        )
+        .await,
+        2.0
+    );
+    assert_eq!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"malformed\"}"
+        )
+        .await,
+        2.0
+    );
     agent.shutdown().await;
 }
 
@@ -134,8 +184,16 @@ async fn http_invalid_spans_get_partial_success_in_both_encodings() {
     let resp = ExportTraceServiceResponse::decode(r.bytes().await.unwrap()).unwrap();
     let ps = resp.partial_success.expect("partial success");
     assert_eq!(ps.rejected_spans, 5);
-    assert!(ps.error_message.contains("trace_id must be 16 bytes"), "{}", ps.error_message);
-    assert!(ps.error_message.contains("end_time_unix_nano is before"), "{}", ps.error_message);
+    assert!(
+        ps.error_message.contains("trace_id must be 16 bytes"),
+        "{}",
+        ps.error_message
+    );
+    assert!(
+        ps.error_message.contains("end_time_unix_nano is before"),
+        "{}",
+        ps.error_message
+    );
 
     let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[
         {"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","name":"ok","startTimeUnixNano":"1","endTimeUnixNano":"2"},
@@ -144,7 +202,12 @@ async fn http_invalid_spans_get_partial_success_in_both_encodings() {
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["partialSuccess"]["rejectedSpans"], "1");
-    assert!(body["partialSuccess"]["errorMessage"].as_str().unwrap().contains("span_id must be 8 bytes"));
+    assert!(
+        body["partialSuccess"]["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("span_id must be 8 bytes")
+    );
 
     // Only the valid spans were forwarded.
     common::wait_for_trace(&agent, "0af7651916cd43dd8448eb211c80319c", 1).await;
@@ -184,20 +247,35 @@ impl Decoder for RespDec {
     type Error = tonic::Status;
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Self::Item>, tonic::Status> {
         let b = buf.copy_to_bytes(buf.remaining());
-        ExportTraceServiceResponse::decode(b).map(Some).map_err(|e| tonic::Status::internal(e.to_string()))
+        ExportTraceServiceResponse::decode(b)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
-async fn grpc_call(addr: SocketAddr, path: &'static str, body: Vec<u8>, compress: bool) -> Result<ExportTraceServiceResponse, tonic::Status> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+async fn grpc_call(
+    addr: SocketAddr,
+    path: &'static str,
+    body: Vec<u8>,
+    compress: bool,
+) -> Result<ExportTraceServiceResponse, tonic::Status> {
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     if compress {
         grpc = grpc.send_compressed(CompressionEncoding::Gzip);
     }
     grpc.ready().await.unwrap();
-    grpc.unary(tonic::Request::new(Bytes::from(body)), http::uri::PathAndQuery::from_static(path), RawClientCodec)
-        .await
-        .map(|r| r.into_inner())
+    grpc.unary(
+        tonic::Request::new(Bytes::from(body)),
+        http::uri::PathAndQuery::from_static(path),
+        RawClientCodec,
+    )
+    .await
+    .map(|r| r.into_inner())
 }
 
 #[tokio::test]
@@ -206,32 +284,60 @@ async fn grpc_bad_requests_get_spec_codes() {
     let addr = agent.addrs.otlp_grpc;
     let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-    let e = grpc_call(addr, path, vec![0x0a, 0x05, 0x01], false).await.unwrap_err();
+    let e = grpc_call(addr, path, vec![0x0a, 0x05, 0x01], false)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
 
     // Over the cap: RESOURCE_EXHAUSTED (not tonic's retryable OUT_OF_RANGE).
-    let e = grpc_call(addr, path, vec![0u8; 100 * 1024], false).await.unwrap_err();
+    let e = grpc_call(addr, path, vec![0u8; 100 * 1024], false)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e:?}");
 
-    let e = grpc_call(addr, path, vec![0u8; 8 << 20], true).await.unwrap_err();
+    let e = grpc_call(addr, path, vec![0u8; 8 << 20], true)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::ResourceExhausted, "gzip bomb: {e:?}");
 
-    let e = grpc_call(addr, "/opentelemetry.proto.collector.trace.v1.TraceService/Nope", vec![], false).await.unwrap_err();
+    let e = grpc_call(
+        addr,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Nope",
+        vec![],
+        false,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unimplemented);
 
     let ok = grpc_call(addr, path, mixed_request(), true).await.unwrap();
     let ps = ok.partial_success.unwrap();
     assert_eq!(ps.rejected_spans, 5);
-    assert!(ps.error_message.contains("parent_span_id must be empty or 8 bytes"));
+    assert!(
+        ps.error_message
+            .contains("parent_span_id must be empty or 8 bytes")
+    );
 
-    let ok = grpc_call(addr, path, request(vec![good_span(7)]), false).await.unwrap();
+    let ok = grpc_call(addr, path, request(vec![good_span(7)]), false)
+        .await
+        .unwrap();
     assert_eq!(ok.partial_success, None);
-    assert_eq!(common::metric(&agent, "sidetrace_receiver_requests_total{protocol=\"grpc\",outcome=\"too_large\"}").await, 2.0);
+    assert_eq!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_requests_total{protocol=\"grpc\",outcome=\"too_large\"}"
+        )
+        .await,
+        2.0
+    );
     agent.shutdown().await;
 }
 
 /// Receivers over a queue nobody drains, so it fills up.
-async fn stalled_receivers(max_spans: usize, max_bytes: usize) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
+async fn stalled_receivers(
+    max_spans: usize,
+    max_bytes: usize,
+) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
     let pipeline = Arc::new(Pipeline {
         queue: Arc::new(Queue::new(max_spans, max_bytes)),
         metrics: Arc::new(Metrics::default()),
@@ -268,8 +374,19 @@ async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
                 assert_eq!(r.headers()["retry-after"], "1");
                 let st = rpc_status(r).await;
                 assert_eq!(st.code, code::UNAVAILABLE);
-                let retry = st.details.iter().find(|d| d.type_url.ends_with("google.rpc.RetryInfo")).expect("RetryInfo detail");
-                assert_eq!(RetryInfo::decode(&retry.value[..]).unwrap().retry_delay.unwrap().seconds, 1);
+                let retry = st
+                    .details
+                    .iter()
+                    .find(|d| d.type_url.ends_with("google.rpc.RetryInfo"))
+                    .expect("RetryInfo detail");
+                assert_eq!(
+                    RetryInfo::decode(&retry.value[..])
+                        .unwrap()
+                        .retry_delay
+                        .unwrap()
+                        .seconds,
+                    1
+                );
             }
             s => panic!("unexpected status {s}"),
         }
@@ -279,10 +396,16 @@ async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
     assert_eq!(accepted, 10, "exactly the span budget was admitted");
     assert_eq!(refused, 40);
 
-    let e = grpc_call(grpc, path, body.clone(), false).await.unwrap_err();
+    let e = grpc_call(grpc, path, body.clone(), false)
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     use tonic_types::StatusExt;
-    let delay = e.get_details_retry_info().expect("RetryInfo").retry_delay.unwrap();
+    let delay = e
+        .get_details_retry_info()
+        .expect("RetryInfo")
+        .retry_delay
+        .unwrap();
     assert_eq!(delay.as_secs(), 1);
 
     let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0af7651916cd43dd8448eb211c80319c","spanId":"b7ad6b7169203331","startTimeUnixNano":"1","endTimeUnixNano":"2"}]}]}]}"#;
@@ -294,7 +417,13 @@ async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
 
     // Draining frees room: the next request is admitted again.
     while pipeline.queue.try_pop().is_some() {}
-    let r = post(http, "application/x-protobuf", false, request(vec![good_span(1)])).await;
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(1)]),
+    )
+    .await;
     assert_eq!(r.status(), 200);
 }
 
@@ -302,9 +431,22 @@ async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
 async fn refuses_while_shutting_down() {
     let (pipeline, http, grpc) = stalled_receivers(1_000, 1 << 20).await;
     pipeline.queue.close();
-    let r = post(http, "application/x-protobuf", false, request(vec![good_span(1)])).await;
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(1)]),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert!(rpc_status(r).await.message.contains("shutting down"));
-    let e = grpc_call(grpc, "/opentelemetry.proto.collector.trace.v1.TraceService/Export", request(vec![good_span(1)]), false).await.unwrap_err();
+    let e = grpc_call(
+        grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request(vec![good_span(1)]),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
 }

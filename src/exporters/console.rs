@@ -55,10 +55,10 @@ impl Console {
     pub fn observe(&mut self, batch: &Batch, now: Instant) {
         for s in &batch.spans {
             if !self.pending.contains_key(&s.trace_id) {
-                if self.pending.len() >= MAX_PENDING_TRACES {
-                    if let Some(oldest) = self.order.pop_front() {
-                        self.print(&oldest);
-                    }
+                if self.pending.len() >= MAX_PENDING_TRACES
+                    && let Some(oldest) = self.order.pop_front()
+                {
+                    self.print(&oldest);
                 }
                 self.order.push_back(s.trace_id);
             }
@@ -80,7 +80,7 @@ impl Console {
                 None => true,
                 Some((parentless, start, ..)) => {
                     (!s.has_parent() && !parentless)
-                        || (!s.has_parent() == *parentless && s.start_unix_nano < *start)
+                        || (s.has_parent() != *parentless && s.start_unix_nano < *start)
                 }
             };
             if better {

@@ -181,7 +181,7 @@ impl LocalStore {
             .filter(|s| !filter.errors_only || s.error)
             .take(filter.limit)
             .collect();
-        out.sort_by(|a, b| b.start_unix_nano.cmp(&a.start_unix_nano));
+        out.sort_by_key(|s| std::cmp::Reverse(s.start_unix_nano));
         out
     }
 

@@ -22,12 +22,16 @@ pub fn test_config() -> Config {
 pub async fn start_local(tweak: impl FnOnce(&mut Config)) -> Agent {
     let mut c = test_config();
     tweak(&mut c);
-    Agent::start(&c, &[ExporterKind::Local]).await.expect("agent starts")
+    Agent::start(&c, &[ExporterKind::Local])
+        .await
+        .expect("agent starts")
 }
 
 /// GETs a JSON document from the admin port.
 pub async fn get_json(agent: &Agent, path: &str) -> (u16, serde_json::Value) {
-    let r = reqwest::get(format!("http://{}{path}", agent.addrs.admin)).await.unwrap();
+    let r = reqwest::get(format!("http://{}{path}", agent.addrs.admin))
+        .await
+        .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap())
 }
@@ -46,9 +50,17 @@ pub async fn wait_for_trace(agent: &Agent, trace_id: &str, spans: usize) -> serd
 
 /// Reads one counter line of `/metrics` by its full series name.
 pub async fn metric(agent: &Agent, series: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", agent.addrs.admin)).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(format!("http://{}/metrics", agent.addrs.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
         .unwrap_or_else(|| panic!("no series {series} in /metrics"))
         .parse()
         .unwrap()
