@@ -72,3 +72,51 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 async fn ui() -> Html<&'static str> {
     Html(include_str!("ui.html"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn state(ready: bool, store: bool) -> AdminState {
+        AdminState {
+            metrics: Arc::new(Metrics::default()),
+            queue: Arc::new(Queue::new(10, 1000)),
+            ready: Arc::new(AtomicBool::new(ready)),
+            store: store.then(|| Arc::new(LocalStore::new(10, 1 << 20, 10))),
+        }
+    }
+
+    async fn get(state: AdminState, path: &str) -> (StatusCode, String) {
+        let r = router(state)
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_ready_flag_and_healthz_is_always_ok() {
+        assert_eq!(get(state(true, true), "/readyz").await.0, StatusCode::OK);
+        assert_eq!(get(state(false, true), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get(state(false, true), "/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_and_api_answer() {
+        let (s, text) = get(state(true, true), "/metrics").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(text.contains("sidetrace_queue_capacity_spans 10\n"));
+        assert!(text.contains("sidetrace_local_store_traces 0\n"));
+        assert_eq!(get(state(true, true), "/api/traces").await.1, "{\"traces\":[]}");
+        assert_eq!(get(state(true, false), "/api/traces").await.0, StatusCode::NOT_FOUND);
+        assert_eq!(get(state(true, true), "/api/traces/xyz").await.0, StatusCode::BAD_REQUEST);
+        let (s, page) = get(state(true, true), "/").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(page.contains("<title>sidetrace</title>"));
+    }
+}
