@@ -98,6 +98,14 @@ struct Running {
     admin: String,
 }
 
+/// A failed assertion must not leave the agent running.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Starts the binary on ephemeral ports and reads the bound addresses from its startup log.
 fn start(extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
@@ -117,7 +125,9 @@ fn start(extra: &[&str]) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let stderr = child.stderr.take().unwrap();
+    let mut running = Running { child, grpc: String::new(), http: String::new(), admin: String::new() };
+    let mut lines = BufReader::new(stderr).lines();
     let (mut grpc, mut http, mut admin) = (None, None, None);
     let mut log = String::new();
     while admin.is_none() {
@@ -142,12 +152,10 @@ fn start(extra: &[&str]) -> Running {
     );
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Running {
-        child,
-        grpc: grpc.unwrap(),
-        http: http.unwrap(),
-        admin: admin.unwrap(),
-    }
+    running.grpc = grpc.unwrap();
+    running.http = http.unwrap();
+    running.admin = admin.unwrap();
+    running
 }
 
 /// A minimal blocking HTTP/1.1 POST; returns the status line.
