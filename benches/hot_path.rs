@@ -17,7 +17,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn requests() -> Vec<Bytes> {
     let mut rng = Rng::new(42);
-    (0..16).map(|_| request(&mut rng, &Shape::default()).encode_to_vec().into()).collect()
+    (0..16)
+        .map(|_| request(&mut rng, &Shape::default()).encode_to_vec().into())
+        .collect()
 }
 
 fn hot_path(c: &mut Criterion) {

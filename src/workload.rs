@@ -43,7 +43,14 @@ fn i(key: &str, value: i64) -> KeyValue {
 }
 
 const SERVICES: [&str; 5] = ["checkout", "cart", "payments", "catalog", "frontend"];
-const ROUTES: [&str; 6] = ["/cart/{id}", "/orders", "/orders/{id}", "/products", "/login", "/health"];
+const ROUTES: [&str; 6] = [
+    "/cart/{id}",
+    "/orders",
+    "/orders/{id}",
+    "/products",
+    "/login",
+    "/health",
+];
 
 /// A resource like an ECS Fargate task's (about two dozen attributes, as SDK detectors send).
 pub fn resource(service: &str) -> Resource {
@@ -60,11 +67,20 @@ pub fn resource(service: &str) -> Resource {
         s("cloud.account.id", "123456789012"),
         s("cloud.availability_zone", "eu-west-1a"),
         s("aws.ecs.launchtype", "fargate"),
-        s("aws.ecs.cluster.arn", "arn:aws:ecs:eu-west-1:123456789012:cluster/prod"),
-        s("aws.ecs.task.arn", "arn:aws:ecs:eu-west-1:123456789012:task/prod/0a1b2c3d4e5f"),
+        s(
+            "aws.ecs.cluster.arn",
+            "arn:aws:ecs:eu-west-1:123456789012:cluster/prod",
+        ),
+        s(
+            "aws.ecs.task.arn",
+            "arn:aws:ecs:eu-west-1:123456789012:task/prod/0a1b2c3d4e5f",
+        ),
         s("aws.ecs.task.family", service),
         s("aws.ecs.task.revision", "42"),
-        s("aws.ecs.container.arn", "arn:aws:ecs:eu-west-1:123456789012:container/prod/0a1b2c3d4e5f/abc"),
+        s(
+            "aws.ecs.container.arn",
+            "arn:aws:ecs:eu-west-1:123456789012:container/prod/0a1b2c3d4e5f/abc",
+        ),
         s("aws.log.group.names", format!("/ecs/{service}")),
         s("container.id", "0a1b2c3d4e5f60718293a4b5c6d7e8f9"),
         s("container.name", service),
@@ -73,7 +89,10 @@ pub fn resource(service: &str) -> Resource {
         i("process.pid", 1),
     ];
     attributes.shrink_to_fit();
-    Resource { attributes, ..Default::default() }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
 }
 
 /// Options for [`request`].
@@ -133,7 +152,10 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                     vec![
                         s("http.request.method", "GET"),
                         s("http.route", route),
-                        s("url.path", route.replace("{id}", &rng.below(100_000).to_string())),
+                        s(
+                            "url.path",
+                            route.replace("{id}", &rng.below(100_000).to_string()),
+                        ),
                         s("url.scheme", "https"),
                         i("http.response.status_code", if error { 500 } else { 200 }),
                         s("server.address", "api.example.com"),
@@ -148,7 +170,10 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                         s("db.system.name", "postgresql"),
                         s("db.namespace", "shop"),
                         s("db.operation.name", "SELECT"),
-                        s("db.query.text", "SELECT id, total FROM orders WHERE customer_id = $1"),
+                        s(
+                            "db.query.text",
+                            "SELECT id, total FROM orders WHERE customer_id = $1",
+                        ),
                         s("server.address", "db.internal"),
                         i("server.port", 5432),
                         i("db.response.returned_rows", rng.below(50) as i64),
@@ -171,7 +196,10 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                 ),
             };
             for x in 0..shape.extra_attributes + rng.below(4) as usize {
-                attrs.push(s(&format!("app.attr{x}"), format!("value-{}", rng.below(1000))));
+                attrs.push(s(
+                    &format!("app.attr{x}"),
+                    format!("value-{}", rng.below(1000)),
+                ));
             }
             by_service[service].push(Span {
                 trace_id: trace_id.to_vec().into(),
@@ -184,7 +212,11 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                 attributes: attrs,
                 status: Some(Status {
                     code: if error { 2 } else { 0 },
-                    message: if error { "internal error".into() } else { String::new() },
+                    message: if error {
+                        "internal error".into()
+                    } else {
+                        String::new()
+                    },
                 }),
                 flags: 0x101,
                 ..Default::default()
@@ -228,7 +260,9 @@ mod tests {
         let bytes = req.encode_to_vec();
         let per_span = bytes.len() / 512;
         assert!((300..700).contains(&per_span), "{per_span} bytes per span");
-        let d = crate::receivers::decode::decode_request(bytes.into(), crate::model::Protocol::Grpc).unwrap();
+        let d =
+            crate::receivers::decode::decode_request(bytes.into(), crate::model::Protocol::Grpc)
+                .unwrap();
         assert_eq!(d.batch.spans.len(), 512);
         assert_eq!(d.rejected.total(), 0);
     }

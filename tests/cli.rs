@@ -126,7 +126,12 @@ fn start(extra: &[&str]) -> Running {
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut running = Running { child, grpc: String::new(), http: String::new(), admin: String::new() };
+    let mut running = Running {
+        child,
+        grpc: String::new(),
+        http: String::new(),
+        admin: String::new(),
+    };
     let mut lines = BufReader::new(stderr).lines();
     let (mut grpc, mut http, mut admin) = (None, None, None);
     let mut log = String::new();

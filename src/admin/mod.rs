@@ -102,7 +102,10 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_the_ready_flag_and_healthz_is_always_ok() {
         assert_eq!(get(state(true, true), "/readyz").await.0, StatusCode::OK);
-        assert_eq!(get(state(false, true), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(state(false, true), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(get(state(false, true), "/healthz").await.0, StatusCode::OK);
     }
 
@@ -112,9 +115,18 @@ mod tests {
         assert_eq!(s, StatusCode::OK);
         assert!(text.contains("sidetrace_queue_capacity_spans 10\n"));
         assert!(text.contains("sidetrace_local_store_traces 0\n"));
-        assert_eq!(get(state(true, true), "/api/traces").await.1, "{\"traces\":[]}");
-        assert_eq!(get(state(true, false), "/api/traces").await.0, StatusCode::NOT_FOUND);
-        assert_eq!(get(state(true, true), "/api/traces/xyz").await.0, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            get(state(true, true), "/api/traces").await.1,
+            "{\"traces\":[]}"
+        );
+        assert_eq!(
+            get(state(true, false), "/api/traces").await.0,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get(state(true, true), "/api/traces/xyz").await.0,
+            StatusCode::BAD_REQUEST
+        );
         let (s, page) = get(state(true, true), "/").await;
         assert_eq!(s, StatusCode::OK);
         assert!(page.contains("<title>sidetrace</title>"));
