@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod local_store;
+pub mod xray;
 
 use std::sync::Arc;
 

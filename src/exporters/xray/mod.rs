@@ -1,0 +1,4 @@
+//! The AWS X-Ray exporter: span → segment-document translation and a document validator.
+
+pub mod translate;
+pub mod validate;

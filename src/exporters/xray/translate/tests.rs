@@ -1,0 +1,3 @@
+//! Unit tests of the translator's edge cases that golden files cannot show well.
+
+use super::*;
