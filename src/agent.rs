@@ -12,6 +12,9 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::exporters::retry::RetryPolicy;
+use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
+use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, XraySettings};
 use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
 use crate::pipeline::{self, InFlight, Pipeline, Queue};
 use crate::receivers::{otlp_grpc, otlp_http};
@@ -63,6 +66,40 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// Builds the X-Ray exporter: AWS config from the SDK's default chain, SDK retries off.
+async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> XrayExporter {
+    let x = &config.xray;
+    let region = crate::config::aws_region(&|v| std::env::var(v).ok());
+    let sdk = xray::client::sdk_config(region, x.request_timeout).await;
+    info!(
+        exporter = "xray",
+        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
+        concurrency = x.concurrency,
+        "X-Ray exporter ready (PutTraceSegments)."
+    );
+    let translate = TranslateOptions {
+        indexed_attributes: IndexedKeys::new(x.indexed_attributes.clone()),
+        index_all_attributes: x.index_all_attributes,
+        trace_id_policy: if x.require_epoch_trace_ids {
+            TraceIdPolicy::RequireRecentEpoch
+        } else {
+            TraceIdPolicy::PassThrough
+        },
+        ..TranslateOptions::default()
+    };
+    let settings = XraySettings {
+        batch_size: xray::MAX_DOCUMENTS_PER_CALL,
+        idle_flush: x.idle_flush,
+        concurrency: x.concurrency,
+        retry: RetryPolicy {
+            max_elapsed: x.retry_max_elapsed,
+            ..RetryPolicy::default()
+        },
+        translate,
+    };
+    XrayExporter::new(XrayClient::new(&sdk), settings, metrics)
+}
+
 impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
@@ -74,9 +111,9 @@ impl Agent {
         });
 
         let mut store = None;
-        let running: Vec<Exporter> = exporters
-            .iter()
-            .map(|kind| match kind {
+        let mut running: Vec<Exporter> = Vec::with_capacity(exporters.len());
+        for kind in exporters {
+            running.push(match kind {
                 ExporterKind::Local => {
                     let s = Arc::new(LocalStore::new(
                         config.local_max_traces,
@@ -87,8 +124,11 @@ impl Agent {
                     Exporter::Local(s)
                 }
                 ExporterKind::Console => Exporter::Console(Console::stdout(config.console_grace)),
-            })
-            .collect();
+                ExporterKind::Xray => {
+                    Exporter::Xray(Box::new(xray_exporter(config, metrics.clone()).await))
+                }
+            });
+        }
 
         let grpc_listener = bind("OTLP/gRPC", config.bind_addr(config.otlp_grpc_addr)).await?;
         let http_listener = bind("OTLP/HTTP", config.bind_addr(config.otlp_http_addr)).await?;

@@ -27,6 +27,13 @@ pub const DEFAULT_LOCAL_MAX_BYTES: usize = 64 * 1024 * 1024;
 pub const DEFAULT_LOCAL_MAX_SPANS_PER_TRACE: usize = 10_000;
 /// How long the console waits after a trace's root span for stragglers before printing it.
 pub const DEFAULT_CONSOLE_GRACE: Duration = Duration::from_secs(1);
+/// X-Ray exporter defaults: the X-Ray daemon's concurrency and 1 s idle flush (aws-xray-daemon cfg.go).
+pub const DEFAULT_XRAY_CONCURRENCY: usize = 8;
+pub const DEFAULT_XRAY_IDLE_FLUSH: Duration = Duration::from_secs(1);
+/// Per-attempt timeout of one PutTraceSegments call.
+pub const DEFAULT_XRAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one batch may keep being retried; the bounded queue pushes back meanwhile.
+pub const DEFAULT_XRAY_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
 /// Exit code for configuration errors (EX_USAGE, as linkerd2-proxy uses).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -54,6 +61,35 @@ pub struct Config {
     pub local_max_bytes: usize,
     pub local_max_spans_per_trace: usize,
     pub console_grace: Duration,
+    pub xray: XrayConfig,
+}
+
+/// Settings of the X-Ray exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XrayConfig {
+    pub concurrency: usize,
+    pub idle_flush: Duration,
+    pub request_timeout: Duration,
+    pub retry_max_elapsed: Duration,
+    /// Attribute keys written as annotations (indexed, searchable in X-Ray).
+    pub indexed_attributes: Vec<String>,
+    pub index_all_attributes: bool,
+    /// Reject trace IDs whose first 32 bits are not a recent epoch second (the Collector's old rule).
+    pub require_epoch_trace_ids: bool,
+}
+
+impl Default for XrayConfig {
+    fn default() -> Self {
+        XrayConfig {
+            concurrency: DEFAULT_XRAY_CONCURRENCY,
+            idle_flush: DEFAULT_XRAY_IDLE_FLUSH,
+            request_timeout: DEFAULT_XRAY_REQUEST_TIMEOUT,
+            retry_max_elapsed: DEFAULT_XRAY_RETRY_MAX_ELAPSED,
+            indexed_attributes: Vec::new(),
+            index_all_attributes: false,
+            require_epoch_trace_ids: false,
+        }
+    }
 }
 
 impl Default for Config {
@@ -74,6 +110,7 @@ impl Default for Config {
             local_max_bytes: DEFAULT_LOCAL_MAX_BYTES,
             local_max_spans_per_trace: DEFAULT_LOCAL_MAX_SPANS_PER_TRACE,
             console_grace: DEFAULT_CONSOLE_GRACE,
+            xray: XrayConfig::default(),
         }
     }
 }
@@ -285,6 +322,22 @@ impl Config {
             "local.max_bytes" => self.local_max_bytes = parse_count(value)?,
             "local.max_spans_per_trace" => self.local_max_spans_per_trace = parse_count(value)?,
             "console.grace" => self.console_grace = parse_duration(value)?,
+            "xray.concurrency" => self.xray.concurrency = parse_count(value)?,
+            "xray.idle_flush" => self.xray.idle_flush = parse_duration(value)?,
+            "xray.request_timeout" => self.xray.request_timeout = parse_duration(value)?,
+            "xray.retry_max_elapsed" => self.xray.retry_max_elapsed = parse_duration(value)?,
+            "xray.indexed_attributes" => {
+                self.xray.indexed_attributes = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            "xray.index_all_attributes" => self.xray.index_all_attributes = parse_bool(value)?,
+            "xray.require_epoch_trace_ids" => {
+                self.xray.require_epoch_trace_ids = parse_bool(value)?
+            }
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -399,18 +452,13 @@ impl Config {
     ) -> (Vec<ExporterKind>, String) {
         match &self.exporters {
             ExporterChoice::List(list) => (list.clone(), "set by the exporters setting".into()),
-            ExporterChoice::Auto => {
-                let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
-                    .iter()
-                    .find_map(|v| env(v).filter(|r| !r.is_empty()));
-                let why = match region {
-                    Some(r) => format!(
-                        "AWS region {r} is set, but this build has no AWS exporters yet; keeping traces locally"
-                    ),
-                    None => "no AWS region is set (AWS_REGION / AWS_DEFAULT_REGION); keeping traces locally".into(),
-                };
-                (vec![ExporterKind::Local, ExporterKind::Console], why)
-            }
+            ExporterChoice::Auto => match aws_region(env) {
+                Some(r) => (vec![ExporterKind::Xray], format!("AWS region {r} is set; sending traces to X-Ray")),
+                None => (
+                    vec![ExporterKind::Local, ExporterKind::Console],
+                    "no AWS region is set (AWS_REGION / AWS_DEFAULT_REGION); keeping traces locally".into(),
+                ),
+            },
         }
     }
 
@@ -436,6 +484,13 @@ impl Config {
         }
         out
     }
+}
+
+/// The AWS region from the SDK's variables, when one is set.
+pub fn aws_region(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    ["AWS_REGION", "AWS_DEFAULT_REGION"]
+        .iter()
+        .find_map(|v| env(v).filter(|r| !r.is_empty()))
 }
 
 fn flatten<'a>(prefix: &str, table: &'a toml::Table, out: &mut Vec<(String, &'a toml::Value)>) {
@@ -523,6 +578,14 @@ mod tests {
         let (ex, why) = Config::default().resolve_exporters(&no_env);
         assert_eq!(ex, vec![ExporterKind::Local, ExporterKind::Console]);
         assert!(why.contains("no AWS region"));
+    }
+
+    #[test]
+    fn auto_with_region_is_aws_mode() {
+        let env = |k: &str| (k == "AWS_DEFAULT_REGION").then(|| "eu-west-1".to_string());
+        let (ex, why) = Config::default().resolve_exporters(&env);
+        assert_eq!(ex, vec![ExporterKind::Xray]);
+        assert!(why.contains("eu-west-1"));
     }
 
     #[test]

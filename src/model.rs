@@ -1,6 +1,7 @@
 //! The internal batch type the pipeline passes around: the request's bytes plus an index of its spans.
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
@@ -143,6 +144,63 @@ impl Batch {
             Some(s) => InstrumentationScope::decode(slice(&self.buf, &s.scope)),
             None => Ok(InstrumentationScope::default()),
         }
+    }
+}
+
+/// One span decoded for an exporter, with its resource and scope shared across the batch.
+#[derive(Debug, Clone)]
+pub struct DecodedSpan {
+    pub trace_id: TraceId,
+    /// Size of the span on the wire.
+    pub encoded_bytes: usize,
+    pub span: Span,
+    pub service: Arc<str>,
+    pub resource: Arc<Resource>,
+    pub scope: Arc<InstrumentationScope>,
+}
+
+impl Batch {
+    /// Decodes every span (behind the queue, never on the hot path), each resource and scope
+    /// once. Returns the spans and how many could not be decoded (the receiver checked them, so
+    /// this should stay zero).
+    pub fn decode_all(&self) -> (Vec<DecodedSpan>, u64) {
+        let mut resources: Vec<Option<(Arc<Resource>, Arc<str>)>> =
+            vec![None; self.resources.len()];
+        let mut scopes: Vec<Option<Arc<InstrumentationScope>>> = vec![None; self.scopes.len()];
+        let mut out = Vec::with_capacity(self.spans.len());
+        let mut undecodable = 0;
+        for info in &self.spans {
+            let Ok(span) = self.decode_span(info) else {
+                undecodable += 1;
+                continue;
+            };
+            let (resource, service) = match resources.get_mut(info.resource as usize) {
+                Some(slot) => slot
+                    .get_or_insert_with(|| {
+                        let r = self.decode_resource(info.resource).unwrap_or_default();
+                        (Arc::new(r), Arc::from(self.service_name(info)))
+                    })
+                    .clone(),
+                None => (Arc::default(), Arc::from("")),
+            };
+            let scope = match scopes.get_mut(info.scope as usize) {
+                Some(slot) => slot
+                    .get_or_insert_with(|| {
+                        Arc::new(self.decode_scope(info.scope).unwrap_or_default())
+                    })
+                    .clone(),
+                None => Arc::default(),
+            };
+            out.push(DecodedSpan {
+                trace_id: info.trace_id,
+                encoded_bytes: info.bytes.len(),
+                span,
+                service,
+                resource,
+                scope,
+            });
+        }
+        (out, undecodable)
     }
 }
 

@@ -1,7 +1,9 @@
 //! sidetrace's own logs and self-metrics (`/metrics`), with fixed, bounded label sets.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use crate::model::Protocol;
 use crate::receivers::decode::RejectReason;
@@ -73,13 +75,19 @@ pub enum DropReason {
     Undecodable,
     /// A trace in the local store reached its span cap.
     TraceSpanCap,
+    /// The destination refused the request in a way retrying cannot fix.
+    PermanentError,
+    /// Retries ran out of their time budget.
+    RetryExhausted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 3] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::DrainDeadline,
         DropReason::Undecodable,
         DropReason::TraceSpanCap,
+        DropReason::PermanentError,
+        DropReason::RetryExhausted,
     ];
 
     pub fn label(self) -> &'static str {
@@ -87,6 +95,8 @@ impl DropReason {
             DropReason::DrainDeadline => "drain_deadline",
             DropReason::Undecodable => "undecodable",
             DropReason::TraceSpanCap => "trace_span_cap",
+            DropReason::PermanentError => "permanent_error",
+            DropReason::RetryExhausted => "retry_exhausted",
         }
     }
 }
@@ -111,7 +121,18 @@ pub struct Metrics {
     dropped_spans: [Counters<DROPS>; EXPORTERS],
     pipeline_dropped_spans: Counters<DROPS>,
     local_evicted_traces: Counters<1>,
+    /// Spans a destination refused, by exporter and the destination's own error code.
+    rejected_by_code: Mutex<BTreeMap<(usize, String), u64>>,
+    /// Spans an exporter holds (batched or being sent): counted as lost if the drain deadline passes.
+    exporter_pending: [AtomicI64; EXPORTERS],
+    /// X-Ray documents trimmed to fit 64 KB, and indexed attributes moved to metadata by the cap.
+    xray_trimmed_documents: Counters<1>,
+    xray_annotations_over_cap: Counters<1>,
 }
+
+/// Distinct rejection codes kept per exporter before further ones count as `other`
+/// (codes come from outside, so the label set must stay bounded).
+pub const MAX_REJECTION_CODES: usize = 32;
 
 /// Point-in-time values read from their owners when `/metrics` is rendered.
 #[derive(Debug, Default, Clone)]
@@ -162,6 +183,53 @@ impl Metrics {
 
     pub fn local_evicted(&self, n: u64) {
         self.local_evicted_traces.add(0, n);
+    }
+
+    /// Spans the destination refused (e.g. X-Ray `UnprocessedTraceSegments`), by its error code.
+    pub fn spans_rejected_by(&self, exporter: usize, code: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut map = self
+            .rejected_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let known = map.keys().filter(|(e, _)| *e == exporter).count();
+        let key = if known < MAX_REJECTION_CODES || map.contains_key(&(exporter, code.to_owned())) {
+            code.to_owned()
+        } else {
+            "other".to_owned()
+        };
+        *map.entry((exporter, key)).or_default() += n;
+    }
+
+    pub fn rejected_by(&self, exporter: usize, code: &str) -> u64 {
+        let map = self
+            .rejected_by_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        map.get(&(exporter, code.to_owned())).copied().unwrap_or(0)
+    }
+
+    pub fn exporter_pending_add(&self, exporter: usize, n: i64) {
+        self.exporter_pending[exporter].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Spans all exporters still hold.
+    pub fn exporters_pending(&self) -> u64 {
+        self.exporter_pending
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed).max(0) as u64)
+            .sum()
+    }
+
+    pub fn xray_trimmed(&self, annotations_over_cap: u64, trimmed: bool) {
+        self.xray_annotations_over_cap.add(0, annotations_over_cap);
+        self.xray_trimmed_documents.add(0, u64::from(trimmed));
+    }
+
+    pub fn dropped(&self, exporter: usize, reason: DropReason) -> u64 {
+        self.dropped_spans[exporter].get(reason as usize)
     }
 
     pub fn exported(&self, exporter: usize) -> u64 {
@@ -323,6 +391,62 @@ impl Metrics {
         }
         header(
             o,
+            "sidetrace_exporter_rejected_spans_total",
+            "counter",
+            "Spans the destination refused, by its error code.",
+        );
+        {
+            let map = self
+                .rejected_by_code
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            for ((e, code), v) in map.iter() {
+                let label = ExporterKind::ALL[*e].label();
+                let _ = writeln!(
+                    o,
+                    "sidetrace_exporter_rejected_spans_total{{exporter=\"{label}\",code=\"{}\"}} {v}",
+                    escape_label(code)
+                );
+            }
+        }
+        header(
+            o,
+            "sidetrace_exporter_pending_spans",
+            "gauge",
+            "Spans an exporter holds in its batches or in flight.",
+        );
+        for e in ExporterKind::ALL {
+            let v = self.exporter_pending[e as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                o,
+                "sidetrace_exporter_pending_spans{{exporter=\"{}\"}} {v}",
+                e.label()
+            );
+        }
+        header(
+            o,
+            "sidetrace_xray_trimmed_documents_total",
+            "counter",
+            "X-Ray documents trimmed (metadata first) to stay under 64 KB.",
+        );
+        let _ = writeln!(
+            o,
+            "sidetrace_xray_trimmed_documents_total {}",
+            self.xray_trimmed_documents.get(0)
+        );
+        header(
+            o,
+            "sidetrace_xray_annotations_over_cap_total",
+            "counter",
+            "Indexed attributes written as metadata because a document reached 50 annotations.",
+        );
+        let _ = writeln!(
+            o,
+            "sidetrace_xray_annotations_over_cap_total {}",
+            self.xray_annotations_over_cap.get(0)
+        );
+        header(
+            o,
             "sidetrace_pipeline_dropped_spans_total",
             "counter",
             "Accepted spans that never reached the exporters, by reason.",
@@ -364,6 +488,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Prometheus label-value escaping: backslash, quote and newline.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {

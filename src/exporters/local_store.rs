@@ -80,45 +80,16 @@ impl LocalStore {
 
     /// Stores every span of a batch (decoded off the hot path, here behind the queue).
     pub fn insert(&self, batch: &Batch, metrics: &Metrics, exporter: usize) {
-        let mut resources: Vec<Option<(Arc<Resource>, Arc<str>)>> =
-            vec![None; batch.resources.len()];
-        let mut scopes: Vec<Option<Arc<InstrumentationScope>>> = vec![None; batch.scopes.len()];
-        let mut decoded = Vec::with_capacity(batch.spans.len());
-        let mut undecodable = 0u64;
-        for info in &batch.spans {
-            let Ok(span) = batch.decode_span(info) else {
-                undecodable += 1;
-                continue;
+        let (spans, undecodable) = batch.decode_all();
+        let decoded = spans.into_iter().map(|d| {
+            let stored = StoredSpan {
+                span: d.span,
+                service: d.service,
+                resource: d.resource,
+                scope: d.scope,
             };
-            let (resource, service) = match resources.get_mut(info.resource as usize) {
-                Some(slot) => slot
-                    .get_or_insert_with(|| {
-                        let r = batch.decode_resource(info.resource).unwrap_or_default();
-                        (Arc::new(r), Arc::from(batch.service_name(info)))
-                    })
-                    .clone(),
-                None => (Arc::default(), Arc::from("")),
-            };
-            let scope = match scopes.get_mut(info.scope as usize) {
-                Some(slot) => slot
-                    .get_or_insert_with(|| {
-                        Arc::new(batch.decode_scope(info.scope).unwrap_or_default())
-                    })
-                    .clone(),
-                None => Arc::default(),
-            };
-            let bytes = info.bytes.len() + SPAN_OVERHEAD_BYTES;
-            decoded.push((
-                info.trace_id,
-                bytes,
-                StoredSpan {
-                    span,
-                    service,
-                    resource,
-                    scope,
-                },
-            ));
-        }
+            (d.trace_id, d.encoded_bytes + SPAN_OVERHEAD_BYTES, stored)
+        });
         metrics.spans_dropped(exporter, DropReason::Undecodable, undecodable);
 
         let (mut stored, mut capped, mut evicted) = (0u64, 0u64, 0u64);

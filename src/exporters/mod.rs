@@ -2,6 +2,7 @@
 
 pub mod console;
 pub mod local_store;
+pub mod retry;
 pub mod xray;
 
 use std::sync::Arc;
@@ -19,15 +20,21 @@ pub use local_store::LocalStore;
 pub enum ExporterKind {
     Local,
     Console,
+    Xray,
 }
 
 impl ExporterKind {
-    pub const ALL: [ExporterKind; 2] = [ExporterKind::Local, ExporterKind::Console];
+    pub const ALL: [ExporterKind; 3] = [
+        ExporterKind::Local,
+        ExporterKind::Console,
+        ExporterKind::Xray,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             ExporterKind::Local => "local",
             ExporterKind::Console => "console",
+            ExporterKind::Xray => "xray",
         }
     }
 
@@ -35,10 +42,13 @@ impl ExporterKind {
         match name.to_ascii_lowercase().as_str() {
             "local" => Ok(ExporterKind::Local),
             "console" => Ok(ExporterKind::Console),
-            n @ ("xray" | "cloudwatch" | "otlp") => {
+            "xray" => Ok(ExporterKind::Xray),
+            n @ ("cloudwatch" | "otlp") => {
                 Err(format!("the {n} exporter is not part of this build yet"))
             }
-            n => Err(format!("unknown exporter {n:?} (known: local, console)")),
+            n => Err(format!(
+                "unknown exporter {n:?} (known: xray, local, console)"
+            )),
         }
     }
 }
@@ -48,6 +58,7 @@ impl ExporterKind {
 pub enum Exporter {
     Local(Arc<LocalStore>),
     Console(Console),
+    Xray(Box<xray::XrayExporter>),
 }
 
 impl Exporter {
@@ -55,6 +66,7 @@ impl Exporter {
         match self {
             Exporter::Local(_) => ExporterKind::Local,
             Exporter::Console(_) => ExporterKind::Console,
+            Exporter::Xray(_) => ExporterKind::Xray,
         }
     }
 
@@ -67,20 +79,25 @@ impl Exporter {
                 console.observe(batch, now);
                 metrics.spans_exported(kind, batch.spans.len() as u64);
             }
+            Exporter::Xray(x) => x.export(batch, now).await,
         }
     }
 
     /// Periodic work (the console prints traces whose grace period is over).
-    pub fn tick(&mut self, now: Instant) {
-        if let Exporter::Console(console) = self {
-            console.flush_due(now);
+    pub async fn tick(&mut self, now: Instant) {
+        match self {
+            Exporter::Console(console) => console.flush_due(now),
+            Exporter::Xray(x) => x.tick(now).await,
+            Exporter::Local(_) => {}
         }
     }
 
     /// Final flush at shutdown.
     pub async fn shutdown(&mut self) {
-        if let Exporter::Console(console) = self {
-            console.flush_all();
+        match self {
+            Exporter::Console(console) => console.flush_all(),
+            Exporter::Xray(x) => x.shutdown().await,
+            Exporter::Local(_) => {}
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn run_dispatcher(
             _ = tick.tick() => {
                 let now = Instant::now();
                 for e in &mut exporters {
-                    e.tick(now);
+                    e.tick(now).await;
                 }
             }
         }
@@ -133,9 +133,9 @@ pub async fn run_dispatcher(
     }
 }
 
-/// Counts what is left when the drain deadline passes: queued and in-flight spans are dropped.
+/// Counts what is left when the drain deadline passes: queued, in-flight and exporter-held spans.
 pub fn count_undelivered(queue: &Queue, in_flight: &InFlight, metrics: &Metrics) -> u64 {
-    let mut lost = in_flight.get();
+    let mut lost = in_flight.get() + metrics.exporters_pending();
     while let Some(b) = queue.try_pop() {
         lost += b.spans.len() as u64;
     }

@@ -1,0 +1,131 @@
+//! Export outcomes and the retry policy every AWS exporter shares: full-jitter exponential
+//! backoff, bounded in time, honouring a server's retry hint.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How one export call failed, classified where the error is born (the client).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    /// Throttling, 5xx, 408, timeouts, connection errors: try again later.
+    #[error("retryable ({reason}): {message}")]
+    Retryable {
+        /// A bounded label: `throttled`, `server_error`, `timeout`, `connection`, `credentials`.
+        reason: &'static str,
+        message: String,
+        /// The server's hint, when it gave one.
+        after: Option<Duration>,
+    },
+    /// Anything else: sending the same request again cannot succeed.
+    #[error("permanent ({code}): {message}")]
+    Permanent { code: String, message: String },
+}
+
+/// Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"),
+/// as the X-Ray daemon uses, bounded by a total time budget.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub base: Duration,
+    pub cap: Duration,
+    /// Give up (and count the spans dropped) once retrying would pass this much time.
+    pub max_elapsed: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The state of one request's retries.
+#[derive(Debug)]
+pub struct Backoff {
+    policy: RetryPolicy,
+    started: Instant,
+    attempt: u32,
+    rng: u64,
+}
+
+impl Backoff {
+    pub fn new(policy: RetryPolicy, seed: u64) -> Self {
+        Backoff {
+            policy,
+            started: Instant::now(),
+            attempt: 0,
+            rng: seed | 1,
+        }
+    }
+
+    fn random_unit(&mut self) -> f64 {
+        // xorshift64: jitter needs spread, not cryptographic quality.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// The next delay, or `None` when the time budget would be exceeded. A server hint is
+    /// clamped into [base, cap] so a bad hint can neither hammer nor stall us.
+    pub fn next_delay(&mut self, hint: Option<Duration>) -> Option<Duration> {
+        let ceiling = self
+            .policy
+            .base
+            .saturating_mul(1u32 << self.attempt.min(16))
+            .min(self.policy.cap);
+        self.attempt += 1;
+        let delay = match hint {
+            Some(h) => h.clamp(self.policy.base, self.policy.cap),
+            None => ceiling.mul_f64(self.random_unit()),
+        };
+        (self.started.elapsed() + delay <= self.policy.max_elapsed).then_some(delay)
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn delays_grow_under_the_cap_and_stop_at_the_budget() {
+        let policy = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+            max_elapsed: Duration::from_secs(5),
+        };
+        let mut b = Backoff::new(policy, 42);
+        let mut total = Duration::ZERO;
+        let mut n = 0;
+        while let Some(d) = b.next_delay(None) {
+            assert!(d <= Duration::from_secs(1));
+            let ceiling = Duration::from_millis(100) * (1 << n.min(16));
+            assert!(d <= ceiling, "attempt {n}: {d:?} > {ceiling:?}");
+            tokio::time::advance(d).await;
+            total += d;
+            n += 1;
+        }
+        assert!(total <= Duration::from_secs(5));
+        assert!(n > 5, "several retries fit in the budget");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hints_are_clamped() {
+        let mut b = Backoff::new(RetryPolicy::default(), 1);
+        assert_eq!(
+            b.next_delay(Some(Duration::ZERO)),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(
+            b.next_delay(Some(Duration::from_secs(3600))),
+            Some(Duration::from_secs(10))
+        );
+    }
+}

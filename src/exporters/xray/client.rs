@@ -1,0 +1,136 @@
+//! The PutTraceSegments call through aws-sdk-xray, with errors classified where they are born.
+
+use std::time::Duration;
+
+use aws_sdk_xray::config::http::HttpResponse;
+use aws_sdk_xray::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
+
+use crate::exporters::retry::ExportError;
+
+/// PutTraceSegments API limit: documents per call ("Exceeding maximum segment count: 50").
+pub const MAX_DOCUMENTS_PER_CALL: usize = 50;
+
+/// Error codes AWS uses for throttling (aws-runtime's `THROTTLING_ERRORS` plus X-Ray's own).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
+
+/// One document X-Ray refused (`UnprocessedTraceSegments`): rejected, never re-sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unprocessed {
+    pub id: String,
+    pub error_code: String,
+    pub message: String,
+}
+
+/// A cheap-to-clone X-Ray client with the SDK's own retries off (sidetrace owns retries).
+#[derive(Debug, Clone)]
+pub struct XrayClient {
+    client: aws_sdk_xray::Client,
+}
+
+/// Loads region, credentials and endpoint the SDK's way: environment (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL[_XRAY]`, keys), profile files, web identity, ECS task role, instance profile.
+pub async fn sdk_config(
+    region: Option<String>,
+    request_timeout: Duration,
+) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(request_timeout)
+                .build(),
+        );
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r));
+    }
+    loader.load().await
+}
+
+impl XrayClient {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        XrayClient {
+            client: aws_sdk_xray::Client::new(config),
+        }
+    }
+
+    /// Sends up to [`MAX_DOCUMENTS_PER_CALL`] documents; `Ok` lists the ones X-Ray refused.
+    pub async fn put(&self, documents: Vec<String>) -> Result<Vec<Unprocessed>, ExportError> {
+        match self
+            .client
+            .put_trace_segments()
+            .set_trace_segment_documents(Some(documents))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .unprocessed_trace_segments()
+                .iter()
+                .map(|u| Unprocessed {
+                    id: u.id().unwrap_or_default().to_owned(),
+                    error_code: u.error_code().unwrap_or("Unknown").to_owned(),
+                    message: u.message().unwrap_or_default().to_owned(),
+                })
+                .collect()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+/// A `Retry-After` header in seconds, when the server sent one.
+fn retry_after(response: &HttpResponse) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Throttling, 5xx, 408, timeouts and connection failures are retryable; the rest is permanent.
+pub fn classify(err: SdkError<PutTraceSegmentsError, HttpResponse>) -> ExportError {
+    let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    let retry = |reason, after| ExportError::Retryable {
+        reason,
+        message: message.clone(),
+        after,
+    };
+    match &err {
+        SdkError::TimeoutError(_) => retry("timeout", None),
+        SdkError::DispatchFailure(d) if d.is_timeout() => retry("timeout", None),
+        SdkError::DispatchFailure(_) => retry("connection", None),
+        // Credentials that cannot be resolved yet (e.g. the ECS endpoint at start-up) show up here.
+        SdkError::ConstructionFailure(_) => retry("credentials", None),
+        SdkError::ResponseError(r) => {
+            let status = r.raw().status().as_u16();
+            if status >= 500 || status == 408 || status == 429 {
+                retry("server_error", None)
+            } else {
+                ExportError::Permanent {
+                    code: format!("http_{status}"),
+                    message,
+                }
+            }
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = s.err().code().unwrap_or("Unknown").to_owned();
+            if status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
+                retry("throttled", retry_after(s.raw()))
+            } else if status >= 500 || status == 408 {
+                retry("server_error", retry_after(s.raw()))
+            } else {
+                ExportError::Permanent { code, message }
+            }
+        }
+        _ => retry("connection", None),
+    }
+}
