@@ -65,3 +65,5 @@ pub async fn metric(agent: &Agent, series: &str) -> f64 {
         .parse()
         .unwrap()
 }
+
+pub mod process;
