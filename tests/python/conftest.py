@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -24,13 +25,39 @@ class Agent:
             return r.status, r.read()
 
 
-@pytest.fixture
-def agent():
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's server (the AWS emulator), on a loopback port for the whole session."""
+    port = free_port()
+    server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1)
+            break
+        except Exception:
+            time.sleep(0.1)
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def start_agent(extra_args=(), extra_env=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["RUST_LOG"] = "info"
+    env.update(extra_env or {})
     proc = subprocess.Popen(
         [BIN, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
-         "--admin-addr", "127.0.0.1:0", "--exporters", "local"],
+         "--admin-addr", "127.0.0.1:0", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     addrs = {}
     deadline = time.time() + 20
@@ -43,6 +70,23 @@ def agent():
             addrs[m.group(1)] = m.group(2)
     assert len(addrs) == 3, f"agent did not report its listeners: {addrs}"
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    yield Agent(proc, addrs)
-    proc.terminate()
-    assert proc.wait(timeout=30) == 0
+    return Agent(proc, addrs)
+
+
+@pytest.fixture
+def agent():
+    a = start_agent(["--exporters", "local"])
+    yield a
+    a.proc.terminate()
+    assert a.proc.wait(timeout=30) == 0
+
+
+@pytest.fixture
+def xray_agent(moto_url):
+    a = start_agent(["--set", "xray.idle_flush=200ms"], {
+        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+    })
+    yield a
+    a.proc.terminate()
+    assert a.proc.wait(timeout=30) == 0
