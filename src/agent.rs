@@ -12,7 +12,9 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::config::XrayMode;
 use crate::exporters::retry::RetryPolicy;
+use crate::exporters::xray::otlp_sigv4::{self, OtlpSettings, OtlpSigv4Exporter};
 use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
 use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, XraySettings};
 use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
@@ -48,6 +50,12 @@ pub struct Agent {
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("the X-Ray OTLP mode needs an AWS region (AWS_REGION)")]
+    NoRegion,
+    #[error("the X-Ray OTLP mode found no AWS credentials provider")]
+    NoCredentials,
+    #[error("cannot set up TLS for the X-Ray OTLP endpoint: {0}")]
+    Tls(std::io::Error),
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         what: &'static str,
@@ -67,12 +75,38 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// Builds the X-Ray exporter: AWS config from the SDK's default chain, SDK retries off.
-async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> XrayExporter {
+async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> Result<Exporter, StartError> {
     let x = &config.xray;
-    let region = crate::config::aws_region(&|v| std::env::var(v).ok());
-    let sdk = xray::client::sdk_config(region, x.request_timeout).await;
+    let env = |v: &str| std::env::var(v).ok();
+    let sdk = xray::client::sdk_config(crate::config::aws_region(&env), x.request_timeout).await;
+    let retry = RetryPolicy {
+        max_elapsed: x.retry_max_elapsed,
+        ..RetryPolicy::default()
+    };
+    if x.mode == XrayMode::Otlp {
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(StartError::NoRegion)?;
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(StartError::NoCredentials)?;
+        let settings = OtlpSettings {
+            url: otlp_sigv4::traces_url(&region, &env),
+            region,
+            idle_flush: x.idle_flush,
+            concurrency: x.concurrency,
+            request_timeout: x.request_timeout,
+            retry,
+        };
+        info!(exporter = "xray", mode = "otlp", url = %settings.url, "X-Ray exporter ready (OTLP + SigV4).");
+        let exporter =
+            OtlpSigv4Exporter::new(settings, credentials, metrics).map_err(StartError::Tls)?;
+        return Ok(Exporter::XrayOtlp(Box::new(exporter)));
+    }
     info!(
         exporter = "xray",
+        mode = "segments",
         region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
         concurrency = x.concurrency,
         "X-Ray exporter ready (PutTraceSegments)."
@@ -91,13 +125,14 @@ async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> XrayExporter {
         batch_size: xray::MAX_DOCUMENTS_PER_CALL,
         idle_flush: x.idle_flush,
         concurrency: x.concurrency,
-        retry: RetryPolicy {
-            max_elapsed: x.retry_max_elapsed,
-            ..RetryPolicy::default()
-        },
+        retry,
         translate,
     };
-    XrayExporter::new(XrayClient::new(&sdk), settings, metrics)
+    Ok(Exporter::Xray(Box::new(XrayExporter::new(
+        XrayClient::new(&sdk),
+        settings,
+        metrics,
+    ))))
 }
 
 impl Agent {
@@ -124,9 +159,7 @@ impl Agent {
                     Exporter::Local(s)
                 }
                 ExporterKind::Console => Exporter::Console(Console::stdout(config.console_grace)),
-                ExporterKind::Xray => {
-                    Exporter::Xray(Box::new(xray_exporter(config, metrics.clone()).await))
-                }
+                ExporterKind::Xray => xray_exporter(config, metrics.clone()).await?,
             });
         }
 

@@ -67,6 +67,7 @@ pub struct Config {
 /// Settings of the X-Ray exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XrayConfig {
+    pub mode: XrayMode,
     pub concurrency: usize,
     pub idle_flush: Duration,
     pub request_timeout: Duration,
@@ -78,9 +79,19 @@ pub struct XrayConfig {
     pub require_epoch_trace_ids: bool,
 }
 
+/// How spans reach X-Ray.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XrayMode {
+    /// Segment documents through PutTraceSegments (works in every account).
+    Segments,
+    /// OTLP/HTTP signed with SigV4 to the X-Ray OTLP endpoint (needs Transaction Search).
+    Otlp,
+}
+
 impl Default for XrayConfig {
     fn default() -> Self {
         XrayConfig {
+            mode: XrayMode::Segments,
             concurrency: DEFAULT_XRAY_CONCURRENCY,
             idle_flush: DEFAULT_XRAY_IDLE_FLUSH,
             request_timeout: DEFAULT_XRAY_REQUEST_TIMEOUT,
@@ -322,6 +333,13 @@ impl Config {
             "local.max_bytes" => self.local_max_bytes = parse_count(value)?,
             "local.max_spans_per_trace" => self.local_max_spans_per_trace = parse_count(value)?,
             "console.grace" => self.console_grace = parse_duration(value)?,
+            "xray.mode" => {
+                self.xray.mode = match value.trim().to_ascii_lowercase().as_str() {
+                    "segments" => XrayMode::Segments,
+                    "otlp" => XrayMode::Otlp,
+                    _ => return Err(format!("{value:?} is not segments or otlp")),
+                }
+            }
             "xray.concurrency" => self.xray.concurrency = parse_count(value)?,
             "xray.idle_flush" => self.xray.idle_flush = parse_duration(value)?,
             "xray.request_timeout" => self.xray.request_timeout = parse_duration(value)?,

@@ -9,8 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{aws_env, moto, spawn_agent, xray_client, Running};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _};
+use common::process::{Running, aws_env, moto, spawn_agent, xray_client};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
@@ -31,7 +33,12 @@ async fn read_back(endpoint: &str, trace_ids: &[String], want: usize) -> Vec<Val
     loop {
         let mut docs = Vec::new();
         for chunk in trace_ids.chunks(5) {
-            let out = client.batch_get_traces().set_trace_ids(Some(chunk.to_vec())).send().await.unwrap();
+            let out = client
+                .batch_get_traces()
+                .set_trace_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .unwrap();
             for trace in out.traces() {
                 for seg in trace.segments() {
                     docs.push(serde_json::from_str(seg.document().unwrap()).unwrap());
@@ -56,11 +63,25 @@ fn assert_valid(docs: &[Value]) {
 async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     let endpoint = moto();
     let env = aws_env(endpoint);
-    let agent = spawn_agent(&["--set", "xray.idle_flush=200ms", "--set", "xray.indexed_attributes=tenant"], &env_refs(&env));
-    assert!(agent.log.contains("sending traces to X-Ray"), "{}", agent.log);
+    let agent = spawn_agent(
+        &[
+            "--set",
+            "xray.idle_flush=200ms",
+            "--set",
+            "xray.indexed_attributes=tenant",
+        ],
+        &env_refs(&env),
+    );
+    assert!(
+        agent.log.contains("sending traces to X-Ray"),
+        "{}",
+        agent.log
+    );
 
     let memory = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(memory.clone()).build();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(memory.clone())
+        .build();
     let tracer = provider.tracer("e2e");
     let root = tracer
         .span_builder("GET /orders/{id}")
@@ -76,22 +97,41 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
         .start(&tracer);
     let trace_id: [u8; 16] = root.span_context().trace_id().to_bytes();
     let cx = Context::current_with_span(root);
-    let mut db = tracer.span_builder("SELECT orders").with_kind(SpanKind::Client).start_with_context(&tracer, &cx);
+    let mut db = tracer
+        .span_builder("SELECT orders")
+        .with_kind(SpanKind::Client)
+        .start_with_context(&tracer, &cx);
     db.set_attribute(KeyValue::new("db.system", "postgresql"));
     db.set_attribute(KeyValue::new("db.name", "shop"));
-    db.set_attribute(KeyValue::new("db.statement", "SELECT * FROM orders WHERE id = $1"));
+    db.set_attribute(KeyValue::new(
+        "db.statement",
+        "SELECT * FROM orders WHERE id = $1",
+    ));
     db.end();
-    let mut call = tracer.span_builder("GET").with_kind(SpanKind::Client).start_with_context(&tracer, &cx);
+    let mut call = tracer
+        .span_builder("GET")
+        .with_kind(SpanKind::Client)
+        .start_with_context(&tracer, &cx);
     call.set_attribute(KeyValue::new("http.request.method", "GET"));
     call.set_attribute(KeyValue::new("url.full", "http://payments.local/charge"));
     call.set_attribute(KeyValue::new("http.response.status_code", 429));
-    call.add_event("exception", vec![KeyValue::new("exception.type", "Throttled"), KeyValue::new("exception.message", "slow down")]);
+    call.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", "Throttled"),
+            KeyValue::new("exception.message", "slow down"),
+        ],
+    );
     call.set_status(Status::error("throttled"));
     call.end();
     cx.span().end();
     let spans = memory.get_finished_spans().unwrap();
 
-    let mut exporter = SpanExporter::builder().with_tonic().with_endpoint(format!("http://{}", agent.grpc)).build().unwrap();
+    let mut exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{}", agent.grpc))
+        .build()
+        .unwrap();
     exporter.set_resource(
         &Resource::builder_empty()
             .with_service_name("orders")
@@ -109,7 +149,10 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     let docs = read_back(endpoint, std::slice::from_ref(&xid), 3).await;
     assert_eq!(docs.len(), 3, "{docs:?}");
     assert_valid(&docs);
-    let root = docs.iter().find(|d| d.get("type").is_none()).expect("one segment");
+    let root = docs
+        .iter()
+        .find(|d| d.get("type").is_none())
+        .expect("one segment");
     assert_eq!(root["trace_id"], xid.as_str());
     assert_eq!(root["name"], "orders");
     assert_eq!(root["origin"], "AWS::ECS::Fargate");
@@ -124,7 +167,10 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
         assert_eq!(s["parent_id"], root["id"]);
         assert_eq!(s["trace_id"], xid.as_str());
     }
-    let sql = subs.iter().find(|s| s.get("sql").is_some()).expect("database subsegment");
+    let sql = subs
+        .iter()
+        .find(|s| s.get("sql").is_some())
+        .expect("database subsegment");
     assert_eq!(sql["sql"]["database_type"], "postgresql");
     let call = subs.iter().find(|s| s.get("sql").is_none()).unwrap();
     assert_eq!(call["namespace"], "remote");
@@ -132,7 +178,10 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     assert_eq!(call["error"], true);
     assert_eq!(call["cause"]["exceptions"][0]["type"], "Throttled");
 
-    assert_eq!(agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"), 3.0);
+    assert_eq!(
+        agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"),
+        3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,14 +201,25 @@ async fn random_w3c_ids_pass_by_default_and_are_rejected_when_epoch_is_required(
 
     let mut other = trace_id;
     other[15] = 0xcd;
-    let strict = spawn_agent(&["--set", "xray.idle_flush=200ms", "--set", "xray.require_epoch_trace_ids=true"], &env_refs(&env));
+    let strict = spawn_agent(
+        &[
+            "--set",
+            "xray.idle_flush=200ms",
+            "--set",
+            "xray.require_epoch_trace_ids=true",
+        ],
+        &env_refs(&env),
+    );
     post(&strict, request_with(other, 2)).await;
     let t = Instant::now();
     while strict.metric("sidetrace_exporter_rejected_spans_total{exporter=\"xray\",code=\"trace_id_epoch_out_of_range\"}") < 2.0 {
         assert!(t.elapsed() < Duration::from_secs(10), "{}", strict.metrics_text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(strict.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"), 0.0);
+    assert_eq!(
+        strict.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"),
+        0.0
+    );
 }
 
 /// An OTLP request of `n` spans of one trace (a root and its children).
@@ -169,7 +229,11 @@ fn request_with(trace_id: [u8; 16], n: u8) -> Vec<u8> {
         .map(|i| Span {
             trace_id: trace_id.to_vec().into(),
             span_id: vec![i; 8].into(),
-            parent_span_id: if i == 1 { Default::default() } else { vec![1; 8].into() },
+            parent_span_id: if i == 1 {
+                Default::default()
+            } else {
+                vec![1; 8].into()
+            },
             name: format!("op-{i}"),
             kind: if i == 1 { 2 } else { 3 },
             start_time_unix_nano: 1_764_000_000_000_000_000 + u64::from(i),
@@ -180,7 +244,10 @@ fn request_with(trace_id: [u8; 16], n: u8) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(sidetrace::workload::resource("faulty")),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -225,20 +292,29 @@ async fn proxy_handler(
             Fault::Throttle => {
                 return (
                     axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    [("x-amzn-errortype", "ThrottledException"), ("content-type", "application/json")],
+                    [
+                        ("x-amzn-errortype", "ThrottledException"),
+                        ("content-type", "application/json"),
+                    ],
                     r#"{"message":"Rate exceeded"}"#,
                 )
                     .into_response();
             }
             Fault::ServerError => {
-                return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, [("content-type", "application/json")], "{}").into_response();
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    [("content-type", "application/json")],
+                    "{}",
+                )
+                    .into_response();
             }
             Fault::Stall => tokio::time::sleep(Duration::from_secs(3)).await,
         }
     }
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 16 << 20).await.unwrap();
-    let mut fwd = reqwest::Client::new().request(parts.method.clone(), format!("{}{}", p.upstream, parts.uri));
+    let mut fwd = reqwest::Client::new()
+        .request(parts.method.clone(), format!("{}{}", p.upstream, parts.uri));
     for (k, v) in &parts.headers {
         if k != "host" && k != "content-length" {
             fwd = fwd.header(k, v);
@@ -257,10 +333,21 @@ async fn proxy_handler(
     out
 }
 
-async fn start_proxy(listener: tokio::net::TcpListener, fault: Fault, failures: usize) -> Arc<AtomicUsize> {
+async fn start_proxy(
+    listener: tokio::net::TcpListener,
+    fault: Fault,
+    failures: usize,
+) -> Arc<AtomicUsize> {
     let seen = Arc::new(AtomicUsize::new(0));
-    let state = Proxy { fault, failures, seen: seen.clone(), upstream: moto().to_string() };
-    let app = axum::Router::new().fallback(proxy_handler).with_state(state);
+    let state = Proxy {
+        fault,
+        failures,
+        seen: seen.clone(),
+        upstream: moto().to_string(),
+    };
+    let app = axum::Router::new()
+        .fallback(proxy_handler)
+        .with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     seen
 }
@@ -272,18 +359,40 @@ async fn survives(fault: Option<Fault>, failures: usize, down_for: Option<Durati
     let proxy_url = format!("http://127.0.0.1:{port}");
     let env = aws_env(&proxy_url);
     let agent = spawn_agent(
-        &["--set", "xray.idle_flush=100ms", "--set", "xray.request_timeout=500ms", "--set", "xray.concurrency=2"],
+        &[
+            "--set",
+            "xray.idle_flush=100ms",
+            "--set",
+            "xray.request_timeout=500ms",
+            "--set",
+            "xray.concurrency=2",
+        ],
         &env_refs(&env),
     );
     let early = match (fault, down_for) {
-        (Some(f), None) => Some(start_proxy(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap(), f, failures).await),
+        (Some(f), None) => Some(
+            start_proxy(
+                tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+                f,
+                failures,
+            )
+            .await,
+        ),
         _ => None,
     };
     let mut ids = HashSet::new();
     let mut rng = sidetrace::workload::Rng::new(port as u64);
     for _ in 0..6 {
         let mut id = [0u8; 16];
-        id[..4].copy_from_slice(&(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32).to_be_bytes());
+        id[..4].copy_from_slice(
+            &(std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as u32)
+                .to_be_bytes(),
+        );
         id[4..12].copy_from_slice(&rng.next_u64().to_be_bytes());
         id[12..].copy_from_slice(&(rng.next_u64() as u32).to_be_bytes());
         post(&agent, request_with(id, 20)).await;
@@ -292,23 +401,45 @@ async fn survives(fault: Option<Fault>, failures: usize, down_for: Option<Durati
     let seen = match down_for {
         Some(d) => {
             tokio::time::sleep(d).await;
-            start_proxy(tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap(), Fault::Throttle, 0).await
+            start_proxy(
+                tokio::net::TcpListener::bind(("127.0.0.1", port))
+                    .await
+                    .unwrap(),
+                Fault::Throttle,
+                0,
+            )
+            .await
         }
         None => early.unwrap(),
     };
     let ids: Vec<String> = ids.into_iter().collect();
     let docs = read_back(moto(), &ids, 120).await;
-    assert_eq!(docs.len(), 120, "every span arrived despite {fault:?} / down {down_for:?}");
+    assert_eq!(
+        docs.len(),
+        120,
+        "every span arrived despite {fault:?} / down {down_for:?}"
+    );
     assert_valid(&docs);
-    assert!(seen.load(Ordering::SeqCst) > failures, "the proxy saw the failing calls and the retries");
+    assert!(
+        seen.load(Ordering::SeqCst) > failures,
+        "the proxy saw the failing calls and the retries"
+    );
     let t = Instant::now();
     while agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}") < 120.0 {
         assert!(t.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let m = agent.metrics_text();
-    assert!(!m.lines().any(|l| l.starts_with("sidetrace_exporter_dropped_spans_total{exporter=\"xray\"") && !l.ends_with(" 0")), "{m}");
-    assert_eq!(agent.metric("sidetrace_exporter_pending_spans{exporter=\"xray\"}"), 0.0);
+    assert!(
+        !m.lines().any(|l| l
+            .starts_with("sidetrace_exporter_dropped_spans_total{exporter=\"xray\"")
+            && !l.ends_with(" 0")),
+        "{m}"
+    );
+    assert_eq!(
+        agent.metric("sidetrace_exporter_pending_spans{exporter=\"xray\"}"),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -59,6 +59,7 @@ pub enum Exporter {
     Local(Arc<LocalStore>),
     Console(Console),
     Xray(Box<xray::XrayExporter>),
+    XrayOtlp(Box<xray::otlp_sigv4::OtlpSigv4Exporter>),
 }
 
 impl Exporter {
@@ -66,7 +67,7 @@ impl Exporter {
         match self {
             Exporter::Local(_) => ExporterKind::Local,
             Exporter::Console(_) => ExporterKind::Console,
-            Exporter::Xray(_) => ExporterKind::Xray,
+            Exporter::Xray(_) | Exporter::XrayOtlp(_) => ExporterKind::Xray,
         }
     }
 
@@ -80,6 +81,7 @@ impl Exporter {
                 metrics.spans_exported(kind, batch.spans.len() as u64);
             }
             Exporter::Xray(x) => x.export(batch, now).await,
+            Exporter::XrayOtlp(x) => x.export(batch, now).await,
         }
     }
 
@@ -88,6 +90,7 @@ impl Exporter {
         match self {
             Exporter::Console(console) => console.flush_due(now),
             Exporter::Xray(x) => x.tick(now).await,
+            Exporter::XrayOtlp(x) => x.tick(now).await,
             Exporter::Local(_) => {}
         }
     }
@@ -97,6 +100,7 @@ impl Exporter {
         match self {
             Exporter::Console(console) => console.flush_all(),
             Exporter::Xray(x) => x.shutdown().await,
+            Exporter::XrayOtlp(x) => x.shutdown().await,
             Exporter::Local(_) => {}
         }
     }

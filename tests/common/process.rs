@@ -28,7 +28,13 @@ impl Drop for Running {
 impl Running {
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(&mut self, limit: Duration) -> std::process::ExitStatus {
-        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
         let t = Instant::now();
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
@@ -59,27 +65,42 @@ pub fn http_get(addr: &str, path: &str) -> String {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 /// Starts the binary on ephemeral loopback ports with the given flags and environment, and
 /// reads the bound addresses from its startup log.
 pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
     let mut cmd = Command::new(BIN);
-    cmd.args(["--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+        "--admin-addr",
+        "127.0.0.1:0",
+    ])
+    .args(args)
+    .env_remove("AWS_REGION")
+    .env_remove("AWS_DEFAULT_REGION")
+    .env_remove("AWS_ENDPOINT_URL")
+    .env("RUST_LOG", "info")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut running = Running { child, grpc: String::new(), http: String::new(), admin: String::new(), log: String::new() };
+    let mut running = Running {
+        child,
+        grpc: String::new(),
+        http: String::new(),
+        admin: String::new(),
+        log: String::new(),
+    };
     let mut lines = BufReader::new(stderr).lines();
     while running.admin.is_empty() {
         let Some(Ok(line)) = lines.next() else {
@@ -87,7 +108,10 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
         };
         running.log.push_str(&line);
         running.log.push('\n');
-        let addr = line.split("addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_string());
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .map(|a| a.split_whitespace().next().unwrap().to_string());
         if line.contains("listener=\"otlp_grpc\"") {
             running.grpc = addr.unwrap();
         } else if line.contains("listener=\"otlp_http\"") {
@@ -106,7 +130,11 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn repo_root() -> PathBuf {

@@ -2,6 +2,7 @@
 //! with jittered backoff; every span ends as sent, rejected (by X-Ray's code) or dropped (by reason).
 
 pub mod client;
+pub mod otlp_sigv4;
 pub mod translate;
 pub mod validate;
 
