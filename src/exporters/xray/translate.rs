@@ -1061,7 +1061,8 @@ impl<'a> Ctx<'a> {
         if let Some(n) = resource.then_some(self.res.service_name).flatten().filter(|s| !s.is_empty()) {
             return (one(n), false);
         }
-        if let Some(n) = k.first_text(&[RpcService, HttpHost, NetPeerName]) {
+        // Deviation: server.address, the newer twin of net.peer.name, is a name too.
+        if let Some(n) = k.first_text(&[RpcService, HttpHost, NetPeerName, ServerAddress]) {
             return (one(n), false);
         }
         (one(&self.span.name), false)
@@ -1547,8 +1548,9 @@ fn render(d: &Doc<'_, '_>, w: &mut Writer<'_>, trim: &mut Trim) {
         optional(w, &mut first, budget, &mut blocks, |w, f| write_sql(w, f, sql));
     }
     trim.blocks_dropped = blocks;
-    write_cause(w, &mut first, d, trim);
+    // Budget order: annotations (indexed, small) before exceptions, links and metadata.
     write_annotations(w, &mut first, d, trim);
+    write_cause(w, &mut first, d, trim);
     if d.links {
         write_links(w, &mut first, d, trim);
     }
