@@ -4,7 +4,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use sidetrace::exporters::xray::translate::{IndexedKeys, TranslateOptions, to_segment};
-use sidetrace::proto::{AnyValue, InstrumentationScope, KeyValue, Resource, Span, Status, any_value::Value};
+use sidetrace::proto::{
+    AnyValue, InstrumentationScope, KeyValue, Resource, Span, Status, any_value::Value,
+};
 
 /// PutTraceSegments takes at most 50 documents per call.
 const BATCH_DOCUMENTS: usize = 50;
@@ -37,7 +39,10 @@ fn resource() -> Resource {
             s("cloud.provider", "aws"),
             s("cloud.platform", "aws_ecs"),
             s("aws.ecs.launchtype", "fargate"),
-            s("aws.ecs.task.arn", "arn:aws:ecs:us-east-1:123456789012:task/prod/8f1e0c2d9b7a4e3f"),
+            s(
+                "aws.ecs.task.arn",
+                "arn:aws:ecs:us-east-1:123456789012:task/prod/8f1e0c2d9b7a4e3f",
+            ),
         ],
         ..Resource::default()
     }
@@ -49,7 +54,10 @@ fn span(n: u64, kind: i32, attributes: Vec<KeyValue>) -> Span {
     trace.extend_from_slice(&[0x29, 0x3a, 0x4b, 0x5c]);
     Span {
         trace_id: trace.into(),
-        span_id: (0x5399_5c3f_42cd_8ad8_u64 + n).to_be_bytes().to_vec().into(),
+        span_id: (0x5399_5c3f_42cd_8ad8_u64 + n)
+            .to_be_bytes()
+            .to_vec()
+            .into(),
         parent_span_id: 0x1a2b_3c4d_5e6f_7081_u64.to_be_bytes().to_vec().into(),
         name: "GET /orders/{id}".into(),
         kind,
@@ -105,7 +113,10 @@ fn dynamodb_span(n: u64) -> Span {
             s("rpc.service", "DynamoDB"),
             s("rpc.method", "GetItem"),
             s("aws.region", "us-east-1"),
-            s("aws.request_id", "V5I6JBDRMLP0N5U0H2BF2T1FQ3VV4KQNSO5AEMVJF66Q9ASUAAJG"),
+            s(
+                "aws.request_id",
+                "V5I6JBDRMLP0N5U0H2BF2T1FQ3VV4KQNSO5AEMVJF66Q9ASUAAJG",
+            ),
             kv(
                 "aws.dynamodb.table_names",
                 Value::ArrayValue(sidetrace::proto::ArrayValue {
@@ -138,7 +149,8 @@ fn bench(c: &mut Criterion) {
     g.bench_function("server_span_10_attributes", |b| {
         b.iter(|| {
             out.clear();
-            let t = to_segment(black_box(&one), &resource, &scope, &opts, &mut out).expect("translates");
+            let t = to_segment(black_box(&one), &resource, &scope, &opts, &mut out)
+                .expect("translates");
             black_box(t);
         })
     });
@@ -155,7 +167,8 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             for span in &batch {
-                let t = to_segment(black_box(span), &resource, &scope, &opts, &mut out).expect("translates");
+                let t = to_segment(black_box(span), &resource, &scope, &opts, &mut out)
+                    .expect("translates");
                 black_box(t);
             }
         })

@@ -38,7 +38,11 @@ fn options(test: &Value) -> TranslateOptions {
     let strings = |key: &str| -> Vec<String> {
         test[key]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let mut opts = TranslateOptions {
@@ -116,7 +120,10 @@ fn run_case(input_path: &Path) -> (Value, Vec<String>) {
             for range in translated.documents() {
                 let bytes = &out[range.clone()];
                 if bytes.len() > opts.max_document_bytes {
-                    problems.push(format!("document of {} bytes is over the limit", bytes.len()));
+                    problems.push(format!(
+                        "document of {} bytes is over the limit",
+                        bytes.len()
+                    ));
                 }
                 for v in validate_document(bytes) {
                     problems.push(format!("invalid document: {v}"));
@@ -140,7 +147,11 @@ fn run_case(input_path: &Path) -> (Value, Vec<String>) {
             if again != out {
                 problems.push("a second translation gave different bytes".into());
             }
-            if docs.len() == 1 { docs.pop().unwrap_or_default() } else { Value::Array(docs) }
+            if docs.len() == 1 {
+                docs.pop().unwrap_or_default()
+            } else {
+                Value::Array(docs)
+            }
         }
         Err(e) => {
             if out != b"prefix" {
@@ -156,10 +167,18 @@ fn run_case(input_path: &Path) -> (Value, Vec<String>) {
 fn golden_cases() {
     let update = std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1");
     let inputs = cases();
-    assert!(inputs.len() >= MIN_CASES, "only {} golden cases", inputs.len());
+    assert!(
+        inputs.len() >= MIN_CASES,
+        "only {} golden cases",
+        inputs.len()
+    );
     let mut failures = Vec::new();
     for input in &inputs {
-        let name = input.file_name().unwrap_or_default().to_string_lossy().replace(".input.json", "");
+        let name = input
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .replace(".input.json", "");
         let expected_path = golden_dir().join(format!("{name}.expected.json"));
         let (output, problems) = run_case(input);
         failures.extend(problems.into_iter().map(|p| format!("{name}: {p}")));
@@ -170,7 +189,8 @@ fn golden_cases() {
         }
         match fs::read(&expected_path) {
             Ok(bytes) => {
-                let expected: Value = serde_json::from_slice(&bytes).expect("expected file is JSON");
+                let expected: Value =
+                    serde_json::from_slice(&bytes).expect("expected file is JSON");
                 if expected != output {
                     failures.push(format!(
                         "{name}: output differs from {}\n--- got:\n{}",
@@ -182,5 +202,10 @@ fn golden_cases() {
             Err(_) => failures.push(format!("{name}: no {}", expected_path.display())),
         }
     }
-    assert!(failures.is_empty(), "{} problem(s):\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} problem(s):\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

@@ -289,7 +289,9 @@ impl Ids {
         }
         let parent = match span.parent_span_id.len() {
             0 => None,
-            8 => Some(span.parent_span_id[..].try_into().unwrap_or([0; 8])).filter(|p| *p != [0; 8]),
+            8 => {
+                Some(span.parent_span_id[..].try_into().unwrap_or([0; 8])).filter(|p| *p != [0; 8])
+            }
             _ => return Err(TranslateError::InvalidParentSpanId),
         };
         Ok(Ids {
@@ -489,11 +491,32 @@ impl Key {
     fn block(self) -> Block {
         use Key::*;
         match self {
-            HttpMethod | HttpRequestMethod | HttpClientIp | HttpUserAgent | UserAgentOriginal
-            | HttpStatusCode | HttpResponseStatusCode | HttpUrl | UrlFull | HttpScheme
-            | UrlScheme | HttpHost | HttpTarget | HttpServerName | NetHostPort | HostName
-            | NetHostName | NetPeerName | NetPeerPort | NetPeerIp | NetworkPeerAddress
-            | ClientAddress | UrlPath | UrlQuery | ServerAddress | ServerPort => Block::Http,
+            HttpMethod
+            | HttpRequestMethod
+            | HttpClientIp
+            | HttpUserAgent
+            | UserAgentOriginal
+            | HttpStatusCode
+            | HttpResponseStatusCode
+            | HttpUrl
+            | UrlFull
+            | HttpScheme
+            | UrlScheme
+            | HttpHost
+            | HttpTarget
+            | HttpServerName
+            | NetHostPort
+            | HostName
+            | NetHostName
+            | NetPeerName
+            | NetPeerPort
+            | NetPeerIp
+            | NetworkPeerAddress
+            | ClientAddress
+            | UrlPath
+            | UrlQuery
+            | ServerAddress
+            | ServerPort => Block::Http,
             AwsOperation | RpcMethod | AwsAccountId | AwsRegion | AwsRequestId | AwsRequestId2
             | AwsQueueUrl | AwsQueueUrl2 | AwsTableName | AwsTableName2 => Block::Aws,
             DbConnectionString | DbSystem | DbSystemName | DbName | DbNamespace | DbStatement
@@ -524,7 +547,12 @@ fn int_of(v: &AnyValue) -> Option<i64> {
 fn is_scalar(v: &AnyValue) -> bool {
     matches!(
         v.value,
-        Some(Value::StringValue(_) | Value::IntValue(_) | Value::DoubleValue(_) | Value::BoolValue(_))
+        Some(
+            Value::StringValue(_)
+                | Value::IntValue(_)
+                | Value::DoubleValue(_)
+                | Value::BoolValue(_)
+        )
     )
 }
 
@@ -730,9 +758,23 @@ impl<'a> Http<'a> {
     fn new(k: &Known<'a>, kind: Kind, span: &'a Span) -> Option<Self> {
         use Key::*;
         let has_http = [
-            HttpMethod, HttpRequestMethod, HttpClientIp, HttpUserAgent, UserAgentOriginal,
-            HttpStatusCode, HttpResponseStatusCode, HttpUrl, UrlFull, HttpScheme, UrlScheme,
-            HttpHost, HttpTarget, HttpServerName, NetHostPort, UrlPath, UrlQuery,
+            HttpMethod,
+            HttpRequestMethod,
+            HttpClientIp,
+            HttpUserAgent,
+            UserAgentOriginal,
+            HttpStatusCode,
+            HttpResponseStatusCode,
+            HttpUrl,
+            UrlFull,
+            HttpScheme,
+            UrlScheme,
+            HttpHost,
+            HttpTarget,
+            HttpServerName,
+            NetHostPort,
+            UrlPath,
+            UrlQuery,
         ]
         .iter()
         .any(|key| k.has(*key));
@@ -749,7 +791,14 @@ impl<'a> Http<'a> {
             .or(peer_address)
             .filter(|s| !s.is_empty());
         let has_url = [
-            HttpUrl, UrlFull, HttpHost, HttpServerName, HostName, NetHostName, NetPeerName, NetPeerIp,
+            HttpUrl,
+            UrlFull,
+            HttpHost,
+            HttpServerName,
+            HostName,
+            NetHostName,
+            NetPeerName,
+            NetPeerIp,
             ServerAddress,
         ]
         .iter()
@@ -764,7 +813,11 @@ impl<'a> Http<'a> {
             status: status_code(k),
             url,
             content_length: response_size(&span.attributes)
-                .or_else(|| span.events.iter().find_map(|e| response_size(&e.attributes)))
+                .or_else(|| {
+                    span.events
+                        .iter()
+                        .find_map(|e| response_size(&e.attributes))
+                })
                 .unwrap_or(0),
         })
     }
@@ -774,7 +827,10 @@ impl<'a> Url<'a> {
     fn new(k: &Known<'a>, kind: Kind) -> Self {
         use Key::*;
         let full = k.str(HttpUrl).or_else(|| k.str(UrlFull));
-        let scheme = k.str(HttpScheme).or_else(|| k.str(UrlScheme)).unwrap_or("http");
+        let scheme = k
+            .str(HttpScheme)
+            .or_else(|| k.str(UrlScheme))
+            .unwrap_or("http");
         let (host, port) = match k.str(HttpHost) {
             Some(host) => (host, None),
             None if kind == Kind::Server => (
@@ -783,7 +839,9 @@ impl<'a> Url<'a> {
                     .or_else(|| k.str(HostName))
                     .or_else(|| k.str(ServerAddress))
                     .unwrap_or(""),
-                k.get(NetHostPort).or_else(|| k.get(ServerPort)).and_then(port_of),
+                k.get(NetHostPort)
+                    .or_else(|| k.get(ServerPort))
+                    .and_then(port_of),
             ),
             None => match k.str(NetPeerName).or_else(|| k.str(NetPeerIp)) {
                 Some(host) => (host, k.get(NetPeerPort).and_then(port_of)),
@@ -896,8 +954,17 @@ impl<'a> Sql<'a> {
         let system = k.str(DbSystem).or_else(|| k.str(DbSystemName))?;
         let is_sql = matches!(
             system,
-            "db2" | "derby" | "hive" | "mariadb" | "mssql" | "mysql" | "oracle" | "postgresql"
-                | "sqlite" | "teradata" | "other_sql"
+            "db2"
+                | "derby"
+                | "hive"
+                | "mariadb"
+                | "mssql"
+                | "mysql"
+                | "oracle"
+                | "postgresql"
+                | "sqlite"
+                | "teradata"
+                | "other_sql"
         );
         is_sql.then(|| Sql {
             // Collector: the span name is a more useful URL than the connection string.
@@ -968,10 +1035,15 @@ impl<'a> Ctx<'a> {
         }
         let cause = make_cause(span, &known, res, kind, aws_sdk, is_error);
         let in_progress = matches!(
-            known.get(Key::XrayInProgress).and_then(|v| v.value.as_ref()),
+            known
+                .get(Key::XrayInProgress)
+                .and_then(|v| v.value.as_ref()),
             Some(Value::BoolValue(true))
         ) || span.end_time_unix_nano == 0; // Deviation: a span with no end time is still in progress.
-        let annotate = match known.get(Key::XrayAnnotations).and_then(|v| v.value.as_ref()) {
+        let annotate = match known
+            .get(Key::XrayAnnotations)
+            .and_then(|v| v.value.as_ref())
+        {
             Some(Value::ArrayValue(a)) => &a.values[..],
             _ => &[],
         };
@@ -1055,10 +1127,16 @@ impl<'a> Ctx<'a> {
         }
         if let Some(db) = k.first_text(&[DbName, DbNamespace]) {
             // "<db name>@<db host>", the X-Ray SDKs' convention for databases.
-            let host = k.str(DbConnectionString).and_then(|c| url_host(c.strip_prefix("jdbc:").unwrap_or(c)));
+            let host = k
+                .str(DbConnectionString)
+                .and_then(|c| url_host(c.strip_prefix("jdbc:").unwrap_or(c)));
             return (Name { main: db, host }, false);
         }
-        if let Some(n) = resource.then_some(self.res.service_name).flatten().filter(|s| !s.is_empty()) {
+        if let Some(n) = resource
+            .then_some(self.res.service_name)
+            .flatten()
+            .filter(|s| !s.is_empty())
+        {
             return (one(n), false);
         }
         // Deviation: server.address, the newer twin of net.peer.name, is a name too.
@@ -1073,7 +1151,14 @@ impl<'a> Ctx<'a> {
 /// `url.Parse(..).Hostname()` finds it; `None` when there is no authority part.
 fn url_host(s: &str) -> Option<&str> {
     let after = match s.find("://") {
-        Some(i) if i > 0 && s[..i].bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) => &s[i + 3..],
+        Some(i)
+            if i > 0
+                && s[..i]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) =>
+        {
+            &s[i + 3..]
+        }
         _ => s.strip_prefix("//")?,
     };
     let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
@@ -1093,13 +1178,20 @@ fn make_cause<'a>(
     aws_sdk: bool,
     is_error: bool,
 ) -> Cause<'a> {
-    let is_failure = |name: &str| name == "exception" || (aws_sdk && name == "HTTP request failure");
+    let is_failure =
+        |name: &str| name == "exception" || (aws_sdk && name == "HTTP request failure");
     if span.events.iter().any(|e| is_failure(&e.name)) {
         let remote = matches!(kind, Kind::Client | Kind::Producer);
         let language = res.sdk_language.unwrap_or("");
         let mut list = Vec::new();
         for event in &span.events {
-            let attr = |key: &str| event.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref());
+            let attr = |key: &str| {
+                event
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key == key)
+                    .and_then(|kv| kv.value.as_ref())
+            };
             let text = |key: &str| attr(key).and_then(str_of).unwrap_or("");
             if event.name == "exception" {
                 stack::push_exception(
@@ -1112,9 +1204,10 @@ fn make_cause<'a>(
                 );
             } else if event.name == "HTTP request failure" {
                 // AWS SDK retries: "<status>@<event time, seconds.micros>@<error message>".
-                let (Some(code), Some(message)) =
-                    (attr("http.response.status_code"), attr("aws.http.error_message").and_then(str_of))
-                else {
+                let (Some(code), Some(message)) = (
+                    attr("http.response.status_code"),
+                    attr("aws.http.error_message").and_then(str_of),
+                ) else {
                     continue;
                 };
                 let mut text = Vec::new();
@@ -1132,7 +1225,11 @@ fn make_cause<'a>(
                 list.push(Exception::new("aws.http.error.event", text, true));
             }
         }
-        return if list.is_empty() { Cause::None } else { Cause::Exceptions(list) };
+        return if list.is_empty() {
+            Cause::None
+        } else {
+            Cause::Exceptions(list)
+        };
     }
     if !is_error {
         return Cause::None;
@@ -1218,7 +1315,9 @@ impl<'c, 'a> Doc<'c, 'a> {
             };
         }
         let subsegment = match role {
-            Role::Normal => !matches!(kind, Kind::Server | Kind::Consumer) && c.ids.parent.is_some(),
+            Role::Normal => {
+                !matches!(kind, Kind::Server | Kind::Consumer) && c.ids.parent.is_some()
+            }
             Role::LocalRootDependency => true,
             Role::LocalRootSegment | Role::LocalRootService => false,
         };
@@ -1297,7 +1396,10 @@ impl<'c, 'a> Doc<'c, 'a> {
                 if service_doc
                     && matches!(
                         key,
-                        Key::AwsRemoteService | Key::AwsRemoteOperation | Key::RemoteTarget | Key::K8sRemoteNamespace
+                        Key::AwsRemoteService
+                            | Key::AwsRemoteOperation
+                            | Key::RemoteTarget
+                            | Key::K8sRemoteNamespace
                     )
                 {
                     return Disp::Skip;
@@ -1306,7 +1408,8 @@ impl<'c, 'a> Doc<'c, 'a> {
                 let consumed = c.consumes(key, v);
                 // Configured keys stay indexable after a block used them (Collector addSpecialAttributes),
                 // but enduser.id and aws.xray.annotations never do.
-                if consumed && (!configured || matches!(key, Key::EnduserId | Key::XrayAnnotations)) {
+                if consumed && (!configured || matches!(key, Key::EnduserId | Key::XrayAnnotations))
+                {
                     return Disp::Skip;
                 }
                 let listed = configured || c.listed_for_annotation(&kv.key, false);
@@ -1347,18 +1450,25 @@ impl<'c, 'a> Doc<'c, 'a> {
         let keep_dots = opts.annotation_keys_keep_dots;
         for priority in 0..3u8 {
             for resource in [false, true] {
-                let count = if resource { self.res_disp.len() } else { self.span_disp.len() };
+                let count = if resource {
+                    self.res_disp.len()
+                } else {
+                    self.span_disp.len()
+                };
                 for i in 0..count {
-                    let disp = if resource { self.res_disp[i] } else { self.span_disp[i] };
+                    let disp = if resource {
+                        self.res_disp[i]
+                    } else {
+                        self.span_disp[i]
+                    };
                     if disp != Disp::Candidate(priority) {
                         continue;
                     }
                     let key = self.annotation_source_key(resource, i);
                     let chars = key.0.len() + key.1.chars().count();
-                    let clash = self
-                        .annotations
-                        .iter()
-                        .any(|&(r, j)| same_annotation_key(self.annotation_source_key(r, j), key, keep_dots));
+                    let clash = self.annotations.iter().any(|&(r, j)| {
+                        same_annotation_key(self.annotation_source_key(r, j), key, keep_dots)
+                    });
                     let verdict = if chars == 0 || chars > MAX_ANNOTATION_KEY_CHARS || clash {
                         report.annotations_not_indexable += 1;
                         Disp::Metadata
@@ -1396,7 +1506,11 @@ impl<'c, 'a> Doc<'c, 'a> {
     }
 
     fn annotation_value(&self, resource: bool, i: usize) -> &'a AnyValue {
-        let kv = if resource { &self.c.res.attrs[i] } else { &self.c.span.attributes[i] };
+        let kv = if resource {
+            &self.c.res.attrs[i]
+        } else {
+            &self.c.span.attributes[i]
+        };
         kv.value.as_ref().unwrap_or(&EMPTY)
     }
 }
@@ -1405,12 +1519,22 @@ static EMPTY: AnyValue = AnyValue { value: None };
 
 /// Collector fixAnnotationKey: ASCII letters and digits stay (and `.` when allowed), the rest become `_`.
 fn annotation_key_char(c: char, keep_dots: bool) -> char {
-    if c.is_ascii_alphanumeric() || c == '_' || (keep_dots && c == '.') { c } else { '_' }
+    if c.is_ascii_alphanumeric() || c == '_' || (keep_dots && c == '.') {
+        c
+    } else {
+        '_'
+    }
 }
 
 fn same_annotation_key(a: (&str, &str), b: (&str, &str), keep_dots: bool) -> bool {
-    let mut x = a.0.chars().chain(a.1.chars()).map(|c| annotation_key_char(c, keep_dots));
-    let mut y = b.0.chars().chain(b.1.chars()).map(|c| annotation_key_char(c, keep_dots));
+    let mut x =
+        a.0.chars()
+            .chain(a.1.chars())
+            .map(|c| annotation_key_char(c, keep_dots));
+    let mut y =
+        b.0.chars()
+            .chain(b.1.chars())
+            .map(|c| annotation_key_char(c, keep_dots));
     loop {
         match (x.next(), y.next()) {
             (None, None) => return true,
@@ -1423,15 +1547,28 @@ fn same_annotation_key(a: (&str, &str), b: (&str, &str), keep_dots: bool) -> boo
 /// X-Ray devguide: names may hold Unicode letters and numbers, whitespace and `_ . : / % & # = + \ - @`.
 /// Only the plain space is kept of the whitespace (what the Collector keeps), so names suit both.
 pub(crate) fn name_char_ok(c: char) -> bool {
-    c.is_alphanumeric() || c == ' ' || matches!(c, '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@')
+    c.is_alphanumeric()
+        || c == ' '
+        || matches!(
+            c,
+            '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@'
+        )
 }
 
 /// Renders one document, trimming it to `max_document_bytes` if it has to.
-fn write_document(doc: &Doc<'_, '_>, out: &mut Vec<u8>, report: &mut Translated) -> Result<Range<usize>, TranslateError> {
+fn write_document(
+    doc: &Doc<'_, '_>,
+    out: &mut Vec<u8>,
+    report: &mut Translated,
+) -> Result<Range<usize>, TranslateError> {
     let begin = out.len();
     let limit = doc.c.opts.max_document_bytes;
     let mut trim = Trim::default();
-    render(doc, &mut Writer::new(out, usize::MAX, false, usize::MAX), &mut trim);
+    render(
+        doc,
+        &mut Writer::new(out, usize::MAX, false, usize::MAX),
+        &mut trim,
+    );
     let full = out.len() - begin;
     if full <= limit {
         return Ok(begin..out.len());
@@ -1462,7 +1599,13 @@ fn write_document(doc: &Doc<'_, '_>, out: &mut Vec<u8>, report: &mut Translated)
 }
 
 /// Writes `f` as one optional member; in budget mode it is rolled back (and counted) if it overflows.
-fn optional(w: &mut Writer<'_>, first: &mut bool, check: bool, dropped: &mut u32, f: impl FnOnce(&mut Writer<'_>, &mut bool)) -> bool {
+fn optional(
+    w: &mut Writer<'_>,
+    first: &mut bool,
+    check: bool,
+    dropped: &mut u32,
+    f: impl FnOnce(&mut Writer<'_>, &mut bool),
+) -> bool {
     let mark = w.mark();
     let was_first = *first;
     f(w, first);
@@ -1506,7 +1649,11 @@ fn render(d: &Doc<'_, '_>, w: &mut Writer<'_>, trim: &mut Trim) {
         w.key(&mut first, "type");
         w.str("subsegment");
     }
-    for (key, value) in [("error", c.error), ("fault", c.fault), ("throttle", c.throttle)] {
+    for (key, value) in [
+        ("error", c.error),
+        ("fault", c.fault),
+        ("throttle", c.throttle),
+    ] {
         w.key(&mut first, key);
         w.bool(value);
     }
@@ -1539,13 +1686,19 @@ fn render(d: &Doc<'_, '_>, w: &mut Writer<'_>, trim: &mut Trim) {
         });
     }
     if let Some(http) = c.http.as_ref().filter(|_| d.role != Role::LocalRootService) {
-        optional(w, &mut first, budget, &mut blocks, |w, f| write_http(w, f, http));
+        optional(w, &mut first, budget, &mut blocks, |w, f| {
+            write_http(w, f, http)
+        });
     }
     if let Some(aws) = &c.aws {
-        optional(w, &mut first, budget, &mut blocks, |w, f| write_aws(w, f, d, aws));
+        optional(w, &mut first, budget, &mut blocks, |w, f| {
+            write_aws(w, f, d, aws)
+        });
     }
     if let Some(sql) = &c.sql {
-        optional(w, &mut first, budget, &mut blocks, |w, f| write_sql(w, f, sql));
+        optional(w, &mut first, budget, &mut blocks, |w, f| {
+            write_sql(w, f, sql)
+        });
     }
     trim.blocks_dropped = blocks;
     // Budget order: annotations (indexed, small) before exceptions, links and metadata.
@@ -1563,7 +1716,11 @@ fn write_name(w: &mut Writer<'_>, name: Name<'_>) {
     let mut buf = [0u8; 4];
     let mut kept = 0;
     w.byte(b'"');
-    let chars = name.main.chars().chain(name.host.into_iter().flat_map(|h| "@".chars().chain(h.chars())));
+    let chars = name.main.chars().chain(
+        name.host
+            .into_iter()
+            .flat_map(|h| "@".chars().chain(h.chars())),
+    );
     for ch in chars.filter(|c| name_char_ok(*c)) {
         if kept == MAX_NAME_CHARS {
             break;
@@ -1582,7 +1739,8 @@ fn write_http(w: &mut Writer<'_>, first: &mut bool, h: &Http<'_>) {
     w.key(first, "http");
     w.byte(b'{');
     let mut f = true;
-    let has_request = h.method.is_some() || h.client_ip.is_some() || h.user_agent.is_some() || h.url.is_some();
+    let has_request =
+        h.method.is_some() || h.client_ip.is_some() || h.user_agent.is_some() || h.url.is_some();
     if has_request {
         w.key(&mut f, "request");
         w.byte(b'{');
@@ -1638,8 +1796,13 @@ fn write_url(w: &mut Writer<'_>, u: &Url<'_>) {
         Some(Port::Number(n)) => digits.format(n),
         None => "",
     };
-    let default_port = (u.scheme == "http" && port == "80") || (u.scheme == "https" && port == "443");
-    let (colon, port) = if port.is_empty() || default_port { ("", "") } else { (":", port) };
+    let default_port =
+        (u.scheme == "http" && port == "80") || (u.scheme == "https" && port == "443");
+    let (colon, port) = if port.is_empty() || default_port {
+        ("", "")
+    } else {
+        (":", port)
+    };
     let (mark, query) = match u.query {
         Some(q) if q.starts_with('?') => ("", q),
         Some(q) => ("?", q),
@@ -1731,7 +1894,10 @@ fn write_aws(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, a: &AwsSpan<
     w.key(&mut f, "xray");
     w.byte(b'{');
     let mut g = true;
-    match (r.sdk_name.filter(|s| !s.is_empty()), r.sdk_language.filter(|s| !s.is_empty())) {
+    match (
+        r.sdk_name.filter(|s| !s.is_empty()),
+        r.sdk_language.filter(|s| !s.is_empty()),
+    ) {
         (Some(name), Some(lang)) => {
             w.key(&mut g, "sdk");
             w.str_parts(&[name, " for ", lang]);
@@ -1751,7 +1917,9 @@ fn write_log_groups(w: &mut Writer<'_>, first: &mut bool, r: &Res<'_>, configure
     fn items(v: &AnyValue) -> Vec<&str> {
         match &v.value {
             Some(Value::StringValue(s)) => s.split('&').filter(|p| !p.is_empty()).collect(),
-            Some(Value::ArrayValue(a)) => a.values.iter().map(|v| str_of(v).unwrap_or("")).collect(),
+            Some(Value::ArrayValue(a)) => {
+                a.values.iter().map(|v| str_of(v).unwrap_or("")).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -1946,7 +2114,11 @@ fn write_annotations(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, trim
             w.byte(b'"');
             let mut buf = [0u8; 4];
             for ch in prefix.chars().chain(key.chars()) {
-                w.raw(annotation_key_char(ch, keep_dots).encode_utf8(&mut buf).as_bytes());
+                w.raw(
+                    annotation_key_char(ch, keep_dots)
+                        .encode_utf8(&mut buf)
+                        .as_bytes(),
+                );
             }
             w.raw(b"\":");
             match d.annotation_value(resource, i).value.as_ref() {
@@ -1962,7 +2134,13 @@ fn write_annotations(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, trim
 }
 
 /// Closes an object opened after `mark`, or removes it when nothing went in.
-fn finish_object(w: &mut Writer<'_>, first: &mut bool, mark: usize, was_first: bool, inner_first: bool) {
+fn finish_object(
+    w: &mut Writer<'_>,
+    first: &mut bool,
+    mark: usize,
+    was_first: bool,
+    inner_first: bool,
+) {
     if inner_first {
         w.rollback(mark);
         *first = was_first;
@@ -1993,7 +2171,10 @@ fn write_links(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, trim: &mut
             push_trace_id(w.out, link.trace_id[..].try_into().unwrap_or(&[0; 16]));
             w.raw(b"\",\"id\":");
             w.hex_id(&link.span_id);
-            let attrs = link.attributes.iter().filter(|kv| kv.value.as_ref().is_some_and(|v| v.value.is_some()));
+            let attrs = link
+                .attributes
+                .iter()
+                .filter(|kv| kv.value.as_ref().is_some_and(|v| v.value.is_some()));
             let mut g = true;
             for kv in attrs {
                 if g {

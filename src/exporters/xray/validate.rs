@@ -40,7 +40,13 @@ impl fmt::Display for Violation {
 pub fn validate_document(doc: &[u8]) -> Vec<Violation> {
     let mut v = Check::default();
     if doc.len() > MAX_DOCUMENT_BYTES {
-        v.fail("$", format!("document is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit", doc.len()));
+        v.fail(
+            "$",
+            format!(
+                "document is {} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit",
+                doc.len()
+            ),
+        );
     }
     match serde_json::from_slice::<Value>(doc) {
         Ok(Value::Object(seg)) => v.segment("$", &seg, true),
@@ -72,7 +78,10 @@ pub fn is_trace_id(s: &str) -> bool {
 fn name_char(c: char) -> bool {
     c.is_alphanumeric()
         || c.is_whitespace()
-        || matches!(c, '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@')
+        || matches!(
+            c,
+            '_' | '.' | ':' | '/' | '%' | '&' | '#' | '=' | '+' | '\\' | '-' | '@'
+        )
 }
 
 /// Devguide: letters, digits and `_`; X-Ray also takes `.` since 2024 (contrib PR #31386).
@@ -93,10 +102,16 @@ impl Check {
             Some(Value::String(name)) => {
                 let chars = name.chars().count();
                 if chars == 0 || chars > MAX_NAME_CHARS {
-                    self.fail(&format!("{path}.name"), format!("must be 1 to {MAX_NAME_CHARS} characters, is {chars}"));
+                    self.fail(
+                        &format!("{path}.name"),
+                        format!("must be 1 to {MAX_NAME_CHARS} characters, is {chars}"),
+                    );
                 }
                 if let Some(bad) = name.chars().find(|c| !name_char(*c)) {
-                    self.fail(&format!("{path}.name"), format!("character {bad:?} is not allowed"));
+                    self.fail(
+                        &format!("{path}.name"),
+                        format!("character {bad:?} is not allowed"),
+                    );
                 }
             }
             Some(_) => self.fail(&format!("{path}.name"), "must be a string"),
@@ -114,7 +129,10 @@ impl Check {
             _ => None,
         };
         if start.is_none() {
-            self.fail(&format!("{path}.start_time"), "required, a positive number of epoch seconds");
+            self.fail(
+                &format!("{path}.start_time"),
+                "required, a positive number of epoch seconds",
+            );
         }
         let in_progress = match s.get("in_progress") {
             None => false,
@@ -140,17 +158,19 @@ impl Check {
         self.hex_field(path, s, "parent_id", false);
         match s.get("type") {
             None => {}
-            Some(Value::String(t)) if t == "subsegment" => {
-                if top && !s.contains_key("parent_id") {
-                    self.fail(path, "an independent subsegment needs parent_id");
-                }
+            Some(Value::String(t)) if t == "subsegment" && top && !s.contains_key("parent_id") => {
+                self.fail(path, "an independent subsegment needs parent_id");
             }
+            Some(Value::String(t)) if t == "subsegment" => {}
             Some(_) => self.fail(&format!("{path}.type"), "must be \"subsegment\""),
         }
         match s.get("namespace") {
             None => {}
             Some(Value::String(n)) if n == "aws" || n == "remote" => {}
-            Some(_) => self.fail(&format!("{path}.namespace"), "must be \"aws\" or \"remote\""),
+            Some(_) => self.fail(
+                &format!("{path}.namespace"),
+                "must be \"aws\" or \"remote\"",
+            ),
         }
         for flag in ["error", "fault", "throttle"] {
             if s.get(flag).is_some_and(|f| !f.is_boolean()) {
@@ -164,7 +184,11 @@ impl Check {
         }
         self.strings(path, s, &["user"]);
         if let Some(service) = self.object(path, s, "service") {
-            self.strings(&format!("{path}.service"), service, &["version", "compiler", "compiler_version"]);
+            self.strings(
+                &format!("{path}.service"),
+                service,
+                &["version", "compiler", "compiler_version"],
+            );
         }
         if let Some(http) = self.object(path, s, "http") {
             self.http(&format!("{path}.http"), http);
@@ -174,21 +198,36 @@ impl Check {
         }
         if let Some(sql) = self.object(path, s, "sql") {
             let p = format!("{path}.sql");
-            self.strings(&p, sql, &[
-                "connection_string", "url", "sanitized_query", "database_type", "database_version",
-                "driver_version", "user",
-            ]);
+            self.strings(
+                &p,
+                sql,
+                &[
+                    "connection_string",
+                    "url",
+                    "sanitized_query",
+                    "database_type",
+                    "database_version",
+                    "driver_version",
+                    "user",
+                ],
+            );
             match sql.get("preparation") {
                 None => {}
                 Some(Value::String(x)) if x == "call" || x == "statement" => {}
-                Some(_) => self.fail(&format!("{p}.preparation"), "must be \"call\" or \"statement\""),
+                Some(_) => self.fail(
+                    &format!("{p}.preparation"),
+                    "must be \"call\" or \"statement\"",
+                ),
             }
         }
         match s.get("cause") {
             None => {}
             Some(Value::String(id)) if is_hex(id, 16) => {}
             Some(Value::Object(cause)) => self.cause(&format!("{path}.cause"), cause),
-            Some(_) => self.fail(&format!("{path}.cause"), "must be an exception ID or an object"),
+            Some(_) => self.fail(
+                &format!("{path}.cause"),
+                "must be an exception ID or an object",
+            ),
         }
         if let Some(annotations) = self.object(path, s, "annotations") {
             self.annotations(&format!("{path}.annotations"), annotations);
@@ -213,7 +252,11 @@ impl Check {
                         self.fail(&p, "must be an object");
                         continue;
                     };
-                    if !link.get("trace_id").and_then(Value::as_str).is_some_and(is_trace_id) {
+                    if !link
+                        .get("trace_id")
+                        .and_then(Value::as_str)
+                        .is_some_and(is_trace_id)
+                    {
                         self.fail(&format!("{p}.trace_id"), "must be 1-<8 hex>-<24 hex>");
                     }
                     self.hex_field(&p, link, "id", true);
@@ -224,8 +267,14 @@ impl Check {
         }
         match s.get("precursor_ids") {
             None => {}
-            Some(Value::Array(ids)) if ids.iter().all(|i| i.as_str().is_some_and(|i| is_hex(i, 16))) => {}
-            Some(_) => self.fail(&format!("{path}.precursor_ids"), "must be an array of 16-hex-digit IDs"),
+            Some(Value::Array(ids))
+                if ids
+                    .iter()
+                    .all(|i| i.as_str().is_some_and(|i| is_hex(i, 16))) => {}
+            Some(_) => self.fail(
+                &format!("{path}.precursor_ids"),
+                "must be an array of 16-hex-digit IDs",
+            ),
         }
         match s.get("subsegments") {
             None => {}
@@ -250,7 +299,12 @@ impl Check {
         }
     }
 
-    fn object<'v>(&mut self, path: &str, s: &'v Map<String, Value>, key: &str) -> Option<&'v Map<String, Value>> {
+    fn object<'v>(
+        &mut self,
+        path: &str,
+        s: &'v Map<String, Value>,
+        key: &str,
+    ) -> Option<&'v Map<String, Value>> {
         match s.get(key) {
             Some(Value::Object(o)) => Some(o),
             Some(_) => {
@@ -285,27 +339,50 @@ impl Check {
                 self.fail(&format!("{p}.status"), "must be an integer");
             }
             if resp.get("content_length").is_some_and(|s| !s.is_u64()) {
-                self.fail(&format!("{p}.content_length"), "must be a non-negative integer");
+                self.fail(
+                    &format!("{p}.content_length"),
+                    "must be a non-negative integer",
+                );
             }
         }
     }
 
     fn aws(&mut self, path: &str, aws: &Map<String, Value>) {
-        self.strings(path, aws, &["account_id", "operation", "region", "request_id", "queue_url", "table_name"]);
+        self.strings(
+            path,
+            aws,
+            &[
+                "account_id",
+                "operation",
+                "region",
+                "request_id",
+                "queue_url",
+                "table_name",
+            ],
+        );
         if let Some(names) = aws.get("table_names")
-            && !names.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+            && !names
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string))
         {
-            self.fail(&format!("{path}.table_names"), "must be an array of strings");
+            self.fail(
+                &format!("{path}.table_names"),
+                "must be an array of strings",
+            );
         }
         for key in ["ec2", "ecs", "eks", "elastic_beanstalk", "xray"] {
             self.object(path, aws, key);
         }
         if let Some(logs) = aws.get("cloudwatch_logs") {
             let ok = logs.as_array().is_some_and(|a| {
-                a.iter().all(|g| g.get("log_group").is_some_and(Value::is_string))
+                a.iter()
+                    .all(|g| g.get("log_group").is_some_and(Value::is_string))
             });
             if !ok {
-                self.fail(&format!("{path}.cloudwatch_logs"), "must be an array of {log_group, arn}");
+                self.fail(
+                    &format!("{path}.cloudwatch_logs"),
+                    "must be an array of {log_group, arn}",
+                );
             }
         }
     }
@@ -365,20 +442,32 @@ impl Check {
 
     fn annotations(&mut self, path: &str, annotations: &Map<String, Value>) {
         if annotations.len() > MAX_ANNOTATIONS {
-            self.fail(path, format!("{} annotations, more than {MAX_ANNOTATIONS}", annotations.len()));
+            self.fail(
+                path,
+                format!(
+                    "{} annotations, more than {MAX_ANNOTATIONS}",
+                    annotations.len()
+                ),
+            );
         }
         for (key, value) in annotations {
             let p = format!("{path}.{key}");
             let chars = key.chars().count();
             if chars == 0 || chars > MAX_ANNOTATION_KEY_CHARS {
-                self.fail(&p, format!("key must be 1 to {MAX_ANNOTATION_KEY_CHARS} characters"));
+                self.fail(
+                    &p,
+                    format!("key must be 1 to {MAX_ANNOTATION_KEY_CHARS} characters"),
+                );
             }
             if let Some(bad) = key.chars().find(|c| !annotation_key_char(*c)) {
                 self.fail(&p, format!("key character {bad:?} is not allowed"));
             }
             match value {
                 Value::String(s) if s.chars().count() > MAX_ANNOTATION_VALUE_CHARS => {
-                    self.fail(&p, format!("value longer than {MAX_ANNOTATION_VALUE_CHARS} characters"));
+                    self.fail(
+                        &p,
+                        format!("value longer than {MAX_ANNOTATION_VALUE_CHARS} characters"),
+                    );
                 }
                 Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
                 _ => self.fail(&p, "value must be a string, number or boolean"),
@@ -392,7 +481,10 @@ mod tests {
     use super::*;
 
     fn messages(doc: &str) -> Vec<String> {
-        validate_document(doc.as_bytes()).iter().map(ToString::to_string).collect()
+        validate_document(doc.as_bytes())
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[test]
@@ -422,7 +514,10 @@ mod tests {
             "$.cause.exceptions[0]: id is required",
             "$.http.response.status: must be an integer",
         ] {
-            assert!(found.contains(&want.to_owned()), "missing {want:?} in {found:#?}");
+            assert!(
+                found.contains(&want.to_owned()),
+                "missing {want:?} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), 12, "{found:#?}");
     }

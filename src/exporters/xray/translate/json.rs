@@ -308,7 +308,12 @@ mod tests {
 
     #[test]
     fn base64_matches_the_standard_alphabet() {
-        for (input, want) in [(&b"f"[..], "Zg=="), (b"fo", "Zm8="), (b"foo", "Zm9v"), (b"\xff\xfe", "//4=")] {
+        for (input, want) in [
+            (&b"f"[..], "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"\xff\xfe", "//4="),
+        ] {
             let mut out = Vec::new();
             push_base64(&mut out, input);
             assert_eq!(String::from_utf8(out).unwrap(), want);

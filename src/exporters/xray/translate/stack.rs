@@ -22,7 +22,11 @@ pub(super) struct Frame<'a> {
 }
 
 impl<'a> Exception<'a> {
-    pub fn new(ty: impl Into<Cow<'a, str>>, message: impl Into<Cow<'a, str>>, remote: bool) -> Self {
+    pub fn new(
+        ty: impl Into<Cow<'a, str>>,
+        message: impl Into<Cow<'a, str>>,
+        remote: bool,
+    ) -> Self {
         Exception {
             ty: ty.into(),
             message: message.into(),
@@ -156,7 +160,10 @@ fn python<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
                 .copied()
                 .skip_while(|l| l.starts_with("    "))
                 .collect();
-            let end = text.iter().rposition(|l| !l.trim().is_empty()).map_or(0, |e| e + 1);
+            let end = text
+                .iter()
+                .rposition(|l| !l.trim().is_empty())
+                .map_or(0, |e| e + 1);
             if end == 0 || !text[0].contains(':') {
                 return; // malformed: no "Type: message" line
             }
@@ -185,7 +192,7 @@ fn python_frame(line: &str) -> Option<Frame<'_>> {
     })
 }
 
-fn javascript<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
+fn javascript<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
     for line in trace.lines().skip(1) {
         let Some(body) = line.strip_prefix("    at ") else {
             continue;
@@ -216,7 +223,7 @@ fn javascript<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
-fn dotnet<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
+fn dotnet<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
     for line in trace.lines().skip(1) {
         let Some(body) = line.trim().strip_prefix("at ") else {
             continue;
@@ -244,12 +251,8 @@ fn dotnet<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
-fn go<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
-    let mut lines = trace
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty() && !(l.starts_with("goroutine ") && l.ends_with(':')))
-        .peekable();
+fn go<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
+    let mut lines = trace.lines().skip(1).filter(|l| !is_go_noise(l)).peekable();
     while let Some(label) = lines.next() {
         if label.starts_with('\t') {
             continue; // a location without its function line
@@ -270,6 +273,11 @@ fn go<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
             label,
         });
     }
+}
+
+/// Blank lines and goroutine headers ("goroutine 7 [running]:") carry no frame.
+fn is_go_noise(line: &str) -> bool {
+    line.trim().is_empty() || (line.starts_with("goroutine ") && line.ends_with(':'))
 }
 
 #[cfg(test)]
@@ -294,12 +302,23 @@ mod tests {
         assert_eq!(ex.len(), 2);
         assert_eq!(
             ex[0].stack[1],
-            Frame { path: "Thread.java", line: 833, label: "java.lang.Thread.run" }
+            Frame {
+                path: "Thread.java",
+                line: 833,
+                label: "java.lang.Thread.run"
+            }
         );
         assert_eq!(ex[0].cause, Some(1));
         assert_eq!(ex[1].ty, "java.io.IOException");
         assert_eq!(ex[1].message, "disk\nfull");
-        assert_eq!(ex[1].stack, vec![Frame { path: "Disk.java", line: 0, label: "com.example.Disk.write" }]);
+        assert_eq!(
+            ex[1].stack,
+            vec![Frame {
+                path: "Disk.java",
+                line: 0,
+                label: "com.example.Disk.write"
+            }]
+        );
     }
 
     #[test]
@@ -307,23 +326,88 @@ mod tests {
         let trace = "Traceback (most recent call last):\n  File \"/app/a.py\", line 3, in load\n    open(p)\nFileNotFoundError: gone\n\nDuring handling of the above exception, another exception occurred:\n\nTraceback (most recent call last):\n  File \"/app/b.py\", line 9, in main\n    load()\n  File \"/app/b.py\", line 5, in load\n    raise ValueError(\"bad\")\nValueError: bad\n";
         let ex = parse(trace, "python");
         assert_eq!(ex.len(), 2);
-        assert_eq!(ex[0].stack[0], Frame { path: "/app/b.py", line: 5, label: "load" });
+        assert_eq!(
+            ex[0].stack[0],
+            Frame {
+                path: "/app/b.py",
+                line: 5,
+                label: "load"
+            }
+        );
         assert_eq!(ex[0].stack[1].line, 9);
         assert_eq!(ex[1].ty, "FileNotFoundError");
         assert_eq!(ex[1].message, "gone");
-        assert_eq!(ex[1].stack, vec![Frame { path: "/app/a.py", line: 3, label: "load" }]);
+        assert_eq!(
+            ex[1].stack,
+            vec![Frame {
+                path: "/app/a.py",
+                line: 3,
+                label: "load"
+            }]
+        );
     }
 
     #[test]
     fn javascript_dotnet_and_go_frames() {
-        let js = parse("Error: x\n    at Object.<anonymous> (/app/i.js:10:15)\n    at /app/j.js:3:9\n    at new Promise (<anonymous>)", "javascript");
-        assert_eq!(js[0].stack[0], Frame { path: "/app/i.js", line: 10, label: "Object.<anonymous>" });
-        assert_eq!(js[0].stack[1], Frame { path: "/app/j.js", line: 3, label: "" });
-        assert_eq!(js[0].stack[2], Frame { path: "<anonymous>", line: 0, label: "new Promise" });
-        let net = parse("System.Exception: x\n   at App.Main(String[] a) in /src/P.cs:line 12\n   at System.Foo()", "dotnet");
-        assert_eq!(net[0].stack[0], Frame { path: "/src/P.cs", line: 12, label: "App.Main(String[] a)" });
-        assert_eq!(net[0].stack[1], Frame { path: "", line: 0, label: "System.Foo()" });
-        let go = parse("panic: x\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:10 +0x1d\n", "go");
-        assert_eq!(go[0].stack, vec![Frame { path: "/app/main.go", line: 10, label: "main.main()" }]);
+        let js = parse(
+            "Error: x\n    at Object.<anonymous> (/app/i.js:10:15)\n    at /app/j.js:3:9\n    at new Promise (<anonymous>)",
+            "javascript",
+        );
+        assert_eq!(
+            js[0].stack[0],
+            Frame {
+                path: "/app/i.js",
+                line: 10,
+                label: "Object.<anonymous>"
+            }
+        );
+        assert_eq!(
+            js[0].stack[1],
+            Frame {
+                path: "/app/j.js",
+                line: 3,
+                label: ""
+            }
+        );
+        assert_eq!(
+            js[0].stack[2],
+            Frame {
+                path: "<anonymous>",
+                line: 0,
+                label: "new Promise"
+            }
+        );
+        let net = parse(
+            "System.Exception: x\n   at App.Main(String[] a) in /src/P.cs:line 12\n   at System.Foo()",
+            "dotnet",
+        );
+        assert_eq!(
+            net[0].stack[0],
+            Frame {
+                path: "/src/P.cs",
+                line: 12,
+                label: "App.Main(String[] a)"
+            }
+        );
+        assert_eq!(
+            net[0].stack[1],
+            Frame {
+                path: "",
+                line: 0,
+                label: "System.Foo()"
+            }
+        );
+        let go = parse(
+            "panic: x\n\ngoroutine 1 [running]:\nmain.main()\n\t/app/main.go:10 +0x1d\n",
+            "go",
+        );
+        assert_eq!(
+            go[0].stack,
+            vec![Frame {
+                path: "/app/main.go",
+                line: 10,
+                label: "main.main()"
+            }]
+        );
     }
 }

@@ -38,7 +38,14 @@ fn resource() -> Resource {
 
 fn translate(span: &Span, opts: &TranslateOptions) -> (Vec<u8>, Translated) {
     let mut out = Vec::new();
-    let t = to_segment(span, &resource(), &InstrumentationScope::default(), opts, &mut out).expect("translates");
+    let t = to_segment(
+        span,
+        &resource(),
+        &InstrumentationScope::default(),
+        opts,
+        &mut out,
+    )
+    .expect("translates");
     (out, t)
 }
 
@@ -53,16 +60,24 @@ fn assert_valid(doc: &[u8], limit: usize) {
 fn a_huge_span_is_trimmed_under_64_kb_and_stays_valid() {
     let mut span = base_span(2);
     for i in 0..200 {
-        span.attributes.push(text(&format!("meta.{i}"), &"m".repeat(2_000)));
+        span.attributes
+            .push(text(&format!("meta.{i}"), &"m".repeat(2_000)));
     }
     for i in 0..60 {
-        span.attributes.push(text(&format!("idx.{i}"), &"é".repeat(1_500)));
+        span.attributes
+            .push(text(&format!("idx.{i}"), &"é".repeat(1_500)));
     }
-    span.attributes.push(text("http.url", &format!("https://x/{}", "u".repeat(100_000))));
+    span.attributes.push(text(
+        "http.url",
+        &format!("https://x/{}", "u".repeat(100_000)),
+    ));
     span.attributes.push(text("http.method", "GET"));
     span.attributes.push(text("db.system", "mysql"));
-    span.attributes.push(text("db.statement", &"SELECT 1 ".repeat(20_000)));
-    let frames: String = (0..5_000).map(|i| format!("\tat a.B.c{i}(B.java:{i})\n")).collect();
+    span.attributes
+        .push(text("db.statement", &"SELECT 1 ".repeat(20_000)));
+    let frames: String = (0..5_000)
+        .map(|i| format!("\tat a.B.c{i}(B.java:{i})\n"))
+        .collect();
     span.events.push(span::Event {
         name: "exception".into(),
         attributes: vec![
@@ -88,12 +103,21 @@ fn a_huge_span_is_trimmed_under_64_kb_and_stays_valid() {
         ..TranslateOptions::default()
     };
     let mut out = Vec::new();
-    let t = to_segment(&span, &resource(), &InstrumentationScope::default(), &opts, &mut out)
-        .expect("translates");
+    let t = to_segment(
+        &span,
+        &resource(),
+        &InstrumentationScope::default(),
+        &opts,
+        &mut out,
+    )
+    .expect("translates");
     assert_valid(&out, MAX_DOCUMENT_BYTES);
     let trim = t.trim.expect("trimmed");
     assert!(trim.original_bytes > 1_000_000, "{trim:?}");
-    assert!(trim.metadata_dropped > 0 && trim.strings_truncated > 0, "{trim:?}");
+    assert!(
+        trim.metadata_dropped > 0 && trim.strings_truncated > 0,
+        "{trim:?}"
+    );
     assert_eq!(t.annotations_over_cap, 200 + 60 + 1 - 50);
     assert_eq!(t.annotation_values_truncated, 50);
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
@@ -126,8 +150,23 @@ fn a_limit_below_the_core_is_a_typed_error_and_leaves_the_buffer() {
         ..TranslateOptions::default()
     };
     let mut out = b"kept".to_vec();
-    let err = to_segment(&base_span(2), &resource(), &InstrumentationScope::default(), &opts, &mut out);
-    assert!(matches!(err, Err(TranslateError::TooLarge { limit_bytes: 100, .. })), "{err:?}");
+    let err = to_segment(
+        &base_span(2),
+        &resource(),
+        &InstrumentationScope::default(),
+        &opts,
+        &mut out,
+    );
+    assert!(
+        matches!(
+            err,
+            Err(TranslateError::TooLarge {
+                limit_bytes: 100,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
     assert_eq!(out, b"kept");
 }
 
@@ -138,13 +177,22 @@ fn invalid_ids_are_typed_errors() {
     let scope = InstrumentationScope::default();
     let mut s = base_span(2);
     s.trace_id = vec![0; 16].into();
-    assert_eq!(to_segment(&s, &resource(), &scope, &opts, &mut out), Err(TranslateError::InvalidTraceId));
+    assert_eq!(
+        to_segment(&s, &resource(), &scope, &opts, &mut out),
+        Err(TranslateError::InvalidTraceId)
+    );
     let mut s = base_span(2);
     s.span_id = vec![1; 4].into();
-    assert_eq!(to_segment(&s, &resource(), &scope, &opts, &mut out), Err(TranslateError::InvalidSpanId));
+    assert_eq!(
+        to_segment(&s, &resource(), &scope, &opts, &mut out),
+        Err(TranslateError::InvalidSpanId)
+    );
     let mut s = base_span(2);
     s.parent_span_id = vec![1; 3].into();
-    assert_eq!(to_segment(&s, &resource(), &scope, &opts, &mut out), Err(TranslateError::InvalidParentSpanId));
+    assert_eq!(
+        to_segment(&s, &resource(), &scope, &opts, &mut out),
+        Err(TranslateError::InvalidParentSpanId)
+    );
     assert_eq!(TranslateError::InvalidTraceId.reason(), "invalid_trace_id");
     assert!(out.is_empty());
 }
@@ -188,7 +236,8 @@ fn trace_id_epoch_window_is_28_days_back_and_5_minutes_ahead() {
     };
     let mut out = Vec::new();
     let scope = InstrumentationScope::default();
-    let check = |now: u64, out: &mut Vec<u8>| to_segment(&s, &resource(), &scope, &at(now), out).is_ok();
+    let check =
+        |now: u64, out: &mut Vec<u8>| to_segment(&s, &resource(), &scope, &at(now), out).is_ok();
     assert!(check(epoch + MAX_TRACE_ID_AGE.as_secs(), &mut out));
     assert!(!check(epoch + MAX_TRACE_ID_AGE.as_secs() + 1, &mut out));
     assert!(check(epoch - MAX_TRACE_ID_SKEW.as_secs(), &mut out));
@@ -199,14 +248,26 @@ fn trace_id_epoch_window_is_28_days_back_and_5_minutes_ahead() {
 fn name_sanitising_keeps_the_x_ray_set_and_counts_characters() {
     let mut out = Vec::new();
     let mut w = Writer::new(&mut out, usize::MAX, false, usize::MAX);
-    write_name(&mut w, Name { main: "a\\b\t\"c\"", host: Some("h:1") });
+    write_name(
+        &mut w,
+        Name {
+            main: "a\\b\t\"c\"",
+            host: Some("h:1"),
+        },
+    );
     assert_eq!(String::from_utf8(out).unwrap(), r#""a\\bc@h:1""#);
-    assert_eq!(xray_trace_id(&[0xab; 16]), "1-abababab-abababababababababababab");
+    assert_eq!(
+        xray_trace_id(&[0xab; 16]),
+        "1-abababab-abababababababababababab"
+    );
 }
 
 #[test]
 fn url_hosts_are_found_like_go_url_parse() {
-    assert_eq!(url_host("mysql://u:p@db.example:3306/x"), Some("db.example"));
+    assert_eq!(
+        url_host("mysql://u:p@db.example:3306/x"),
+        Some("db.example")
+    );
     assert_eq!(url_host("postgresql://[::1]:5432"), Some("::1"));
     assert_eq!(url_host("//cache:11211"), Some("cache"));
     assert_eq!(url_host("Server=x;Database=y"), None);
@@ -220,7 +281,8 @@ fn status_error_without_message_has_fault_but_no_cause() {
         message: String::new(),
         code: STATUS_ERROR,
     });
-    s.attributes.push(kv("list", Value::ArrayValue(ArrayValue { values: vec![] })));
+    s.attributes
+        .push(kv("list", Value::ArrayValue(ArrayValue { values: vec![] })));
     let (out, _) = translate(&s, &TranslateOptions::default());
     assert_valid(&out, MAX_DOCUMENT_BYTES);
     let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
