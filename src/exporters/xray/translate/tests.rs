@@ -1,8 +1,10 @@
 //! Unit tests of the translator's limits and edge cases that golden files cannot show well.
 
+use super::blocks::url_host;
+use super::write::write_name;
 use super::*;
 use crate::exporters::xray::validate::validate_document;
-use crate::proto::{ArrayValue, Status, span};
+use crate::proto::{ArrayValue, KeyValue, Status, span};
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {
