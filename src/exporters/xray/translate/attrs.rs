@@ -77,6 +77,7 @@ pub(super) enum Key {
 pub(super) const KEY_COUNT: usize = Key::Count as usize;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
+/// A block of the document that, when written, uses up the attributes it was made from.
 pub(super) enum Block {
     None,
     Http,
@@ -87,6 +88,7 @@ pub(super) enum Block {
 }
 
 impl Key {
+    /// Classifies an attribute key; everything the translation does not read is `Other`.
     pub(super) fn of(key: &str) -> Key {
         match key {
             "http.method" => Key::HttpMethod,
@@ -196,6 +198,7 @@ impl Key {
     }
 }
 
+/// A string attribute value (`Str()` in the Collector, without its conversions).
 pub(super) fn str_of(v: &AnyValue) -> Option<&str> {
     match &v.value {
         Some(Value::StringValue(s)) => Some(s),
@@ -212,6 +215,7 @@ pub(super) fn int_of(v: &AnyValue) -> Option<i64> {
     }
 }
 
+/// Whether a value can be an annotation: string, number or boolean (Collector `annotationValue`).
 pub(super) fn is_scalar(v: &AnyValue) -> bool {
     matches!(
         v.value,
@@ -224,6 +228,7 @@ pub(super) fn is_scalar(v: &AnyValue) -> bool {
     )
 }
 
+/// Whether an indexed key `listed` names the resource attribute `key` as `otel.resource.<key>`.
 pub(super) fn is_resource_key(listed: &str, key: &str) -> bool {
     listed.len() == RESOURCE_PREFIX.len() + key.len()
         && listed.starts_with(RESOURCE_PREFIX)
@@ -238,6 +243,7 @@ pub(super) struct Known<'a> {
 }
 
 impl<'a> Known<'a> {
+    /// One pass over the attributes; the first occurrence of a key wins, as pdata's `Get` does.
     pub(super) fn new(attrs: &'a [KeyValue]) -> Self {
         let mut values = [None; KEY_COUNT];
         let mut keys = Vec::with_capacity(attrs.len());
@@ -251,6 +257,7 @@ impl<'a> Known<'a> {
         Known { values, keys }
     }
 
+    /// A present, non-empty value.
     pub(super) fn get(&self, k: Key) -> Option<&'a AnyValue> {
         self.values[k as usize]
     }
@@ -268,6 +275,7 @@ impl<'a> Known<'a> {
         self.str(k).filter(|s| !s.is_empty())
     }
 
+    /// The first key of `keys` with a non-empty string value.
     pub(super) fn first_text(&self, keys: &[Key]) -> Option<&'a str> {
         keys.iter().find_map(|k| self.text(*k))
     }
@@ -307,6 +315,7 @@ pub(super) struct Res<'a> {
 }
 
 impl<'a> Res<'a> {
+    /// One pass over the resource attributes (the first occurrence of a key wins).
     pub(super) fn new(resource: &'a Resource) -> Self {
         let mut r = Res {
             attrs: &resource.attributes,

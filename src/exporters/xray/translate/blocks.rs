@@ -8,6 +8,7 @@ use super::Kind;
 use super::attrs::{Key, Known, int_of, str_of};
 
 #[derive(Clone, Copy)]
+/// A port as sent: string or integer (both occur in the wild).
 pub(super) enum Port<'a> {
     Text(&'a str),
     Number(i64),
@@ -42,11 +43,14 @@ pub(super) struct Http<'a> {
     pub(super) content_length: i64,
 }
 
+/// Go's `net.ParseIP` test, which the Collector applies to the newer address attributes.
 pub(super) fn is_ip(s: &str) -> bool {
     s.parse::<IpAddr>().is_ok()
 }
 
 impl<'a> Http<'a> {
+    /// `None` unless one of the attributes that make an HTTP span is present (Collector `hasHTTP`);
+    /// the client IP prefers `client.address`, then `http.client_ip`, then the peer address.
     pub(super) fn new(k: &Known<'a>, kind: Kind, span: &'a Span) -> Option<Self> {
         use Key::*;
         let has_http = [
@@ -116,6 +120,8 @@ impl<'a> Http<'a> {
 }
 
 impl<'a> Url<'a> {
+    /// SERVER spans name their own host (`http.host`, `http.server_name`, `net.host.name`,
+    /// `host.name`, `server.address`); other kinds the peer (`http.host`, `net.peer.name`, `net.peer.ip`).
     pub(super) fn new(k: &Known<'a>, kind: Kind) -> Self {
         use Key::*;
         let full = k.str(HttpUrl).or_else(|| k.str(UrlFull));
@@ -160,6 +166,7 @@ impl<'a> Url<'a> {
     }
 }
 
+/// The HTTP response status, old name first.
 pub(super) fn status_code(k: &Known<'_>) -> Option<i64> {
     k.get(Key::HttpStatusCode)
         .or_else(|| k.get(Key::HttpResponseStatusCode))
@@ -180,6 +187,7 @@ pub(super) fn response_size(attrs: &[KeyValue]) -> Option<i64> {
     size.filter(|s| received && *s != 0)
 }
 
+/// `table_name` (one table) or `table_names` (several).
 pub(super) enum Tables<'a> {
     None,
     One(&'a str),
@@ -197,6 +205,7 @@ pub(super) struct AwsSpan<'a> {
 }
 
 impl<'a> AwsSpan<'a> {
+    /// The operation is `aws.operation`, else `rpc.method` (for every RPC span, as in the Collector).
     pub(super) fn new(k: &Known<'a>) -> Self {
         use Key::*;
         let mut tables = match k.str(AwsTableName).or_else(|| k.str(AwsTableName2)) {

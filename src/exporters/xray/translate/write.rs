@@ -57,6 +57,7 @@ pub(super) fn write_document(
 }
 
 /// Writes `f` as one optional member; in budget mode it is rolled back (and counted) if it overflows.
+/// Budget mode only checks members written through here; the core fields are never dropped.
 pub(super) fn optional(
     w: &mut Writer<'_>,
     first: &mut bool,
@@ -76,6 +77,9 @@ pub(super) fn optional(
     true
 }
 
+/// Writes the whole document once. Member order is the trimming priority: the core, then
+/// `namespace`/`origin`/`user`/`service`, the `http`/`aws`/`sql` blocks, annotations, exceptions,
+/// links, and metadata last.
 pub(super) fn render(d: &Doc<'_, '_>, w: &mut Writer<'_>, trim: &mut Trim) {
     let c = d.c;
     let budget = w.greedy_all;
@@ -193,6 +197,8 @@ pub(super) fn write_name(w: &mut Writer<'_>, name: Name<'_>) {
     w.byte(b'"');
 }
 
+/// The `http` block: `request` (method, URL, user agent, client IP, `x_forwarded_for`) and
+/// `response` (status, content length); empty halves are left out.
 pub(super) fn write_http(w: &mut Writer<'_>, first: &mut bool, h: &Http<'_>) {
     w.key(first, "http");
     w.byte(b'{');
@@ -243,6 +249,7 @@ pub(super) fn write_http(w: &mut Writer<'_>, first: &mut bool, h: &Http<'_>) {
     w.byte(b'}');
 }
 
+/// `http.url`/`url.full` as sent, or `scheme://host[:port]path[?query]` with default ports elided.
 pub(super) fn write_url(w: &mut Writer<'_>, u: &Url<'_>) {
     if let Some(full) = u.full {
         w.str_capped(full);
@@ -269,6 +276,8 @@ pub(super) fn write_url(w: &mut Writer<'_>, u: &Url<'_>) {
     w.str_parts(&[u.scheme, "://", u.host, colon, port, u.path, mark, query]);
 }
 
+/// The `aws` block: the call's fields from the span, then what the resource says about where
+/// the service runs (`elastic_beanstalk`, `cloudwatch_logs`, `ecs`, `ec2`, `eks`) and the `xray` SDK entry.
 pub(super) fn write_aws(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, a: &AwsSpan<'_>) {
     let r = d.c.res;
     // Collector: the LOCAL_ROOT service segment loses the call's fields, account included.
@@ -276,7 +285,7 @@ pub(super) fn write_aws(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, a
     w.key(first, "aws");
     w.byte(b'{');
     let mut f = true;
-    pub(super) fn text(w: &mut Writer<'_>, f: &mut bool, key: &str, v: Option<&str>) {
+    fn text(w: &mut Writer<'_>, f: &mut bool, key: &str, v: Option<&str>) {
         if let Some(v) = v.filter(|v| !v.is_empty()) {
             w.key(f, key);
             w.str_capped(v);
@@ -377,7 +386,7 @@ pub(super) fn write_log_groups(
     r: &Res<'_>,
     configured: &[String],
 ) {
-    pub(super) fn items(v: &AnyValue) -> Vec<&str> {
+    fn items(v: &AnyValue) -> Vec<&str> {
         match &v.value {
             Some(Value::StringValue(s)) => s.split('&').filter(|p| !p.is_empty()).collect(),
             Some(Value::ArrayValue(a)) => {
@@ -420,6 +429,8 @@ pub(super) fn write_log_groups(
     w.byte(b']');
 }
 
+/// The `sql` block (Collector sql.go): `url` is the span name, `connection_string` the
+/// connection string (or `localhost`) plus `/` and the database name.
 pub(super) fn write_sql(w: &mut Writer<'_>, first: &mut bool, s: &Sql<'_>) {
     w.key(first, "sql");
     w.byte(b'{');
@@ -441,6 +452,8 @@ pub(super) fn write_sql(w: &mut Writer<'_>, first: &mut bool, s: &Sql<'_>) {
     w.byte(b'}');
 }
 
+/// `cause.exceptions`, with IDs derived from the span ID. In budget mode whole exceptions, then
+/// single stack frames, are left out when they do not fit; `truncated` counts the frames left out.
 pub(super) fn write_cause(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, trim: &mut Trim) {
     let budget = w.greedy_all;
     let exception_id = |i: usize| derived_id(&d.c.ids.span, (d.salt << 32) | (i as u64 + 1));
@@ -556,6 +569,8 @@ pub(super) fn write_cause(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>,
     }
 }
 
+/// `annotations`, in the planned priority order, with keys sanitised and strings cut to
+/// [`MAX_ANNOTATION_VALUE_CHARS`].
 pub(super) fn write_annotations(
     w: &mut Writer<'_>,
     first: &mut bool,
@@ -617,6 +632,7 @@ pub(super) fn finish_object(
     }
 }
 
+/// `links`: the valid ones, each with its converted trace ID, span ID and attributes.
 pub(super) fn write_links(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>, trim: &mut Trim) {
     let budget = w.greedy_all;
     let mut links = d.c.span.links.iter().filter(|l| d.link_ok(l)).peekable();
@@ -666,6 +682,9 @@ pub(super) fn write_links(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>,
     }
 }
 
+/// `metadata`: `default` holds the remaining span attributes, merged `aws.xray.metadata.default`
+/// JSON and `otel.resource.*` entries; each other `aws.xray.metadata.<ns>` is its own namespace.
+/// Every entry is checked against the limit, so metadata is what goes first.
 pub(super) fn write_metadata(
     w: &mut Writer<'_>,
     first: &mut bool,
@@ -764,6 +783,7 @@ pub(super) fn write_metadata(
     finish_object(w, first, mark, was_first, outer);
 }
 
+/// An `aws.xray.metadata.<ns>` value, when it is a JSON object.
 pub(super) fn parse_object(v: &AnyValue) -> Option<serde_json::Map<String, serde_json::Value>> {
     serde_json::from_str(str_of(v)?).ok()
 }
