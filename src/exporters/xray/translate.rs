@@ -806,14 +806,16 @@ impl<'c, 'a> Doc<'c, 'a> {
                     }
                     let key = self.annotation_source_key(resource, i);
                     let chars = key.0.len() + key.1.chars().count();
-                    let clash = self.annotations.iter().any(|&(r, j)| {
-                        same_annotation_key(self.annotation_source_key(r, j), key, keep_dots)
-                    });
-                    let verdict = if chars == 0 || chars > MAX_ANNOTATION_KEY_CHARS || clash {
-                        report.annotations_not_indexable += 1;
-                        Disp::Metadata
-                    } else if self.annotations.len() >= opts.max_annotations {
+                    let verdict = if self.annotations.len() >= opts.max_annotations {
                         report.annotations_over_cap += 1;
+                        Disp::Metadata
+                    } else if chars == 0
+                        || chars > MAX_ANNOTATION_KEY_CHARS
+                        || self.annotations.iter().any(|&(r, j)| {
+                            same_annotation_key(self.annotation_source_key(r, j), key, keep_dots)
+                        })
+                    {
+                        report.annotations_not_indexable += 1;
                         Disp::Metadata
                     } else {
                         self.annotations.push((resource, i));
