@@ -47,6 +47,7 @@ const AWS_API: &str = "aws-api";
 const METADATA_PREFIX: &str = "aws.xray.metadata.";
 /// Prefix given to resource attributes written on segments.
 const RESOURCE_PREFIX: &str = "otel.resource.";
+/// OTLP `Status.StatusCode` ERROR.
 const STATUS_ERROR: i32 = 2;
 
 /// What to do with trace IDs whose first 32 bits are not a recent epoch second.
@@ -206,7 +207,8 @@ impl Translated {
 }
 
 /// Translates one span into X-Ray segment document(s), appended to `out` (compact JSON, no
-/// separator). On error `out` is left as it was.
+/// separator). On error `out` is left as it was. The scope is not read (nor is it by the
+/// Collector); it is taken so that callers need not change if that ever changes.
 pub fn to_segment(
     span: &Span,
     resource: &Resource,
