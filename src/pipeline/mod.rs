@@ -1,6 +1,8 @@
 //! The pipeline between receivers and exporters: admission (hot path) and the dispatcher (behind the queue).
 
 pub mod queue;
+pub mod sampler;
+pub mod xray_rules;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

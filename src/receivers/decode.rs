@@ -513,6 +513,7 @@ impl Walk<'_> {
             end_unix_nano: 0,
             status_code: 0,
             name: 0..0,
+            trace_state: 0..0,
             bytes: to_u32(range.clone()),
             resource,
             scope,
@@ -536,6 +537,8 @@ impl Walk<'_> {
                     check_utf8(buf, &s, NAME, field)?;
                     if field == 5 {
                         info.name = to_u32(s);
+                    } else {
+                        info.trace_state = to_u32(s);
                     }
                 }
                 6 => {
