@@ -51,6 +51,9 @@ struct Flags {
     /// Bind every listener on 0.0.0.0 [env: SIDETRACE_LISTEN_ALL=true]
     #[arg(long, global = true)]
     listen_all: bool,
+    /// Keep this fraction of traces, consistently by trace ID [env: SIDETRACE_SAMPLING_RATIO]
+    #[arg(long, global = true)]
+    sampling_ratio: Option<String>,
     /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -90,6 +93,7 @@ fn load_config(flags: &Flags) -> Result<Config, ExitCode> {
         ("admin_addr", &flags.admin_addr),
         ("exporters", &flags.exporters),
         ("log_format", &flags.log_format),
+        ("sampling_ratio", &flags.sampling_ratio),
     ] {
         if let Some(v) = value {
             pairs.push((key, v.clone()));

@@ -128,6 +128,8 @@ pub struct Metrics {
     /// X-Ray documents trimmed to fit 64 KB, and indexed attributes moved to metadata by the cap.
     xray_trimmed_documents: Counters<1>,
     xray_annotations_over_cap: Counters<1>,
+    /// The sampler's decisions (it runs behind the queue and owns the counting).
+    pub sampling: std::sync::Arc<crate::pipeline::sampler::SamplingStats>,
 }
 
 /// Distinct rejection codes kept per exporter before further ones count as `other`
@@ -459,6 +461,7 @@ impl Metrics {
                 self.pipeline_dropped_spans.get(r as usize)
             );
         }
+        self.sampling.render(o);
         if let Some((traces, bytes)) = g.local_traces {
             header(
                 o,

@@ -15,6 +15,7 @@ use crate::model::Protocol;
 use crate::receivers::decode::Decoded;
 use crate::telemetry::{DropReason, Metrics, RequestOutcome};
 pub use queue::{PushError, Queue};
+pub use sampler::Sampler;
 
 /// How long clients are told to wait after a refusal (RetryInfo / Retry-After).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -105,10 +106,23 @@ impl InFlight {
 /// Moves batches from the queue to every exporter until the queue is closed and empty.
 pub async fn run_dispatcher(
     queue: Arc<Queue>,
+    mut sampler: Sampler,
     mut exporters: Vec<Exporter>,
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
 ) {
+    async fn deliver(
+        exporters: &mut [Exporter],
+        batches: Vec<crate::model::Batch>,
+        metrics: &Metrics,
+        now: Instant,
+    ) {
+        for batch in &batches {
+            for e in exporters.iter_mut() {
+                e.export(batch, metrics, now).await;
+            }
+        }
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -117,19 +131,24 @@ pub async fn run_dispatcher(
                 let Some(batch) = batch else { break };
                 in_flight.0.store(batch.spans.len() as u64, Ordering::Relaxed);
                 let now = Instant::now();
-                for e in &mut exporters {
-                    e.export(&batch, &metrics, now).await;
-                }
+                let kept = sampler.admit(batch, now);
+                deliver(&mut exporters, kept, &metrics, now).await;
                 in_flight.0.store(0, Ordering::Relaxed);
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                let kept = sampler.tick(now);
+                deliver(&mut exporters, kept, &metrics, now).await;
                 for e in &mut exporters {
                     e.tick(now).await;
                 }
             }
         }
     }
+    // Draining: traces still held are decided with what arrived.
+    let now = Instant::now();
+    let kept = sampler.flush_all();
+    deliver(&mut exporters, kept, &metrics, now).await;
     for e in &mut exporters {
         e.shutdown().await;
     }

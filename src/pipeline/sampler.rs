@@ -116,7 +116,14 @@ pub enum Policy {
 }
 
 impl Policy {
-    pub const ALL: [Policy; 6] = [Policy::All, Policy::Ratio, Policy::Rules, Policy::Error, Policy::Slow, Policy::RateLimit];
+    pub const ALL: [Policy; 6] = [
+        Policy::All,
+        Policy::Ratio,
+        Policy::Rules,
+        Policy::Error,
+        Policy::Slow,
+        Policy::RateLimit,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -160,8 +167,11 @@ pub fn incoming_threshold(trace_state: &str) -> Option<u64> {
 }
 
 fn ot_field<'a>(trace_state: &'a str, key: &str) -> Option<&'a str> {
-    let ot = trace_state.split(',').find_map(|e| e.trim().strip_prefix("ot="))?;
-    ot.split(';').find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':'))
+    let ot = trace_state
+        .split(',')
+        .find_map(|e| e.trim().strip_prefix("ot="))?;
+    ot.split(';')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':'))
 }
 
 /// 1–14 hex digits; thresholds are right-padded with zeros to 14 digits (OTel tracestate spec).
@@ -204,7 +214,11 @@ impl SamplingStats {
         if new_trace {
             self.traces[d][v.policy as usize].fetch_add(1, Relaxed);
             let mut m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
-            let key = if m.len() < MAX_SERVICES_TRACKED || m.contains_key(service) { service } else { "other" };
+            let key = if m.len() < MAX_SERVICES_TRACKED || m.contains_key(service) {
+                service
+            } else {
+                "other"
+            };
             let e = m.entry(key.to_owned()).or_default();
             e.0 += u64::from(v.keep);
             e.1 += 1;
@@ -224,26 +238,61 @@ impl SamplingStats {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         for (name, what, c) in [
-            ("sidetrace_sampling_traces_total", "Traces decided, by decision and policy.", &self.traces),
-            ("sidetrace_sampling_spans_total", "Spans kept or dropped by sampling, by decision and policy.", &self.spans),
+            (
+                "sidetrace_sampling_traces_total",
+                "Traces decided, by decision and policy.",
+                &self.traces,
+            ),
+            (
+                "sidetrace_sampling_spans_total",
+                "Spans kept or dropped by sampling, by decision and policy.",
+                &self.spans,
+            ),
         ] {
             let _ = writeln!(o, "# HELP {name} {what}\n# TYPE {name} counter");
             for (d, decision) in ["kept", "dropped"].iter().enumerate() {
                 for p in Policy::ALL {
-                    let _ = writeln!(o, "{name}{{decision=\"{decision}\",policy=\"{}\"}} {}", p.label(), c[d][p as usize].load(Relaxed));
+                    let _ = writeln!(
+                        o,
+                        "{name}{{decision=\"{decision}\",policy=\"{}\"}} {}",
+                        p.label(),
+                        c[d][p as usize].load(Relaxed)
+                    );
                 }
             }
         }
-        let _ = writeln!(o, "# HELP sidetrace_sampling_early_decisions_total Traces decided before their grace period ended, to stay within the hold caps.\n# TYPE sidetrace_sampling_early_decisions_total counter\nsidetrace_sampling_early_decisions_total {}", self.early.load(Relaxed));
-        let _ = writeln!(o, "# HELP sidetrace_sampling_open_traces Traces held awaiting a decision.\n# TYPE sidetrace_sampling_open_traces gauge\nsidetrace_sampling_open_traces {}", self.open_traces.load(Relaxed));
-        let _ = writeln!(o, "# HELP sidetrace_sampling_held_bytes Bytes held for undecided traces.\n# TYPE sidetrace_sampling_held_bytes gauge\nsidetrace_sampling_held_bytes {}", self.held_bytes.load(Relaxed));
-        let _ = writeln!(o, "# HELP sidetrace_sampling_effective_ratio Kept traces / all traces, per service.\n# TYPE sidetrace_sampling_effective_ratio gauge");
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_early_decisions_total Traces decided before their grace period ended, to stay within the hold caps.\n# TYPE sidetrace_sampling_early_decisions_total counter\nsidetrace_sampling_early_decisions_total {}",
+            self.early.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_open_traces Traces held awaiting a decision.\n# TYPE sidetrace_sampling_open_traces gauge\nsidetrace_sampling_open_traces {}",
+            self.open_traces.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_held_bytes Bytes held for undecided traces.\n# TYPE sidetrace_sampling_held_bytes gauge\nsidetrace_sampling_held_bytes {}",
+            self.held_bytes.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_effective_ratio Kept traces / all traces, per service.\n# TYPE sidetrace_sampling_effective_ratio gauge"
+        );
         let m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
         let mut services: Vec<_> = m.iter().collect();
         services.sort();
         for (s, (kept, all)) in services {
-            let esc = s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-            let _ = writeln!(o, "sidetrace_sampling_effective_ratio{{service=\"{esc}\"}} {}", *kept as f64 / (*all).max(1) as f64);
+            let esc = s
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                o,
+                "sidetrace_sampling_effective_ratio{{service=\"{esc}\"}} {}",
+                *kept as f64 / (*all).max(1) as f64
+            );
         }
     }
 }
@@ -335,12 +384,24 @@ impl Sampler {
     /// (sharing its buffer) and, when held traces were decided, one batch rebuilt from them.
     pub fn admit(&mut self, batch: Batch, now: Instant) -> Vec<Batch> {
         if self.is_pass_through() {
-            let mut by_trace: Vec<(&TraceId, &SpanInfo)> = batch.spans.iter().map(|s| (&s.trace_id, s)).collect();
+            let mut by_trace: Vec<(&TraceId, &SpanInfo)> =
+                batch.spans.iter().map(|s| (&s.trace_id, s)).collect();
             by_trace.dedup_by_key(|(t, _)| **t);
             for (_, s) in &by_trace {
-                self.stats.record(Verdict { keep: true, policy: Policy::All }, 0, batch.service_name(s), true);
+                self.stats.record(
+                    Verdict {
+                        keep: true,
+                        policy: Policy::All,
+                    },
+                    0,
+                    batch.service_name(s),
+                    true,
+                );
             }
-            self.stats.spans[0][Policy::All as usize].fetch_add(batch.spans.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            self.stats.spans[0][Policy::All as usize].fetch_add(
+                batch.spans.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             return vec![batch];
         }
         let mut keep: Vec<SpanInfo> = Vec::with_capacity(batch.spans.len());
@@ -360,7 +421,10 @@ impl Sampler {
         self.publish_gauges();
         let mut out = Vec::with_capacity(2);
         if !keep.is_empty() {
-            out.push(Batch { spans: keep, ..batch });
+            out.push(Batch {
+                spans: keep,
+                ..batch
+            });
         }
         if let Some(b) = rebuild(released) {
             out.push(b);
@@ -421,16 +485,33 @@ impl Sampler {
         }
         if open.head.is_none() {
             open.head = match &self.cfg.head {
-                Head::All => Some(Verdict { keep: true, policy: Policy::All }),
+                Head::All => Some(Verdict {
+                    keep: true,
+                    policy: Policy::All,
+                }),
                 Head::Ratio(_) => {
-                    let ts = spans.iter().map(|s| batch.trace_state(s)).find(|t| !t.is_empty()).unwrap_or("");
-                    Some(Verdict { keep: ratio_keeps(&tid, ts, self.ratio_threshold), policy: Policy::Ratio })
+                    let ts = spans
+                        .iter()
+                        .map(|s| batch.trace_state(s))
+                        .find(|t| !t.is_empty())
+                        .unwrap_or("");
+                    Some(Verdict {
+                        keep: ratio_keeps(&tid, ts, self.ratio_threshold),
+                        policy: Policy::Ratio,
+                    })
                 }
                 Head::Rules(rules) => entry.map(|e| {
                     let attrs = request_attrs(batch, e);
                     let random = randomness(&tid, "") as f64 / MAX_THRESHOLD as f64;
-                    let keep = rules.lock().unwrap_or_else(|p| p.into_inner()).decide(&attrs, now, random).0;
-                    Verdict { keep, policy: Policy::Rules }
+                    let keep = rules
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .decide(&attrs, now, random)
+                        .0;
+                    Verdict {
+                        keep,
+                        policy: Policy::Rules,
+                    }
                 }),
             };
         }
@@ -462,15 +543,23 @@ impl Sampler {
     }
 
     fn rate_limit(&mut self, v: Verdict, service: &str, now: Instant) -> Verdict {
-        let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else { return v };
-        let b = self.buckets.entry(service.to_owned()).or_insert(Bucket { tokens: rate.max(1.0), at: now });
+        let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else {
+            return v;
+        };
+        let b = self.buckets.entry(service.to_owned()).or_insert(Bucket {
+            tokens: rate.max(1.0),
+            at: now,
+        });
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             v
         } else {
-            Verdict { keep: false, policy: Policy::RateLimit }
+            Verdict {
+                keep: false,
+                policy: Policy::RateLimit,
+            }
         }
     }
 
@@ -491,17 +580,25 @@ impl Sampler {
 
     /// Decides (with what is there) the open traces that push the hold over its caps.
     fn relieve_pressure(&mut self, released: &mut Vec<Open>) {
-        while self.open.len() > self.cfg.max_open_traces || self.held_bytes > self.cfg.max_held_bytes {
-            let Some((_, tid)) = self.order.pop_front() else { break };
+        while self.open.len() > self.cfg.max_open_traces
+            || self.held_bytes > self.cfg.max_held_bytes
+        {
+            let Some((_, tid)) = self.order.pop_front() else {
+                break;
+            };
             if self.open.contains_key(&tid) {
-                self.stats.early.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .early
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.close(tid, released, Instant::now());
             }
         }
     }
 
     fn close(&mut self, tid: TraceId, released: &mut Vec<Open>, now: Instant) {
-        let Some(mut open) = self.open.remove(&tid) else { return };
+        let Some(mut open) = self.open.remove(&tid) else {
+            return;
+        };
         self.held_bytes -= open.bytes;
         if open.head.is_none() {
             open.head = self.late_head(&tid, &open, now);
@@ -519,10 +616,20 @@ impl Sampler {
     fn late_head(&self, tid: &TraceId, open: &Open, now: Instant) -> Option<Verdict> {
         match &self.cfg.head {
             Head::Rules(rules) => {
-                let attrs = RequestAttrs { service_name: open.service.clone(), ..Default::default() };
+                let attrs = RequestAttrs {
+                    service_name: open.service.clone(),
+                    ..Default::default()
+                };
                 let random = randomness(tid, "") as f64 / MAX_THRESHOLD as f64;
-                let keep = rules.lock().unwrap_or_else(|p| p.into_inner()).decide(&attrs, now, random).0;
-                Some(Verdict { keep, policy: Policy::Rules })
+                let keep = rules
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .decide(&attrs, now, random)
+                    .0;
+                Some(Verdict {
+                    keep,
+                    policy: Policy::Rules,
+                })
             }
             _ => None,
         }
@@ -568,7 +675,9 @@ impl Sampler {
 
     fn publish_gauges(&self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.stats.open_traces.store(self.open.len() as u64, Relaxed);
+        self.stats
+            .open_traces
+            .store(self.open.len() as u64, Relaxed);
         self.stats.held_bytes.store(self.held_bytes as u64, Relaxed);
     }
 }
@@ -579,14 +688,23 @@ fn final_verdict(open: &Open, cfg: &SamplingConfig, forced: bool) -> Option<Verd
         return Some(h);
     }
     if cfg.keep_errors && open.error {
-        return Some(Verdict { keep: true, policy: Policy::Error });
+        return Some(Verdict {
+            keep: true,
+            policy: Policy::Error,
+        });
     }
     if open.slow {
-        return Some(Verdict { keep: true, policy: Policy::Slow });
+        return Some(Verdict {
+            keep: true,
+            policy: Policy::Slow,
+        });
     }
     match open.head {
         Some(h) if !cfg.tail() || forced => Some(h),
-        None if forced => Some(Verdict { keep: false, policy: Policy::Ratio }),
+        None if forced => Some(Verdict {
+            keep: false,
+            policy: Policy::Ratio,
+        }),
         _ => None,
     }
 }
@@ -601,17 +719,29 @@ fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Optio
                     let r = batch.resources.get(s.resource as usize);
                     let res = r.map_or(0..0, |r| r.resource.clone());
                     let service = r.map_or(0..0, |r| {
-                        if r.service.is_empty() { 0..0 } else { r.service.start - res.start..r.service.end - res.start }
+                        if r.service.is_empty() {
+                            0..0
+                        } else {
+                            r.service.start - res.start..r.service.end - res.start
+                        }
                     });
                     let scope = batch.scopes.get(slot).map_or(0..0, |sc| sc.scope.clone());
                     Arc::new(Origin {
-                        resource: Bytes::copy_from_slice(&batch.buf[res.start as usize..res.end as usize]),
-                        scope: Bytes::copy_from_slice(&batch.buf[scope.start as usize..scope.end as usize]),
+                        resource: Bytes::copy_from_slice(
+                            &batch.buf[res.start as usize..res.end as usize],
+                        ),
+                        scope: Bytes::copy_from_slice(
+                            &batch.buf[scope.start as usize..scope.end as usize],
+                        ),
                         service,
                     })
                 })
                 .clone(),
-            None => Arc::new(Origin { resource: Bytes::new(), scope: Bytes::new(), service: 0..0 }),
+            None => Arc::new(Origin {
+                resource: Bytes::new(),
+                scope: Bytes::new(),
+                service: 0..0,
+            }),
         };
         let idx = match open.origins.iter().position(|o| Arc::ptr_eq(o, &origin)) {
             Some(i) => i,
@@ -623,15 +753,23 @@ fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Optio
         };
         let base = open.buf.len() as u32;
         let rebase = |r: &Range<u32>| {
-            if r.is_empty() { 0..0 } else { base + (r.start - s.bytes.start)..base + (r.end - s.bytes.start) }
+            if r.is_empty() {
+                0..0
+            } else {
+                base + (r.start - s.bytes.start)..base + (r.end - s.bytes.start)
+            }
         };
         let mut info = s.clone();
         info.name = rebase(&s.name);
         info.trace_state = rebase(&s.trace_state);
         info.bytes = rebase(&s.bytes);
-        open.buf.extend_from_slice(&batch.buf[s.bytes.start as usize..s.bytes.end as usize]);
+        open.buf
+            .extend_from_slice(&batch.buf[s.bytes.start as usize..s.bytes.end as usize]);
         open.bytes += s.bytes.len() + std::mem::size_of::<Held>();
-        open.spans.push(Held { info, origin: idx as u32 });
+        open.spans.push(Held {
+            info,
+            origin: idx as u32,
+        });
     }
 }
 
@@ -647,15 +785,30 @@ fn rebuild(traces: Vec<Open>) -> Option<Batch> {
         for o in &t.origins {
             let rs = buf.len() as u32;
             buf.extend_from_slice(&o.resource);
-            let service = if o.service.is_empty() { 0..0 } else { rs + o.service.start..rs + o.service.end };
-            resources.push(ResourceInfo { resource: rs..buf.len() as u32, service });
+            let service = if o.service.is_empty() {
+                0..0
+            } else {
+                rs + o.service.start..rs + o.service.end
+            };
+            resources.push(ResourceInfo {
+                resource: rs..buf.len() as u32,
+                service,
+            });
             let ss = buf.len() as u32;
             buf.extend_from_slice(&o.scope);
-            scopes.push(ScopeInfo { scope: ss..buf.len() as u32 });
+            scopes.push(ScopeInfo {
+                scope: ss..buf.len() as u32,
+            });
         }
         let base = buf.len() as u32;
         buf.extend_from_slice(&t.buf);
-        let shift = |r: &Range<u32>| if r.is_empty() { 0..0 } else { r.start + base..r.end + base };
+        let shift = |r: &Range<u32>| {
+            if r.is_empty() {
+                0..0
+            } else {
+                r.start + base..r.end + base
+            }
+        };
         for h in t.spans {
             let mut info = h.info;
             info.bytes = shift(&info.bytes);
@@ -667,23 +820,36 @@ fn rebuild(traces: Vec<Open>) -> Option<Batch> {
         }
     }
     let protocol = crate::model::Protocol::Grpc;
-    Some(Batch { protocol, buf: buf.into(), resources, scopes, spans })
+    Some(Batch {
+        protocol,
+        buf: buf.into(),
+        resources,
+        scopes,
+        spans,
+    })
 }
 
 fn attr_str<'a>(span: &'a Span, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| {
-        span.attributes.iter().find(|kv| kv.key == *k).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == *k)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            })
     })
 }
 
 fn resource_str<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
-    resource.attributes.iter().find(|kv| kv.key == key).and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) => Some(s.as_str()),
-        _ => None,
-    })
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
 }
 
 /// What X-Ray rules match on, read from the entry span (decoded here, once per trace).
@@ -693,17 +859,33 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
     let full_url = attr_str(&span, &["url.full", "http.url"]);
     let path = attr_str(&span, &["url.path", "http.target"])
         .map(|p| p.split('?').next().unwrap_or(p).to_owned())
-        .or_else(|| full_url.and_then(|u| u.splitn(4, '/').nth(3).map(|p| format!("/{}", p.split('?').next().unwrap_or("")))))
+        .or_else(|| {
+            full_url.and_then(|u| {
+                u.splitn(4, '/')
+                    .nth(3)
+                    .map(|p| format!("/{}", p.split('?').next().unwrap_or("")))
+            })
+        })
         .unwrap_or_default();
     let host = attr_str(&span, &["http.host", "server.address", "net.host.name"])
         .map(str::to_owned)
-        .or_else(|| full_url.and_then(|u| u.split("://").nth(1)?.split(['/', ':']).next().map(str::to_owned)))
+        .or_else(|| {
+            full_url.and_then(|u| {
+                u.split("://")
+                    .nth(1)?
+                    .split(['/', ':'])
+                    .next()
+                    .map(str::to_owned)
+            })
+        })
         .unwrap_or_default();
     RequestAttrs {
         service_name: batch.service_name(entry).to_owned(),
         service_type: origin(&resource).to_owned(),
         host,
-        http_method: attr_str(&span, &["http.request.method", "http.method"]).unwrap_or_default().to_owned(),
+        http_method: attr_str(&span, &["http.request.method", "http.method"])
+            .unwrap_or_default()
+            .to_owned(),
         url_path: path,
     }
 }

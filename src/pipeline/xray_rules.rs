@@ -188,7 +188,11 @@ impl Rules {
         if !rules.iter().any(|r| r.name == "Default") {
             rules.push(Rule::default_rule());
         }
-        rules.sort_by(|a, b| a.priority.cmp(&b.priority).then_with(|| a.name.cmp(&b.name)));
+        rules.sort_by(|a, b| {
+            a.priority
+                .cmp(&b.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let old = std::mem::take(&mut self.rules);
         self.rules = rules
             .into_iter()
@@ -203,14 +207,24 @@ impl Rules {
     /// The first matching rule's decision, and that rule's name.
     pub fn decide(&mut self, req: &RequestAttrs, now: Instant, random: f64) -> (bool, &str) {
         let second = now.duration_since(self.epoch).as_secs();
-        let idx = self.rules.iter().position(|r| r.rule.matches(req)).unwrap_or(self.rules.len() - 1);
+        let idx = self
+            .rules
+            .iter()
+            .position(|r| r.rule.matches(req))
+            .unwrap_or(self.rules.len() - 1);
         let state = &mut self.rules[idx];
         let keep = state.decide(second, now, random);
         (keep, &state.rule.name)
     }
 
     /// Applies one `SamplingTargetDocument`: new fixed rate and reservoir quota with its TTL.
-    pub fn apply_target(&mut self, name: &str, fixed_rate: f64, quota: Option<(u32, SystemTime)>, now: Instant) {
+    pub fn apply_target(
+        &mut self,
+        name: &str,
+        fixed_rate: f64,
+        quota: Option<(u32, SystemTime)>,
+        now: Instant,
+    ) {
         if let Some(s) = self.rules.iter_mut().find(|s| s.rule.name == name) {
             s.rule.fixed_rate = fixed_rate;
             if let Some((q, ttl)) = quota {
@@ -240,7 +254,11 @@ fn rules_from_api(records: &[aws_sdk_xray::types::SamplingRuleRecord]) -> Vec<Ru
     records
         .iter()
         .filter_map(|r| r.sampling_rule())
-        .filter(|r| r.version() == 1 && r.resource_arn() == "*" && r.attributes().is_none_or(|a| a.is_empty()))
+        .filter(|r| {
+            r.version() == 1
+                && r.resource_arn() == "*"
+                && r.attributes().is_none_or(|a| a.is_empty())
+        })
         .map(|r| Rule {
             name: r.rule_name().unwrap_or_default().to_owned(),
             priority: r.priority(),
@@ -386,7 +404,15 @@ fn apply(rules: &mut Rules, doc: &SamplingTargetDocument, now: Instant) {
 mod tests {
     use super::*;
 
-    fn rule(name: &str, priority: i32, rate: f64, reservoir: u32, service: &str, method: &str, path: &str) -> Rule {
+    fn rule(
+        name: &str,
+        priority: i32,
+        rate: f64,
+        reservoir: u32,
+        service: &str,
+        method: &str,
+        path: &str,
+    ) -> Rule {
         Rule {
             name: name.into(),
             priority,
@@ -431,9 +457,15 @@ mod tests {
         ]);
         assert_eq!(r.rule_names(), ["health", "api-any", "api-post", "Default"]);
         let now = Instant::now();
-        assert_eq!(r.decide(&req("shop", "GET", "/health"), now, 0.5), (false, "health"));
+        assert_eq!(
+            r.decide(&req("shop", "GET", "/health"), now, 0.5),
+            (false, "health")
+        );
         // Same priority: ties go by name, so api-any (rate 0) wins over api-post.
-        assert_eq!(r.decide(&req("shop", "POST", "/api/orders"), now, 0.5).1, "api-any");
+        assert_eq!(
+            r.decide(&req("shop", "POST", "/api/orders"), now, 0.5).1,
+            "api-any"
+        );
         assert_eq!(r.decide(&req("other", "GET", "/x"), now, 0.5).1, "Default");
     }
 
@@ -444,22 +476,56 @@ mod tests {
         r.set_rules(vec![rule("r", 1, 0.0, 10, "*", "*", "*")]);
         let q = req("s", "GET", "/");
         // No quota yet: borrow 1 per second, the rest goes to the fixed rate (0 here).
-        let kept = (0..5).filter(|_| r.decide(&q, Instant::now(), 0.9).0).count();
+        let kept = (0..5)
+            .filter(|_| r.decide(&q, Instant::now(), 0.9).0)
+            .count();
         assert_eq!(kept, 1);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(r.decide(&q, Instant::now(), 0.9).0, "a new second allows another borrow");
+        assert!(
+            r.decide(&q, Instant::now(), 0.9).0,
+            "a new second allows another borrow"
+        );
         let c = r.take_counts();
-        assert_eq!(c, vec![("r".to_string(), Counts { requests: 6, sampled: 2, borrows: 2 })]);
-        assert!(r.take_counts().is_empty(), "counts are zeroed once reported");
+        assert_eq!(
+            c,
+            vec![(
+                "r".to_string(),
+                Counts {
+                    requests: 6,
+                    sampled: 2,
+                    borrows: 2
+                }
+            )]
+        );
+        assert!(
+            r.take_counts().is_empty(),
+            "counts are zeroed once reported"
+        );
 
-        r.apply_target("r", 0.0, Some((3, SystemTime::now() + Duration::from_secs(10))), Instant::now());
+        r.apply_target(
+            "r",
+            0.0,
+            Some((3, SystemTime::now() + Duration::from_secs(10))),
+            Instant::now(),
+        );
         tokio::time::advance(Duration::from_secs(1)).await;
-        let kept = (0..10).filter(|_| r.decide(&q, Instant::now(), 0.9).0).count();
+        let kept = (0..10)
+            .filter(|_| r.decide(&q, Instant::now(), 0.9).0)
+            .count();
         assert_eq!(kept, 3, "the quota of 3/s applies");
-        assert_eq!(r.take_counts()[0].1, Counts { requests: 10, sampled: 3, borrows: 0 });
+        assert_eq!(
+            r.take_counts()[0].1,
+            Counts {
+                requests: 10,
+                sampled: 3,
+                borrows: 0
+            }
+        );
         // The TTL passes: back to borrowing.
         tokio::time::advance(Duration::from_secs(11)).await;
-        let kept = (0..10).filter(|_| r.decide(&q, Instant::now(), 0.9).0).count();
+        let kept = (0..10)
+            .filter(|_| r.decide(&q, Instant::now(), 0.9).0)
+            .count();
         assert_eq!(kept, 1);
     }
 
@@ -468,7 +534,9 @@ mod tests {
         let mut r = Rules::fallback(Instant::now());
         r.set_rules(vec![rule("r", 1, 0.25, 0, "*", "*", "*")]);
         let q = req("s", "GET", "/");
-        let kept = (0..1000).filter(|i| r.decide(&q, Instant::now(), f64::from(*i) / 1000.0).0).count();
+        let kept = (0..1000)
+            .filter(|i| r.decide(&q, Instant::now(), f64::from(*i) / 1000.0).0)
+            .count();
         assert_eq!(kept, 250);
     }
 

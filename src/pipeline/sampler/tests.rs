@@ -34,32 +34,61 @@ fn batch(specs: &[SpanSpec]) -> Batch {
             kind: s.kind,
             start_time_unix_nano: 1_000_000_000,
             end_time_unix_nano: 1_000_000_000 + s.dur_ms * 1_000_000,
-            status: Some(Status { code: if s.error { 2 } else { 0 }, message: String::new() }),
-            attributes: vec![KeyValue { key: "k".into(), value: None, ..Default::default() }],
+            status: Some(Status {
+                code: if s.error { 2 } else { 0 },
+                message: String::new(),
+            }),
+            attributes: vec![KeyValue {
+                key: "k".into(),
+                value: None,
+                ..Default::default()
+            }],
             ..Default::default()
         })
         .collect();
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(crate::workload::resource("svc")),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     };
-    decode_request(req.encode_to_vec().into(), Protocol::Grpc).unwrap().batch
+    decode_request(req.encode_to_vec().into(), Protocol::Grpc)
+        .unwrap()
+        .batch
 }
 
 /// A trace: an entry SERVER span (id 1) and `children` client spans.
 fn trace(t: TraceId, children: u8, dur_ms: u64, error_in_child: bool) -> Vec<SpanSpec> {
     let mut v: Vec<SpanSpec> = (0..children)
-        .map(|c| SpanSpec { trace: t, id: 2 + c, parent: Some(1), kind: 3, dur_ms: 1, error: error_in_child && c == 0 })
+        .map(|c| SpanSpec {
+            trace: t,
+            id: 2 + c,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: error_in_child && c == 0,
+        })
         .collect();
-    v.push(SpanSpec { trace: t, id: 1, parent: None, kind: 2, dur_ms, error: false });
+    v.push(SpanSpec {
+        trace: t,
+        id: 1,
+        parent: None,
+        kind: 2,
+        dur_ms,
+        error: false,
+    });
     v
 }
 
 fn cfg(head: Head) -> SamplingConfig {
-    SamplingConfig { head, ..SamplingConfig::keep_all() }
+    SamplingConfig {
+        head,
+        ..SamplingConfig::keep_all()
+    }
 }
 
 fn count(out: &[Batch]) -> usize {
@@ -71,7 +100,9 @@ fn ratio_keeps_the_right_fraction_of_a_million_ids() {
     let mut rng = Rng::new(99);
     for ratio in [0.01, 0.1, 0.5] {
         let t = threshold(ratio);
-        let kept = (0..1_000_000).filter(|_| ratio_keeps(&tid(&mut rng), "", t)).count();
+        let kept = (0..1_000_000)
+            .filter(|_| ratio_keeps(&tid(&mut rng), "", t))
+            .count();
         let frac = kept as f64 / 1e6;
         assert!((frac - ratio).abs() < 0.005, "ratio {ratio}: kept {frac}");
     }
@@ -87,7 +118,11 @@ fn tracestate_thresholds_and_randomness_are_honoured() {
     let mut high = [0u8; 16];
     high[9] = 0xf0;
     assert!(!ratio_keeps(&low, "ot=th:8", threshold(1.0)));
-    assert!(ratio_keeps(&high, "vendor=x,ot=th:8;rv:ffffffffffffff", threshold(1.0)));
+    assert!(ratio_keeps(
+        &high,
+        "vendor=x,ot=th:8;rv:ffffffffffffff",
+        threshold(1.0)
+    ));
     assert_eq!(incoming_threshold("ot=th:8"), Some(0x80_0000_0000_0000));
     assert_eq!(incoming_threshold("ot=th:c"), Some(0xc0_0000_0000_0000));
     assert_eq!(randomness(&low, "ot=rv:00000000000001"), 1);
@@ -97,20 +132,29 @@ fn tracestate_thresholds_and_randomness_are_honoured() {
 #[tokio::test(start_paused = true)]
 async fn two_samplers_keep_exactly_the_same_traces() {
     let mut rng = Rng::new(5);
-    let specs: Vec<SpanSpec> = (0..2000).flat_map(|_| trace(tid(&mut rng), 1, 5, false)).collect();
+    let specs: Vec<SpanSpec> = (0..2000)
+        .flat_map(|_| trace(tid(&mut rng), 1, 5, false))
+        .collect();
     let run = || {
         let mut cfg = cfg(Head::Ratio(0.1));
         cfg.keep_errors = false;
         let mut s = Sampler::new(cfg, Arc::default());
         let out = s.admit(batch(&specs), Instant::now());
-        let mut ids: Vec<TraceId> = out.iter().flat_map(|b| b.spans.iter().map(|s| s.trace_id)).collect();
+        let mut ids: Vec<TraceId> = out
+            .iter()
+            .flat_map(|b| b.spans.iter().map(|s| s.trace_id))
+            .collect();
         ids.sort();
         ids.dedup();
         ids
     };
     let (a, b) = (run(), run());
     assert_eq!(a, b);
-    assert!((150..250).contains(&a.len()), "{} of 2000 kept at 10%", a.len());
+    assert!(
+        (150..250).contains(&a.len()),
+        "{} of 2000 kept at 10%",
+        a.len()
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,7 +189,14 @@ async fn errors_and_slow_entries_are_kept_whole_at_one_percent() {
         .map(|t| (t, 10))
         .chain(slow.iter().map(|t| (t, 900)))
         .chain(plain.iter().map(|t| (t, 10)))
-        .map(|(t, d)| SpanSpec { trace: *t, id: 1, parent: None, kind: 2, dur_ms: d, error: false })
+        .map(|(t, d)| SpanSpec {
+            trace: *t,
+            id: 1,
+            parent: None,
+            kind: 2,
+            dur_ms: d,
+            error: false,
+        })
         .collect();
     let mut out = s.admit(batch(&children), Instant::now());
     out.extend(s.admit(batch(&entries), Instant::now()));
@@ -167,14 +218,37 @@ async fn errors_and_slow_entries_are_kept_whole_at_one_percent() {
     assert!(plain_kept <= 5, "{plain_kept} plain traces kept at 1%");
     // A trace the 1% ratio keeps anyway is counted under "ratio", not "error"/"slow".
     let by_ratio = stats.traces(true, Policy::Ratio);
-    assert_eq!(stats.traces(true, Policy::Error) + stats.traces(true, Policy::Slow) + by_ratio, 200 + plain_kept as u64);
+    assert_eq!(
+        stats.traces(true, Policy::Error) + stats.traces(true, Policy::Slow) + by_ratio,
+        200 + plain_kept as u64
+    );
     assert!(stats.traces(true, Policy::Error) >= 95 && stats.traces(true, Policy::Slow) >= 95);
     assert_eq!(s.open.len(), 0);
     assert_eq!(s.held_bytes, 0);
     // A late span follows its trace's decision.
-    let late = s.admit(batch(&[SpanSpec { trace: errors[0], id: 9, parent: Some(1), kind: 3, dur_ms: 1, error: false }]), Instant::now());
+    let late = s.admit(
+        batch(&[SpanSpec {
+            trace: errors[0],
+            id: 9,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: false,
+        }]),
+        Instant::now(),
+    );
     assert_eq!(count(&late), 1);
-    let late = s.admit(batch(&[SpanSpec { trace: plain[0], id: 9, parent: Some(1), kind: 3, dur_ms: 1, error: false }]), Instant::now());
+    let late = s.admit(
+        batch(&[SpanSpec {
+            trace: plain[0],
+            id: 9,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: false,
+        }]),
+        Instant::now(),
+    );
     assert_eq!(count(&late), usize::from(per_trace.contains_key(&plain[0])));
 }
 
@@ -189,12 +263,24 @@ async fn a_hundred_thousand_open_traces_stay_within_the_byte_cap() {
     let mut max_held = 0;
     for _ in 0..100 {
         // 1,000 traces per request, children only: every trace stays open.
-        let specs: Vec<SpanSpec> = (0..1000).map(|_| SpanSpec { trace: tid(&mut rng), id: 2, parent: Some(1), kind: 3, dur_ms: 1, error: false }).collect();
+        let specs: Vec<SpanSpec> = (0..1000)
+            .map(|_| SpanSpec {
+                trace: tid(&mut rng),
+                id: 2,
+                parent: Some(1),
+                kind: 3,
+                dur_ms: 1,
+                error: false,
+            })
+            .collect();
         s.admit(batch(&specs), Instant::now());
         max_held = max_held.max(s.held_bytes);
         assert!(s.held_bytes <= 8 << 20);
     }
-    assert!(stats.early.load(std::sync::atomic::Ordering::Relaxed) > 0, "pressure decided some traces early");
+    assert!(
+        stats.early.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "pressure decided some traces early"
+    );
     assert!(max_held > 4 << 20, "the cap, not luck, bounded it");
     let kept = s.flush_all();
     assert_eq!(count(&kept), 0);
@@ -207,11 +293,34 @@ async fn traces_without_entry_span_are_decided_after_max_wait() {
     cfg.max_wait = Duration::from_secs(5);
     let mut s = Sampler::new(cfg, Arc::default());
     let t = tid(&mut Rng::new(8));
-    let out = s.admit(batch(&[SpanSpec { trace: t, id: 2, parent: Some(1), kind: 3, dur_ms: 1, error: true }]), Instant::now());
+    let out = s.admit(
+        batch(&[SpanSpec {
+            trace: t,
+            id: 2,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: true,
+        }]),
+        Instant::now(),
+    );
     // An error: kept at once, no need to wait.
     assert_eq!(count(&out), 1);
     let t2 = tid(&mut Rng::new(9));
-    assert_eq!(count(&s.admit(batch(&[SpanSpec { trace: t2, id: 2, parent: Some(1), kind: 3, dur_ms: 1, error: false }]), Instant::now())), 0);
+    assert_eq!(
+        count(&s.admit(
+            batch(&[SpanSpec {
+                trace: t2,
+                id: 2,
+                parent: Some(1),
+                kind: 3,
+                dur_ms: 1,
+                error: false
+            }]),
+            Instant::now()
+        )),
+        0
+    );
     tokio::time::advance(Duration::from_secs(4)).await;
     assert!(s.tick(Instant::now()).is_empty());
     assert_eq!(s.open.len(), 1);
@@ -227,11 +336,15 @@ async fn rate_limit_caps_kept_traces_per_service() {
     let stats = Arc::new(SamplingStats::default());
     let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(1);
-    let specs: Vec<SpanSpec> = (0..50).flat_map(|_| trace(tid(&mut rng), 0, 1, false)).collect();
+    let specs: Vec<SpanSpec> = (0..50)
+        .flat_map(|_| trace(tid(&mut rng), 0, 1, false))
+        .collect();
     assert_eq!(count(&s.admit(batch(&specs), Instant::now())), 5);
     assert_eq!(stats.traces(false, Policy::RateLimit), 45);
     tokio::time::advance(Duration::from_secs(1)).await;
-    let specs: Vec<SpanSpec> = (0..50).flat_map(|_| trace(tid(&mut rng), 0, 1, false)).collect();
+    let specs: Vec<SpanSpec> = (0..50)
+        .flat_map(|_| trace(tid(&mut rng), 0, 1, false))
+        .collect();
     assert_eq!(count(&s.admit(batch(&specs), Instant::now())), 5);
 }
 
@@ -239,7 +352,14 @@ async fn rate_limit_caps_kept_traces_per_service() {
 async fn rules_decide_on_the_entry_span() {
     use crate::pipeline::xray_rules::Rule;
     let mut rules = Rules::fallback(Instant::now());
-    rules.set_rules(vec![Rule { name: "svc-all".into(), priority: 1, fixed_rate: 1.0, reservoir_size: 0, service_name: "svc".into(), ..Rule::default_rule() }]);
+    rules.set_rules(vec![Rule {
+        name: "svc-all".into(),
+        priority: 1,
+        fixed_rate: 1.0,
+        reservoir_size: 0,
+        service_name: "svc".into(),
+        ..Rule::default_rule()
+    }]);
     let mut cfg = cfg(Head::Rules(Arc::new(Mutex::new(rules))));
     cfg.keep_errors = false;
     let mut s = Sampler::new(cfg, Arc::default());
