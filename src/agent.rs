@@ -212,9 +212,11 @@ impl Agent {
                 client,
                 rules.clone(),
                 xray_rules::client_id(seed),
+                config.sampling.xray_targets_interval,
             ));
             info!(
-                "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets every 10 s)."
+                targets_interval_ms = config.sampling.xray_targets_interval.as_millis() as u64,
+                "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
             );
             Head::Rules(rules)
         } else {

@@ -83,6 +83,8 @@ pub struct SamplingSettings {
     pub decision_cache: usize,
     /// Traces kept per second per service; `None` = unlimited.
     pub rate_limit: Option<f64>,
+    /// How often X-Ray sampling targets are fetched and statistics reported.
+    pub xray_targets_interval: Duration,
 }
 
 impl Default for SamplingSettings {
@@ -100,6 +102,7 @@ impl Default for SamplingSettings {
             max_held_bytes: s::DEFAULT_MAX_HELD_BYTES,
             decision_cache: s::DEFAULT_DECISION_CACHE,
             rate_limit: None,
+            xray_targets_interval: crate::pipeline::xray_rules::TARGETS_INTERVAL,
         }
     }
 }
@@ -327,6 +330,11 @@ pub const KEYS: &[Key] = &[
         help: "Most traces kept per second per service (0: no limit), a safety valve against a noisy service.",
     },
     Key {
+        name: "sampling.xray_targets_interval",
+        default: "\"10s\"",
+        help: "How often X-Ray sampling targets are fetched and rule statistics reported.",
+    },
+    Key {
         name: "xray.mode",
         default: "\"segments\"",
         help: "X-Ray: segments (PutTraceSegments, every account) or otlp (OTLP + SigV4 to xray.<region>.amazonaws.com/v1/traces, needs Transaction Search).",
@@ -527,6 +535,9 @@ impl Config {
                     .parse()
                     .map_err(|_| format!("{value:?} is not a number of traces per second"))?;
                 self.sampling.rate_limit = (r > 0.0).then_some(r);
+            }
+            "sampling.xray_targets_interval" => {
+                self.sampling.xray_targets_interval = parse_duration(value)?
             }
             "xray.mode" => {
                 self.xray.mode = match value.trim().to_ascii_lowercase().as_str() {

@@ -292,7 +292,12 @@ pub fn client_id(seed: u64) -> String {
 
 /// Polls rules and targets for the life of the agent; falls back to the default rule (and says
 /// so once) while rules cannot be fetched.
-pub async fn poll(client: aws_sdk_xray::Client, rules: Arc<Mutex<Rules>>, client_id: String) {
+pub async fn poll(
+    client: aws_sdk_xray::Client,
+    rules: Arc<Mutex<Rules>>,
+    client_id: String,
+    targets_interval: Duration,
+) {
     let mut next_rules = Instant::now();
     let mut warned = false;
     let mut last_rules_fetch = SystemTime::UNIX_EPOCH;
@@ -314,7 +319,7 @@ pub async fn poll(client: aws_sdk_xray::Client, rules: Arc<Mutex<Rules>>, client
             }
             next_rules = now + RULES_INTERVAL;
         }
-        tokio::time::sleep(TARGETS_INTERVAL).await;
+        tokio::time::sleep(targets_interval).await;
         let counts = lock(&rules).take_counts();
         if counts.is_empty() || !lock(&rules).from_xray {
             continue;
