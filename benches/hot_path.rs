@@ -110,7 +110,7 @@ fn sampling(c: &mut Criterion) {
                 let batch = pipeline.queue.try_pop().unwrap();
                 let now = tokio::time::Instant::now();
                 let mut out = sampler.admit(batch, now);
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     out.extend(sampler.tick(now));
                 }
                 out

@@ -146,7 +146,7 @@ async fn xray_exporter(
         translate,
     };
     Ok(Exporter::Xray(Box::new(XrayExporter::new(
-        XrayClient::new(&sdk),
+        XrayClient::new(sdk),
         settings,
         metrics,
     ))))
