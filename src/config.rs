@@ -316,7 +316,7 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "sampling.max_held_bytes",
-        default: "33554432",
+        default: "8388608",
         help: "Most bytes held for undecided traces; beyond it the oldest are decided early.",
     },
     Key {

@@ -1,4 +1,4 @@
-//! The sidetrace command line: run the agent (default), healthcheck, config check|default.
+//! The sidetrace command line: run the agent (default), healthcheck, config check|default, loadgen.
 
 #![forbid(unsafe_code)]
 

@@ -24,7 +24,7 @@ pub const MAX_GRACE: Duration = Duration::from_secs(30);
 /// Traces whose entry span never arrives are decided this long after their first span.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_OPEN_TRACES: usize = 100_000;
-pub const DEFAULT_MAX_HELD_BYTES: usize = 32 * 1024 * 1024;
+pub const DEFAULT_MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_DECISION_CACHE: usize = 200_000;
 /// Bookkeeping counted per open trace on top of its spans' bytes.
 const OPEN_TRACE_OVERHEAD_BYTES: usize = 160;
