@@ -152,6 +152,20 @@ async fn a_ten_percent_ratio_keeps_exactly_the_consistent_set_whole() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Dropped traces are decided when their grace period ends, a moment after the kept ones.
+    let t = Instant::now();
+    let decided = || {
+        agent.metric("sidetrace_sampling_traces_total{decision=\"kept\",policy=\"ratio\"}")
+            + agent.metric("sidetrace_sampling_traces_total{decision=\"dropped\",policy=\"ratio\"}")
+    };
+    while decided() < 300.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            agent.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kept = agent.metric("sidetrace_sampling_traces_total{decision=\"kept\",policy=\"ratio\"}");
     let dropped =
         agent.metric("sidetrace_sampling_traces_total{decision=\"dropped\",policy=\"ratio\"}");

@@ -180,6 +180,16 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     assert_eq!(call["error"], true);
     assert_eq!(call["cause"]["exceptions"][0]["type"], "Throttled");
 
+    // The counter moves when the PutTraceSegments answer is back, just after moto stored them.
+    let t = Instant::now();
+    while agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}") < 3.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            agent.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"),
         3.0
