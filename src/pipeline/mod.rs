@@ -49,6 +49,24 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// Refuses, before any decoding, a request the queue cannot take: under overload the
+    /// receivers answer in microseconds instead of walking bytes they will drop.
+    pub fn precheck(&self, protocol: Protocol, body_bytes: usize) -> Result<(), Refusal> {
+        let refusal = if self.queue.is_closed() {
+            Refusal::ShuttingDown
+        } else if !self.queue.might_fit(body_bytes) {
+            Refusal::QueueFull
+        } else {
+            return Ok(());
+        };
+        let outcome = match refusal {
+            Refusal::QueueFull => RequestOutcome::QueueFull,
+            Refusal::ShuttingDown => RequestOutcome::ShuttingDown,
+        };
+        self.metrics.request(protocol, outcome);
+        Err(refusal)
+    }
+
     /// Admits a decoded request: count, then one non-blocking push of the whole batch.
     /// Span metrics and sampling hook in here, before the push, as their issues land.
     pub fn admit(&self, protocol: Protocol, decoded: Decoded) -> Result<Admitted, Refusal> {
