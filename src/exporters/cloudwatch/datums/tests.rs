@@ -1,0 +1,1 @@
+//! Datum tests.
