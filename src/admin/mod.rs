@@ -138,6 +138,9 @@ mod tests {
             get(state(true, true), "/api/traces/xyz").await.0,
             StatusCode::BAD_REQUEST
         );
+        let (s, doc) = get(state(true, false), "/api/metrics?service=x").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(doc.contains("\"series\":[]"), "{doc}");
         let (s, page) = get(state(true, true), "/").await;
         assert_eq!(s, StatusCode::OK);
         assert!(page.contains("<title>sidetrace</title>"));
