@@ -86,14 +86,28 @@ fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(SeriesKey, Totals)> 
     out
 }
 
+/// CloudWatch: dimension values are 1–1,024 ASCII characters with at least one that is not
+/// whitespace (one bad value would fail the whole request): other characters become `_`.
+pub fn dimension_value(text: &str) -> String {
+    let mut v: String = text
+        .chars()
+        .take(1024)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '_' })
+        .collect();
+    if v.trim().is_empty() {
+        v = "unknown".into();
+    }
+    v
+}
+
 fn dimensions(key: &SeriesKey) -> Vec<(&'static str, String)> {
     let (service, version, operation) = key;
     let mut d = vec![
-        ("Service", service.to_string()),
-        ("Operation", operation.to_string()),
+        ("Service", dimension_value(service)),
+        ("Operation", dimension_value(operation)),
     ];
     if !version.is_empty() {
-        d.push(("Version", version.to_string()));
+        d.push(("Version", dimension_value(version)));
     }
     d
 }

@@ -262,3 +262,11 @@ async fn a_permanent_refusal_drops_and_counts_and_the_last_publish_counts_what_i
     assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 3);
     assert_eq!(metrics.exported(KIND), 0);
 }
+
+#[test]
+fn dimension_values_are_what_cloudwatch_accepts() {
+    assert_eq!(dimension_value("GET /cart/{id}"), "GET /cart/{id}");
+    assert_eq!(dimension_value("caf\u{e9} \n"), "caf_ _");
+    assert_eq!(dimension_value("   "), "unknown");
+    assert_eq!(dimension_value(&"x".repeat(2000)).len(), 1024);
+}

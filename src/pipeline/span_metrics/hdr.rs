@@ -69,19 +69,27 @@ pub const fn highest_value(index: usize) -> u64 {
     lowest_value(index) + (1u64 << shift_of(index)) - 1
 }
 
+/// A page and the total of its counters (so readers can skip pages that fall in one bucket;
+/// the total sits beside the page pointer, on the cache line the writer reads anyway).
+#[derive(Debug, Default)]
+struct Slot {
+    page: OnceLock<Box<Page>>,
+    total: AtomicU64,
+}
+
 /// One worker's counts for one series. Only the thread that owns it writes (plain load + store,
 /// no read-modify-write); snapshots read it from any thread.
 #[derive(Debug)]
 pub struct Cell {
     sum_us: AtomicU64,
-    pages: Box<[OnceLock<Box<Page>>]>,
+    slots: Box<[Slot]>,
 }
 
 impl Default for Cell {
     fn default() -> Self {
         Cell {
             sum_us: AtomicU64::new(0),
-            pages: (0..PAGES).map(|_| OnceLock::new()).collect(),
+            slots: (0..PAGES).map(|_| Slot::default()).collect(),
         }
     }
 }
@@ -97,9 +105,12 @@ impl Cell {
     #[inline]
     pub fn record(&self, value_us: u64) {
         let i = index_of(value_us);
-        let page = self.pages[i / PAGE_LEN]
+        let slot = &self.slots[i / PAGE_LEN];
+        let page = slot
+            .page
             .get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU64::new(0))));
         bump(&page[i % PAGE_LEN], 1);
+        bump(&slot.total, 1);
         bump(&self.sum_us, value_us.min(MAX_VALUE_US));
     }
 
@@ -108,8 +119,18 @@ impl Cell {
     }
 
     pub fn page(&self, p: usize) -> Option<&Page> {
-        self.pages[p].get().map(|b| &**b)
+        self.slots[p].page.get().map(|b| &**b)
     }
+
+    /// Values counted in page `p` (may trail the page's counters by the span being recorded).
+    pub fn page_total(&self, p: usize) -> u64 {
+        self.slots[p].total.load(Ordering::Relaxed)
+    }
+}
+
+/// The total of page `p` over every cell.
+pub fn page_total(cells: &[Arc<Cell>], p: usize) -> u64 {
+    cells.iter().map(|c| c.page_total(p)).sum()
 }
 
 /// Adds every cell's page `p` into `out`; false when no cell has that page.
@@ -144,7 +165,7 @@ impl Histogram {
         let mut h = Histogram::default();
         let mut buf = [0u64; PAGE_LEN];
         for p in 0..PAGES {
-            if merge_page(cells, p, &mut buf) {
+            if page_total(cells, p) > 0 && merge_page(cells, p, &mut buf) {
                 for (k, &c) in buf.iter().enumerate() {
                     if c > 0 {
                         h.counts.push(((p * PAGE_LEN + k) as u32, c));

@@ -15,10 +15,9 @@ pub const MAX_BUCKETS: usize = 200;
 #[derive(Debug, Clone)]
 pub struct Buckets {
     le_text: Vec<String>,
-    /// For each HDR counter: the first bucket it counts in (`len()` = only `+Inf`).
-    bucket_of: Vec<u8>,
-    /// For each page: the bucket of all its counters, when they share one.
-    page_bucket: Vec<Option<u8>>,
+    /// For each page: runs of counters in one bucket, as (first counter in the page, bucket);
+    /// bucket `len()` is `+Inf` only. Most pages are one run and are counted by their totals.
+    page_runs: Vec<Vec<(usize, usize)>>,
 }
 
 impl Buckets {
@@ -28,40 +27,46 @@ impl Buckets {
     pub fn new(bounds: &[f64]) -> Self {
         let bounds = &bounds[..bounds.len().min(MAX_BUCKETS)];
         let bounds_us: Vec<u64> = bounds.iter().map(|b| (b * 1e6).floor() as u64).collect();
-        let bucket_of: Vec<u8> = (0..hdr::INDEX_COUNT)
-            .map(|i| bounds_us.partition_point(|b| *b < hdr::lowest_value(i)) as u8)
-            .collect();
-        let page_bucket = (0..PAGES)
+        let bucket_of = |i: usize| bounds_us.partition_point(|b| *b < hdr::lowest_value(i));
+        let page_runs = (0..PAGES)
             .map(|p| {
-                let first = bucket_of[p * PAGE_LEN];
-                let last = bucket_of[((p + 1) * PAGE_LEN).min(hdr::INDEX_COUNT) - 1];
-                (first == last).then_some(first)
+                let mut runs: Vec<(usize, usize)> = Vec::new();
+                for k in 0..PAGE_LEN.min(hdr::INDEX_COUNT - p * PAGE_LEN) {
+                    let b = bucket_of(p * PAGE_LEN + k);
+                    if runs.last().is_none_or(|r| r.1 != b) {
+                        runs.push((k, b));
+                    }
+                }
+                runs
             })
             .collect();
         Buckets {
             le_text: bounds.iter().map(|b| format!("{b}")).collect(),
-            bucket_of,
-            page_bucket,
+            page_runs,
         }
     }
 
-    /// Per-bucket (not cumulative) counts of one series, `+Inf` last.
+    /// Per-bucket (not cumulative) counts of one series, `+Inf` last. Pages inside one bucket
+    /// are counted by their totals; only pages across a bound are read counter by counter.
     pub fn counts(&self, series: &SeriesRef) -> Vec<u64> {
         let mut counts = vec![0u64; self.le_text.len() + 1];
-        let mut page = [0u64; PAGE_LEN];
-        for p in 0..PAGES {
-            if !hdr::merge_page(&series.cells, p, &mut page) {
+        for (p, runs) in self.page_runs.iter().enumerate() {
+            let total = hdr::page_total(&series.cells, p);
+            if total == 0 {
                 continue;
             }
-            match self.page_bucket[p] {
-                Some(b) => counts[b as usize] += page.iter().sum::<u64>(),
-                None => {
-                    let base = p * PAGE_LEN;
-                    for (k, c) in page.iter().enumerate() {
-                        if *c > 0 {
-                            counts[self.bucket_of[base + k] as usize] += c;
-                        }
-                    }
+            if let [(_, b)] = runs[..] {
+                counts[b] += total;
+                continue;
+            }
+            for cell in &series.cells {
+                let Some(page) = cell.page(p) else { continue };
+                for (n, &(start, b)) in runs.iter().enumerate() {
+                    let end = runs.get(n + 1).map_or(PAGE_LEN, |r| r.0);
+                    counts[b] += page[start..end]
+                        .iter()
+                        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                        .sum::<u64>();
                 }
             }
         }
