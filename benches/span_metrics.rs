@@ -103,7 +103,10 @@ fn record(c: &mut Criterion) {
     let mut g = c.benchmark_group("span_metrics_record_1000_series");
     g.throughput(Throughput::Elements(512));
     for (name, latency) in [
-        ("record_512_span_batch_realistic_latencies", Latency::Realistic),
+        (
+            "record_512_span_batch_realistic_latencies",
+            Latency::Realistic,
+        ),
         ("record_512_span_batch_wide_latencies", Latency::Wide),
     ] {
         let mut rng = Rng::new(1);

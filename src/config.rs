@@ -389,7 +389,9 @@ fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
 fn parse_namespace(text: &str) -> Result<String, String> {
     let t = text.trim();
     if t.is_empty() || t.chars().count() > 255 || t.starts_with(':') {
-        return Err(format!("{text:?} is not a CloudWatch namespace (1-255 characters, not starting with ':')"));
+        return Err(format!(
+            "{text:?} is not a CloudWatch namespace (1-255 characters, not starting with ':')"
+        ));
     }
     Ok(t.to_owned())
 }
@@ -479,7 +481,9 @@ impl Config {
                 }
                 self.cloudwatch.interval = d;
             }
-            "cloudwatch.request_timeout" => self.cloudwatch.request_timeout = parse_duration(value)?,
+            "cloudwatch.request_timeout" => {
+                self.cloudwatch.request_timeout = parse_duration(value)?
+            }
             "cloudwatch.retry_max_elapsed" => {
                 self.cloudwatch.retry_max_elapsed = parse_duration(value)?
             }

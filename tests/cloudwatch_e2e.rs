@@ -91,7 +91,12 @@ async fn statistic(
         .namespace(namespace)
         .metric_name(metric)
         .dimensions(Dimension::builder().name("Service").value(service).build())
-        .dimensions(Dimension::builder().name("Operation").value(operation).build())
+        .dimensions(
+            Dimension::builder()
+                .name("Operation")
+                .value(operation)
+                .build(),
+        )
         .start_time(DateTime::from(now - Duration::from_secs(3600)))
         .end_time(DateTime::from(now + Duration::from_secs(3600)))
         .period(7200)
@@ -147,15 +152,50 @@ async fn otel_sdk_spans_become_cloudwatch_distributions_with_exact_sample_counts
         ]
     };
     let mut shapes = vec![
-        Shape { service: "orders", name: "GET /orders/{id}", kind: SpanKind::Server, attrs: route("GET", "/orders/{id}", 200), error: false, n: 37, ms: 12 },
-        Shape { service: "orders", name: "GET /orders/{id}", kind: SpanKind::Server, attrs: route("GET", "/orders/{id}", 503), error: true, n: 3, ms: 40 },
-        Shape { service: "orders", name: "SELECT orders", kind: SpanKind::Client, attrs: vec![], error: false, n: 25, ms: 3 },
-        Shape { service: "payments", name: "POST /charge", kind: SpanKind::Server, attrs: route("POST", "/charge", 429), error: false, n: 4, ms: 250 },
+        Shape {
+            service: "orders",
+            name: "GET /orders/{id}",
+            kind: SpanKind::Server,
+            attrs: route("GET", "/orders/{id}", 200),
+            error: false,
+            n: 37,
+            ms: 12,
+        },
+        Shape {
+            service: "orders",
+            name: "GET /orders/{id}",
+            kind: SpanKind::Server,
+            attrs: route("GET", "/orders/{id}", 503),
+            error: true,
+            n: 3,
+            ms: 40,
+        },
+        Shape {
+            service: "orders",
+            name: "SELECT orders",
+            kind: SpanKind::Client,
+            attrs: vec![],
+            error: false,
+            n: 25,
+            ms: 3,
+        },
+        Shape {
+            service: "payments",
+            name: "POST /charge",
+            kind: SpanKind::Server,
+            attrs: route("POST", "/charge", 429),
+            error: false,
+            n: 4,
+            ms: 250,
+        },
         Shape {
             service: "payments",
             name: "POST",
             kind: SpanKind::Server,
-            attrs: vec![KeyValue::new("http.request.method", "POST"), KeyValue::new("url.path", "/refunds/81723")],
+            attrs: vec![
+                KeyValue::new("http.request.method", "POST"),
+                KeyValue::new("url.path", "/refunds/81723"),
+            ],
             error: false,
             n: 11,
             ms: 1500,
@@ -163,10 +203,20 @@ async fn otel_sdk_spans_become_cloudwatch_distributions_with_exact_sample_counts
     ];
     send(&agent, &shapes).await;
     let total: usize = shapes.iter().map(|s| s.n).sum();
-    wait_for_metric(&agent, "sidetrace_exporter_sent_spans_total{exporter=\"cloudwatch\"}", total as f64);
+    wait_for_metric(
+        &agent,
+        "sidetrace_exporter_sent_spans_total{exporter=\"cloudwatch\"}",
+        total as f64,
+    );
     let m = agent.metrics_text();
-    assert!(m.contains("sidetrace_cloudwatch_requests_total{outcome=\"ok\"}"), "{m}");
-    assert!(m.contains("sidetrace_cloudwatch_requests_total{outcome=\"permanent_error\"} 0"), "{m}");
+    assert!(
+        m.contains("sidetrace_cloudwatch_requests_total{outcome=\"ok\"}"),
+        "{m}"
+    );
+    assert!(
+        m.contains("sidetrace_cloudwatch_requests_total{outcome=\"permanent_error\"} 0"),
+        "{m}"
+    );
 
     // More spans, then SIGTERM: the last partial interval is published while draining.
     shapes.truncate(1);
@@ -179,27 +229,73 @@ async fn otel_sdk_spans_become_cloudwatch_distributions_with_exact_sample_counts
         ("orders", "GET /orders/{id}", 45.0, 0.0, 3.0, 0.0, 40.0),
         ("orders", "SELECT orders", 25.0, 0.0, 0.0, 0.0, 3.0),
         ("payments", "POST /charge", 4.0, 4.0, 0.0, 4.0, 250.0),
-        ("payments", "POST /refunds/{id}", 11.0, 0.0, 0.0, 0.0, 1500.0),
+        (
+            "payments",
+            "POST /refunds/{id}",
+            11.0,
+            0.0,
+            0.0,
+            0.0,
+            1500.0,
+        ),
     ] {
-        let samples = statistic(&cw, &namespace, "Latency", service, operation, Statistic::SampleCount).await;
-        assert_eq!(samples, requests, "Latency samples of {service} {operation}");
-        let max = statistic(&cw, &namespace, "Latency", service, operation, Statistic::Maximum).await;
+        let samples = statistic(
+            &cw,
+            &namespace,
+            "Latency",
+            service,
+            operation,
+            Statistic::SampleCount,
+        )
+        .await;
+        assert_eq!(
+            samples, requests,
+            "Latency samples of {service} {operation}"
+        );
+        let max = statistic(
+            &cw,
+            &namespace,
+            "Latency",
+            service,
+            operation,
+            Statistic::Maximum,
+        )
+        .await;
         // Values stand within 1% of the HDR value (itself within 1/1024 of the duration).
-        assert!((max - max_ms).abs() / max_ms <= 0.011, "{service} {operation}: max {max} ms");
-        for (metric, want) in [("Requests", requests), ("Errors", errors), ("Faults", faults), ("Throttles", throttles)] {
+        assert!(
+            (max - max_ms).abs() / max_ms <= 0.011,
+            "{service} {operation}: max {max} ms"
+        );
+        for (metric, want) in [
+            ("Requests", requests),
+            ("Errors", errors),
+            ("Faults", faults),
+            ("Throttles", throttles),
+        ] {
             let got = statistic(&cw, &namespace, metric, service, operation, Statistic::Sum).await;
             assert_eq!(got, want, "{metric} of {service} {operation}");
         }
     }
-    let listed = cw.list_metrics().namespace(&namespace).send().await.unwrap();
+    let listed = cw
+        .list_metrics()
+        .namespace(&namespace)
+        .send()
+        .await
+        .unwrap();
     let mut names = BTreeSet::new();
     for metric in listed.metrics() {
-        let dims: Vec<&str> = metric.dimensions().iter().filter_map(|d| d.name()).collect();
+        let dims: Vec<&str> = metric
+            .dimensions()
+            .iter()
+            .filter_map(|d| d.name())
+            .collect();
         assert_eq!(dims, ["Service", "Operation"], "{metric:?}");
         names.insert(metric.metric_name().unwrap_or_default().to_string());
     }
     assert_eq!(
         names,
-        ["Errors", "Faults", "Latency", "Requests", "Throttles"].map(String::from).into()
+        ["Errors", "Faults", "Latency", "Requests", "Throttles"]
+            .map(String::from)
+            .into()
     );
 }

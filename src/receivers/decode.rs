@@ -794,8 +794,8 @@ mod tests {
             int("http.status_code", 200),
             kv("http.target", "/legacy"),
         ];
-        let mut req = ExportTraceServiceRequest::decode(request(vec![old_then_new, new_then_old]))
-            .unwrap();
+        let mut req =
+            ExportTraceServiceRequest::decode(request(vec![old_then_new, new_then_old])).unwrap();
         let res = req.resource_spans[0].resource.as_mut().unwrap();
         res.attributes.push(kv("service.version", "2.1.0"));
         let d = decode_request(req.encode_to_vec().into(), Protocol::Grpc).unwrap();

@@ -49,11 +49,17 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-async fn handle(State(fake): State<Arc<Mutex<Fake>>>, headers: HeaderMap, body: Bytes) -> (StatusCode, String) {
+async fn handle(
+    State(fake): State<Arc<Mutex<Fake>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
     let mut raw = body.to_vec();
     if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
         raw = out;
     }
     let text = String::from_utf8(raw).unwrap();
@@ -73,17 +79,25 @@ async fn fake_endpoint(script: Vec<(u16, String)>) -> (String, Arc<Mutex<Fake>>)
         script: script.into(),
         ..Default::default()
     }));
-    let app = Router::new().route("/", post(handle)).with_state(fake.clone());
+    let app = Router::new()
+        .route("/", post(handle))
+        .with_state(fake.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, fake)
 }
 
-async fn exporter(url: &str, span_metrics: SpanMetrics, metrics: Arc<Metrics>) -> CloudwatchExporter {
+async fn exporter(
+    url: &str,
+    span_metrics: SpanMetrics,
+    metrics: Arc<Metrics>,
+) -> CloudwatchExporter {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_credential_types::Credentials::new("k", "s", None, None, "test"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "k", "s", None, None, "test",
+        ))
         .endpoint_url(url)
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .load()
@@ -105,13 +119,25 @@ fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
 }
 
 /// The datums of one request: (metric, dimensions, values, counts, single value).
-fn datums_of(form: &[(String, String)]) -> Vec<(String, Vec<(String, String)>, Vec<f64>, Vec<f64>, Option<f64>)> {
+fn datums_of(
+    form: &[(String, String)],
+) -> Vec<(
+    String,
+    Vec<(String, String)>,
+    Vec<f64>,
+    Vec<f64>,
+    Option<f64>,
+)> {
     let mut out = Vec::new();
     for n in 1.. {
         let p = format!("MetricData.member.{n}.");
-        let Some(name) = get(form, &format!("{p}MetricName")) else { break };
+        let Some(name) = get(form, &format!("{p}MetricName")) else {
+            break;
+        };
         let list = |what: &str| -> Vec<String> {
-            (1..).map_while(|k| get(form, &format!("{p}{what}.member.{k}")).map(String::from)).collect()
+            (1..)
+                .map_while(|k| get(form, &format!("{p}{what}.member.{k}")).map(String::from))
+                .collect()
         };
         let dims = (1..)
             .map_while(|k| {
@@ -135,9 +161,27 @@ fn datums_of(form: &[(String, String)]) -> Vec<(String, Vec<(String, String)>, V
 
 fn record_some(m: &SpanMetrics, ok: usize, faults: usize) {
     let mut spans: Vec<_> = (0..ok)
-        .map(|i| span("GET /a", 2, false, 1000 + i as u64 * 10, &[("http.route", "/a"), ("http.request.method", "GET")], 200))
+        .map(|i| {
+            span(
+                "GET /a",
+                2,
+                false,
+                1000 + i as u64 * 10,
+                &[("http.route", "/a"), ("http.request.method", "GET")],
+                200,
+            )
+        })
         .collect();
-    spans.extend((0..faults).map(|_| span("GET /a", 3, false, 20_000, &[("http.route", "/a"), ("http.request.method", "GET")], 503)));
+    spans.extend((0..faults).map(|_| {
+        span(
+            "GET /a",
+            3,
+            false,
+            20_000,
+            &[("http.route", "/a"), ("http.request.method", "GET")],
+            503,
+        )
+    }));
     m.record(&batch(vec![("shop", "", spans)]));
 }
 
@@ -160,7 +204,10 @@ async fn publishes_distributions_and_counts_per_service_and_operation() {
     assert_eq!(get(form, "Action"), Some("PutMetricData"));
     assert_eq!(get(form, "Namespace"), Some("Shop"));
     let datums = datums_of(form);
-    let dims = vec![("Service".to_string(), "shop".to_string()), ("Operation".to_string(), "GET /a".to_string())];
+    let dims = vec![
+        ("Service".to_string(), "shop".to_string()),
+        ("Operation".to_string(), "GET /a".to_string()),
+    ];
     assert!(datums.iter().all(|d| d.1 == dims), "{datums:?}");
     let latency: Vec<_> = datums.iter().filter(|d| d.0 == "Latency").collect();
     assert_eq!(latency.len(), 1);
@@ -175,7 +222,10 @@ async fn publishes_distributions_and_counts_per_service_and_operation() {
     assert_eq!(count("Errors"), Some(0.0));
     assert_eq!(count("Throttles"), Some(0.0));
     let second = datums_of(&f.bodies[1].0);
-    assert_eq!(second.iter().find(|d| d.0 == "Requests").and_then(|d| d.4), Some(5.0));
+    assert_eq!(
+        second.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
+        Some(5.0)
+    );
     assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Ok), 2);
     assert_eq!(metrics.cloudwatch_datums(), 10);
     assert_eq!(metrics.exported(KIND), 325);
@@ -189,7 +239,14 @@ async fn the_size_estimate_bounds_the_real_request_body() {
     for op in 0..10 {
         for i in 0..400u64 {
             let route = format!("/r{op}/ü\"&=?");
-            spans.push(span("x", 2, false, 1 + i * i * 37, &[("http.route", &route)], 0));
+            spans.push(span(
+                "x",
+                2,
+                false,
+                1 + i * i * 37,
+                &[("http.route", &route)],
+                0,
+            ));
         }
     }
     m.record(&batch(vec![("svc with spaces & ünïcode", "", spans)]));
@@ -211,8 +268,14 @@ async fn the_size_estimate_bounds_the_real_request_body() {
     assert_eq!(f.bodies.len(), 1);
     let (form, size) = &f.bodies[0];
     assert!(*size <= expected, "body {size} bytes > estimate {expected}");
-    assert!(*size > expected / 4, "estimate {expected} is far too loose for {size}");
-    assert_eq!(datums_of(form).iter().filter(|d| d.0 == "Requests").count(), 10);
+    assert!(
+        *size > expected / 4,
+        "estimate {expected} is far too loose for {size}"
+    );
+    assert_eq!(
+        datums_of(form).iter().filter(|d| d.0 == "Requests").count(),
+        10
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -233,7 +296,10 @@ async fn throttling_is_retried_and_an_outage_is_carried_over_not_lost() {
     fake.lock().unwrap().script = std::iter::repeat_n(unavailable, 500).collect();
     record_some(&m, 7, 0);
     e.publish(false).await;
-    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::RetryExhausted), 1);
+    assert_eq!(
+        metrics.cloudwatch_requests(PublishOutcome::RetryExhausted),
+        1
+    );
     assert_eq!(metrics.exported(KIND), 10);
     fake.lock().unwrap().script.clear();
     record_some(&m, 1, 0);
@@ -242,7 +308,10 @@ async fn throttling_is_retried_and_an_outage_is_carried_over_not_lost() {
     assert_eq!(metrics.exported(KIND), 18);
     let f = fake.lock().unwrap();
     let last = datums_of(&f.bodies.last().unwrap().0);
-    assert_eq!(last.iter().find(|d| d.0 == "Requests").and_then(|d| d.4), Some(8.0));
+    assert_eq!(
+        last.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
+        Some(8.0)
+    );
     assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 0);
 }
 
@@ -254,10 +323,14 @@ async fn a_permanent_refusal_drops_and_counts_and_the_last_publish_counts_what_i
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     record_some(&m, 4, 0);
     e.publish(false).await;
-    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::PermanentError), 1);
+    assert_eq!(
+        metrics.cloudwatch_requests(PublishOutcome::PermanentError),
+        1
+    );
     assert_eq!(metrics.dropped(KIND, DropReason::PermanentError), 4);
     record_some(&m, 3, 0);
-    fake.lock().unwrap().script = std::iter::repeat_n((500, error_xml("InternalServiceFault")), 500).collect();
+    fake.lock().unwrap().script =
+        std::iter::repeat_n((500, error_xml("InternalServiceFault")), 500).collect();
     e.publish(true).await;
     assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 3);
     assert_eq!(metrics.exported(KIND), 0);

@@ -202,7 +202,10 @@ impl Histogram {
     /// Adds another histogram's counts.
     pub fn add(&mut self, other: &Histogram) {
         let mut out = Vec::with_capacity(self.counts.len().max(other.counts.len()));
-        let (mut a, mut b) = (self.counts.iter().peekable(), other.counts.iter().peekable());
+        let (mut a, mut b) = (
+            self.counts.iter().peekable(),
+            other.counts.iter().peekable(),
+        );
         loop {
             match (a.peek(), b.peek()) {
                 (Some(x), Some(y)) if x.0 == y.0 => {

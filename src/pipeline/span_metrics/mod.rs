@@ -146,13 +146,12 @@ impl Registry {
             return (id, false);
         }
         let p = split_key(key);
-        let service = if self.services.contains_key(p.service)
-            || self.services.len() < config.max_services
-        {
-            p.service
-        } else {
-            OVERFLOW
-        };
+        let service =
+            if self.services.contains_key(p.service) || self.services.len() < config.max_services {
+                p.service
+            } else {
+                OVERFLOW
+            };
         let entry = self.services.entry(service.into()).or_default();
         if service == p.service && entry.series < config.max_series_per_service {
             entry.series += 1;
@@ -280,10 +279,7 @@ impl LocalShard {
 
     /// Slow path: ask the registry, and make this worker's cell for the series if needed.
     fn miss(&mut self, shared: &Shared, hash: u64) -> u32 {
-        let mut reg = shared
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut reg = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
         let (id, overflow) = reg.resolve(&self.key, &shared.config);
         let id = id as usize;
         if self.slot_of.len() <= id {

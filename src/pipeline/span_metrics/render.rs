@@ -239,7 +239,10 @@ pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
 }
 
 fn same_group(a: &SeriesLabels, b: &SeriesLabels) -> bool {
-    a.service == b.service && a.version == b.version && a.operation == b.operation && a.kind == b.kind
+    a.service == b.service
+        && a.version == b.version
+        && a.operation == b.operation
+        && a.kind == b.kind
 }
 
 fn ms(us: u64) -> f64 {

@@ -22,7 +22,14 @@ fn kv(key: &str, value: any_value::Value) -> KeyValue {
 }
 
 /// A span for tests: `attrs` are string attributes; `http_status` 0 means none.
-pub(crate) fn span(name: &str, kind: i32, error: bool, dur_us: u64, attrs: &[(&str, &str)], http_status: i64) -> Span {
+pub(crate) fn span(
+    name: &str,
+    kind: i32,
+    error: bool,
+    dur_us: u64,
+    attrs: &[(&str, &str)],
+    http_status: i64,
+) -> Span {
     let mut attributes: Vec<KeyValue> = attrs
         .iter()
         .map(|(k, v)| kv(k, any_value::Value::StringValue((*v).into())))
@@ -58,10 +65,16 @@ pub(crate) fn batch(resources: Vec<(&str, &str, Vec<Span>)>) -> crate::model::Ba
             .map(|(service, version, spans)| {
                 let mut attributes = Vec::new();
                 if !service.is_empty() {
-                    attributes.push(kv("service.name", any_value::Value::StringValue(service.into())));
+                    attributes.push(kv(
+                        "service.name",
+                        any_value::Value::StringValue(service.into()),
+                    ));
                 }
                 if !version.is_empty() {
-                    attributes.push(kv("service.version", any_value::Value::StringValue(version.into())));
+                    attributes.push(kv(
+                        "service.version",
+                        any_value::Value::StringValue(version.into()),
+                    ));
                 }
                 ResourceSpans {
                     resource: Some(Resource {
@@ -108,14 +121,66 @@ fn operations_status_classes_and_kinds_label_the_series() {
             "shop",
             "1.0",
             vec![
-                span("GET /cart/{id}", 2, false, 900, &[("http.route", "/cart/{id}"), ("http.request.method", "GET"), ("url.path", "/cart/7")], 200),
-                span("GET /cart/{id}", 2, false, 1100, &[("http.route", "/cart/{id}"), ("http.request.method", "GET")], 200),
-                span("POST", 2, false, 5, &[("url.path", "/users/42/orders/9f8e7d6c5b4a"), ("http.request.method", "POST")], 503),
-                span("POST", 2, false, 5, &[("http.target", "/users/7/orders/1?x=1"), ("http.method", "POST")], 404),
-                span("POST", 2, false, 5, &[("url.path", "/users/7"), ("http.request.method", "POST")], 429),
+                span(
+                    "GET /cart/{id}",
+                    2,
+                    false,
+                    900,
+                    &[
+                        ("http.route", "/cart/{id}"),
+                        ("http.request.method", "GET"),
+                        ("url.path", "/cart/7"),
+                    ],
+                    200,
+                ),
+                span(
+                    "GET /cart/{id}",
+                    2,
+                    false,
+                    1100,
+                    &[("http.route", "/cart/{id}"), ("http.request.method", "GET")],
+                    200,
+                ),
+                span(
+                    "POST",
+                    2,
+                    false,
+                    5,
+                    &[
+                        ("url.path", "/users/42/orders/9f8e7d6c5b4a"),
+                        ("http.request.method", "POST"),
+                    ],
+                    503,
+                ),
+                span(
+                    "POST",
+                    2,
+                    false,
+                    5,
+                    &[
+                        ("http.target", "/users/7/orders/1?x=1"),
+                        ("http.method", "POST"),
+                    ],
+                    404,
+                ),
+                span(
+                    "POST",
+                    2,
+                    false,
+                    5,
+                    &[("url.path", "/users/7"), ("http.request.method", "POST")],
+                    429,
+                ),
                 span("SELECT orders", 3, true, 250, &[], 0),
                 span("render", 1, true, 30, &[], 200),
-                span("weird", 2, false, 30, &[("url.path", "/x"), ("http.request.method", "get")], 0),
+                span(
+                    "weird",
+                    2,
+                    false,
+                    30,
+                    &[("url.path", "/x"), ("http.request.method", "get")],
+                    0,
+                ),
             ],
         ),
         ("", "", vec![span("work", 9, false, 1, &[], 0)]),
@@ -133,7 +198,10 @@ fn operations_status_classes_and_kinds_label_the_series() {
         ("shop", "render", "internal", "fault", 1),
         ("unknown_service", "work", "unspecified", "ok", 1),
     ];
-    let got_short: Vec<_> = got.iter().map(|r| (r.0.as_str(), r.2.as_str(), r.3, r.4, r.5)).collect();
+    let got_short: Vec<_> = got
+        .iter()
+        .map(|r| (r.0.as_str(), r.2.as_str(), r.3, r.4, r.5))
+        .collect();
     assert_eq!(got_short, want);
     // service.version is a label only when enabled.
     assert!(got.iter().all(|r| r.1.is_empty()));
@@ -183,11 +251,23 @@ fn a_hundred_thousand_url_paths_make_a_handful_of_series() {
                 let n = chunk * 1000 + i;
                 let path = match n % 4 {
                     0 => format!("/users/{n}/orders"),
-                    1 => format!("/orders/{:08x}-{:04x}-4a5b-8c9d-{:012x}", rng.next_u64() as u32, n % 65536, n),
+                    1 => format!(
+                        "/orders/{:08x}-{:04x}-4a5b-8c9d-{:012x}",
+                        rng.next_u64() as u32,
+                        n % 65536,
+                        n
+                    ),
                     2 => format!("/blobs/{:016x}", rng.next_u64()),
                     _ => format!("/search?q=term{n}"),
                 };
-                span("GET", 2, false, 10, &[("url.path", &path), ("http.request.method", "GET")], 200)
+                span(
+                    "GET",
+                    2,
+                    false,
+                    10,
+                    &[("url.path", &path), ("http.request.method", "GET")],
+                    200,
+                )
             })
             .collect();
         m.record(&batch(vec![("web", "", spans)]));
@@ -195,7 +275,12 @@ fn a_hundred_thousand_url_paths_make_a_handful_of_series() {
     let ops: Vec<String> = rows(&m).into_iter().map(|r| r.2).collect();
     assert_eq!(
         ops,
-        ["GET /blobs/{id}", "GET /orders/{id}", "GET /search", "GET /users/{id}/orders"]
+        [
+            "GET /blobs/{id}",
+            "GET /orders/{id}",
+            "GET /search",
+            "GET /users/{id}/orders"
+        ]
     );
 }
 
@@ -208,12 +293,25 @@ fn the_cap_sends_further_label_sets_to_an_overflow_series_and_says_so() {
     for chunk in 0..100 {
         // Routes are taken as sent (they are templates already): 100,000 distinct ones.
         let spans = (0..1000)
-            .map(|i| span("x", 2, false, 10, &[("http.route", &format!("/r{}", chunk * 1000 + i))], 0))
+            .map(|i| {
+                span(
+                    "x",
+                    2,
+                    false,
+                    10,
+                    &[("http.route", &format!("/r{}", chunk * 1000 + i))],
+                    0,
+                )
+            })
             .collect();
         m.record(&batch(vec![("flood", "", spans)]));
     }
     for svc in ["a", "b", "c", "d"] {
-        m.record(&batch(vec![(svc, "", vec![span("op", 2, false, 10, &[], 0)])]));
+        m.record(&batch(vec![(
+            svc,
+            "",
+            vec![span("op", 2, false, 10, &[], 0)],
+        )]));
     }
     let snap = m.snapshot();
     assert_eq!(snap.series.len(), 500 + 1 + 2 + 1, "{:?}", snap.services);
@@ -225,7 +323,9 @@ fn the_cap_sends_further_label_sets_to_an_overflow_series_and_says_so() {
     let mut text = String::new();
     m.render_prometheus(&mut text);
     assert!(text.contains("sidetrace_span_metrics_series{service=\"flood\"} 500\n"));
-    assert!(text.contains("sidetrace_span_metrics_overflow_spans_total{service=\"flood\"} 99500\n"));
+    assert!(
+        text.contains("sidetrace_span_metrics_overflow_spans_total{service=\"flood\"} 99500\n")
+    );
     assert!(text.contains("sidetrace_span_metrics_series_limit 500\n"));
     // The registry did not remember the overflowing names.
     let reg = m.shared.registry.lock().unwrap();
@@ -259,9 +359,13 @@ fn prometheus_histograms_are_cumulative_consistent_and_escaped() {
     )]));
     let mut text = String::new();
     m.render_prometheus(&mut text);
-    let labels = r#"service="we\"ird\\svc\nnew line ünï",operation="a\"b",kind="server",status="ok""#;
+    let labels =
+        r#"service="we\"ird\\svc\nnew line ünï",operation="a\"b",kind="server",status="ok""#;
     let buckets = samples(&text, "sidetrace_span_duration_seconds_bucket");
-    let ok: Vec<_> = buckets.iter().filter(|(l, _)| l.starts_with(labels)).collect();
+    let ok: Vec<_> = buckets
+        .iter()
+        .filter(|(l, _)| l.starts_with(labels))
+        .collect();
     assert_eq!(ok.len(), 16);
     let values: Vec<f64> = ok.iter().map(|(_, v)| *v).collect();
     // 0.5 ms ≤ 1 ms; 2.5 ms exactly on its bound; 70 s only in +Inf.
@@ -271,12 +375,20 @@ fn prometheus_histograms_are_cumulative_consistent_and_escaped() {
     assert_eq!(values[15], 3.0);
     assert!(values.windows(2).all(|w| w[0] <= w[1]));
     assert!(ok[15].0.ends_with("le=\"+Inf\""));
-    assert!(text.contains(&format!("sidetrace_span_duration_seconds_count{{{labels}}} 3\n")));
-    assert!(text.contains(&format!("sidetrace_span_duration_seconds_sum{{{labels}}} 70.003\n")));
+    assert!(text.contains(&format!(
+        "sidetrace_span_duration_seconds_count{{{labels}}} 3\n"
+    )));
+    assert!(text.contains(&format!(
+        "sidetrace_span_duration_seconds_sum{{{labels}}} 70.003\n"
+    )));
     assert!(text.contains(&format!("sidetrace_spans_total{{{labels}}} 3\n")));
     assert!(text.contains(r#"sidetrace_span_errors_total{service="we\"ird\\svc\nnew line ünï",operation="a\"b",kind="server"} 1"#));
     // Every family has its HELP and TYPE once.
-    for family in ["sidetrace_span_duration_seconds", "sidetrace_spans_total", "sidetrace_span_errors_total"] {
+    for family in [
+        "sidetrace_span_duration_seconds",
+        "sidetrace_spans_total",
+        "sidetrace_span_errors_total",
+    ] {
         assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1);
     }
     assert!(!text.contains("\n\n"));
@@ -290,7 +402,11 @@ pub(crate) fn histogram_quantile(q: f64, bounds: &[f64], cumulative: &[f64]) -> 
     if i == bounds.len() {
         return bounds[bounds.len() - 1];
     }
-    let (lo, below) = if i == 0 { (0.0, 0.0) } else { (bounds[i - 1], cumulative[i - 1]) };
+    let (lo, below) = if i == 0 {
+        (0.0, 0.0)
+    } else {
+        (bounds[i - 1], cumulative[i - 1])
+    };
     lo + (bounds[i] - lo) * (rank - below) / (cumulative[i] - below)
 }
 
@@ -302,13 +418,25 @@ pub(crate) fn distributions() -> Vec<(&'static str, Vec<u64>)> {
         let (a, b) = (unit().max(1e-12), unit());
         (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
     };
-    let lognormal: Vec<u64> = (0..50_000).map(|_| (20_000.0 * (0.8 * normal()).exp()) as u64).collect();
+    let lognormal: Vec<u64> = (0..50_000)
+        .map(|_| (20_000.0 * (0.8 * normal()).exp()) as u64)
+        .collect();
     let mut rng = Rng::new(7);
     let uniform: Vec<u64> = (0..50_000).map(|_| 10_000 + rng.below(10_000)).collect();
     let bimodal: Vec<u64> = (0..50_000)
-        .map(|i| if i % 10 == 0 { 400_000 + rng.below(200_000) } else { 800 + rng.below(400) })
+        .map(|i| {
+            if i % 10 == 0 {
+                400_000 + rng.below(200_000)
+            } else {
+                800 + rng.below(400)
+            }
+        })
         .collect();
-    vec![("lognormal", lognormal), ("uniform", uniform), ("bimodal", bimodal)]
+    vec![
+        ("lognormal", lognormal),
+        ("uniform", uniform),
+        ("bimodal", bimodal),
+    ]
 }
 
 pub(crate) fn exact_quantile(sorted: &[u64], q: f64) -> f64 {
@@ -320,7 +448,10 @@ fn record_values(m: &SpanMetrics, service: &str, values: &[u64]) {
         m.record(&batch(vec![(
             service,
             "",
-            chunk.iter().map(|v| span("op", 2, false, *v, &[], 0)).collect(),
+            chunk
+                .iter()
+                .map(|v| span("op", 2, false, *v, &[], 0))
+                .collect(),
         )]));
     }
 }
@@ -335,7 +466,10 @@ fn quantiles_from_buckets_and_the_json_api_are_within_the_stated_error() {
     for (name, values) in distributions() {
         let mut sorted = values.clone();
         sorted.sort_unstable();
-        for (ladder, bounds) in [("default", DEFAULT_BUCKETS_SECONDS.to_vec()), ("fine", fine.clone())] {
+        for (ladder, bounds) in [
+            ("default", DEFAULT_BUCKETS_SECONDS.to_vec()),
+            ("fine", fine.clone()),
+        ] {
             let m = SpanMetrics::new(SpanMetricsConfig {
                 buckets_seconds: bounds.clone(),
                 ..Default::default()
@@ -360,17 +494,28 @@ fn quantiles_from_buckets_and_the_json_api_are_within_the_stated_error() {
                     let i = bounds.partition_point(|b| *b < truth);
                     let lo = if i == 0 { 0.0 } else { bounds[i - 1] };
                     let hi = bounds.get(i).copied().unwrap_or(f64::INFINITY);
-                    assert!(lo * 0.999 <= est && est <= hi * 1.001, "{name} q={q}: {est} not in ({lo}, {hi}]");
+                    assert!(
+                        lo * 0.999 <= est && est <= hi * 1.001,
+                        "{name} q={q}: {est} not in ({lo}, {hi}]"
+                    );
                 }
             }
             // The JSON API reads the HDR histogram itself: within 1/1024.
             let doc = m.summary(None);
             let row = &doc["series"][0];
             assert_eq!(row["count"], values.len() as u64);
-            for (key, q) in [("p50_ms", 0.5), ("p90_ms", 0.9), ("p99_ms", 0.99), ("max_ms", 1.0)] {
+            for (key, q) in [
+                ("p50_ms", 0.5),
+                ("p90_ms", 0.9),
+                ("p99_ms", 0.99),
+                ("max_ms", 1.0),
+            ] {
                 let truth = exact_quantile(&sorted, q) / 1000.0;
                 let got = row[key].as_f64().unwrap();
-                assert!((got - truth).abs() / truth <= 1.0 / 1024.0, "{name} {key}: {got} vs {truth}");
+                assert!(
+                    (got - truth).abs() / truth <= 1.0 / 1024.0,
+                    "{name} {key}: {got} vs {truth}"
+                );
             }
         }
     }
@@ -379,7 +524,9 @@ fn quantiles_from_buckets_and_the_json_api_are_within_the_stated_error() {
 #[test]
 fn summary_merges_status_classes_and_reports_error_rates() {
     let m = SpanMetrics::new(SpanMetricsConfig::default());
-    let mut spans: Vec<Span> = (0..90).map(|_| span("GET /a", 2, false, 1000, &[("http.route", "/a")], 200)).collect();
+    let mut spans: Vec<Span> = (0..90)
+        .map(|_| span("GET /a", 2, false, 1000, &[("http.route", "/a")], 200))
+        .collect();
     spans.extend((0..10).map(|_| span("GET /a", 2, false, 9000, &[("http.route", "/a")], 500)));
     m.record(&batch(vec![("svc", "", spans)]));
     let doc = m.summary(Some("svc"));
@@ -394,5 +541,10 @@ fn summary_merges_status_classes_and_reports_error_rates() {
     assert_eq!(r["p50_ms"], 1.0);
     // HdrHistogram reports the highest value of the counter: 9,000 µs shares one with 9,007.
     assert_eq!(r["max_ms"], 9.007);
-    assert!(m.summary(Some("other"))["series"].as_array().unwrap().is_empty());
+    assert!(
+        m.summary(Some("other"))["series"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

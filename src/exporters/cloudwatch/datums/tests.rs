@@ -11,7 +11,10 @@ fn every_group_value_is_within_one_percent_of_what_it_stands_for() {
     for i in 1..INDEX_COUNT {
         let hdr_ms = highest_value(i) as f64 / 1000.0;
         let rep = g.value_ms(g.group_of[i]);
-        assert!((rep - hdr_ms).abs() / hdr_ms <= MAX_RELATIVE_ERROR + 1e-12, "index {i}: {rep} vs {hdr_ms}");
+        assert!(
+            (rep - hdr_ms).abs() / hdr_ms <= MAX_RELATIVE_ERROR + 1e-12,
+            "index {i}: {rep} vs {hdr_ms}"
+        );
     }
     // Small values are sent exactly.
     assert_eq!(g.value_ms(g.group_of[7]), 0.007);
@@ -41,7 +44,10 @@ fn cloudwatch_percentiles_from_values_and_counts_stay_within_one_percent() {
         let datums = series_datums(&delta, groups);
         let latency: Vec<&Datum> = datums.iter().filter(|d| d.metric == LATENCY).collect();
         assert!(latency.iter().all(|d| d.values.len() <= MAX_VALUES_PER_DATUM && d.values.len() == d.counts.len()));
-        assert_eq!(latency.iter().map(|d| d.samples()).sum::<u64>(), values.len() as u64);
+        assert_eq!(
+            latency.iter().map(|d| d.samples()).sum::<u64>(),
+            values.len() as u64
+        );
         let pc = pairs(&datums);
         let raw: Vec<(f64, f64)> = values.iter().map(|v| (*v as f64 / 1000.0, 1.0)).collect();
         for q in [0.5, 0.9, 0.99, 0.999] {
@@ -50,24 +56,40 @@ fn cloudwatch_percentiles_from_values_and_counts_stay_within_one_percent() {
             let own = h.value_at_quantile(q) as f64 / 1000.0;
             let truth = exact_quantile(&sorted, q) / 1000.0;
             let cw = nearest_rank(&pc, q);
-            assert!((cw - own).abs() / own <= MAX_RELATIVE_ERROR, "{name} p{q}: CloudWatch {cw} vs histogram {own}");
-            assert!((cw - truth).abs() / truth <= MAX_RELATIVE_ERROR + 1.0 / 1024.0, "{name} p{q}: {cw} vs exact {truth}");
+            assert!(
+                (cw - own).abs() / own <= MAX_RELATIVE_ERROR,
+                "{name} p{q}: CloudWatch {cw} vs histogram {own}"
+            );
+            assert!(
+                (cw - truth).abs() / truth <= MAX_RELATIVE_ERROR + 1.0 / 1024.0,
+                "{name} p{q}: {cw} vs exact {truth}"
+            );
             // Had CloudWatch interpolated, it would still be within 1% of what it would compute
             // from every raw duration.
             let (cw, from_raw) = (interpolated(&pc, q), interpolated(&raw, q));
-            assert!((cw - from_raw).abs() / from_raw <= MAX_RELATIVE_ERROR + 1.0 / 1024.0, "{name} interpolated p{q}: {cw} vs {from_raw}");
+            assert!(
+                (cw - from_raw).abs() / from_raw <= MAX_RELATIVE_ERROR + 1.0 / 1024.0,
+                "{name} interpolated p{q}: {cw} vs {from_raw}"
+            );
         }
         // The average CloudWatch computes is within 1% too.
-        let (n, sum) = pc.iter().fold((0.0, 0.0), |(n, s), (v, c)| (n + c, s + v * c));
+        let (n, sum) = pc
+            .iter()
+            .fold((0.0, 0.0), |(n, s), (v, c)| (n + c, s + v * c));
         let mean = values.iter().sum::<u64>() as f64 / values.len() as f64 / 1000.0;
-        assert!((sum / n - mean).abs() / mean <= MAX_RELATIVE_ERROR, "{name} mean");
+        assert!(
+            (sum / n - mean).abs() / mean <= MAX_RELATIVE_ERROR,
+            "{name} mean"
+        );
     }
 }
 
 #[test]
 fn a_wide_distribution_spreads_over_several_datums_of_one_metric() {
     // 1 µs … 1 h log-uniform touches every group: ~960 values in 7 datums of ≤ 150.
-    let values: Vec<u64> = (0..200_000u64).map(|i| (3.6e9f64.powf(i as f64 / 200_000.0)) as u64).collect();
+    let values: Vec<u64> = (0..200_000u64)
+        .map(|i| (3.6e9f64.powf(i as f64 / 200_000.0)) as u64)
+        .collect();
     let h = Histogram::from_values(values);
     let groups = Groups::get();
     let delta = SeriesDelta {
@@ -79,14 +101,29 @@ fn a_wide_distribution_spreads_over_several_datums_of_one_metric() {
     let datums = series_datums(&delta, groups);
     let latency = datums.iter().filter(|d| d.metric == LATENCY).count();
     assert_eq!(latency, groups.len().div_ceil(MAX_VALUES_PER_DATUM));
-    let counts: Vec<(&str, f64)> = datums.iter().filter(|d| d.unit == Unit::Count).map(|d| (d.metric, d.values[0])).collect();
-    assert_eq!(counts, [(REQUESTS, 200_000.0), (ERRORS, 3.0), (FAULTS, 0.0), (THROTTLES, 0.0)]);
+    let counts: Vec<(&str, f64)> = datums
+        .iter()
+        .filter(|d| d.unit == Unit::Count)
+        .map(|d| (d.metric, d.values[0]))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (REQUESTS, 200_000.0),
+            (ERRORS, 3.0),
+            (FAULTS, 0.0),
+            (THROTTLES, 0.0)
+        ]
+    );
     assert!(series_datums(&SeriesDelta::default(), groups).is_empty());
 }
 
 #[test]
 fn deltas_subtract_what_was_published() {
-    assert_eq!(delta(&[(1, 5), (3, 2), (9, 4)], &[(1, 5), (2, 7), (9, 1)]), [(3, 2), (9, 3)]);
+    assert_eq!(
+        delta(&[(1, 5), (3, 2), (9, 4)], &[(1, 5), (2, 7), (9, 1)]),
+        [(3, 2), (9, 3)]
+    );
     assert_eq!(delta(&[(1, 5)], &[]), [(1, 5)]);
 }
 
@@ -100,7 +137,10 @@ fn requests_stay_within_a_thousand_datums_and_a_megabyte_and_keep_series_whole()
             let h = if i % 3 == 0 { &wide } else { &narrow };
             series_datums(
                 &SeriesDelta {
-                    dimensions: vec![("Service", format!("svc-{}", i % 7)), ("Operation", format!("GET /route/{i}/é\"&="))],
+                    dimensions: vec![
+                        ("Service", format!("svc-{}", i % 7)),
+                        ("Operation", format!("GET /route/{i}/é\"&=")),
+                    ],
                     latency: groups.fold(h),
                     requests: h.total,
                     ..Default::default()
@@ -117,7 +157,10 @@ fn requests_stay_within_a_thousand_datums_and_a_megabyte_and_keep_series_whole()
         assert!(datums.len() <= MAX_DATUMS_PER_REQUEST);
         let bytes: usize = 200 + 27 + datums.iter().map(Datum::estimated_bytes).sum::<usize>();
         assert!(bytes <= MAX_REQUEST_BYTES, "{bytes}");
-        assert_eq!(datums.len(), members.iter().map(|i| sizes[*i]).sum::<usize>());
+        assert_eq!(
+            datums.len(),
+            members.iter().map(|i| sizes[*i]).sum::<usize>()
+        );
         seen.extend(members.iter().copied());
     }
     assert_eq!(seen, (0..3000).collect::<Vec<_>>());
