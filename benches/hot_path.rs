@@ -63,4 +63,65 @@ fn hot_path(c: &mut Criterion) {
 }
 
 criterion_group!(benches, hot_path);
-criterion_main!(benches);
+
+/// The sampling stage behind the queue, per span, on the same 512-span requests (8 spans a
+/// trace, entry span first): off (pass-through), ratio 1% head-only, ratio 1% + keep errors
+/// (drops held until their grace ends or the hold cap decides them), X-Ray rules + keep errors.
+fn sampling(c: &mut Criterion) {
+    use sidetrace::pipeline::sampler::{Head, Sampler, SamplingConfig, SamplingStats};
+    use sidetrace::pipeline::xray_rules::Rules;
+    use std::sync::Mutex;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let reqs = requests();
+    let mut g = c.benchmark_group("sampling_512_span_request");
+    g.throughput(Throughput::Elements(512));
+    let rules = || {
+        Head::Rules(Arc::new(Mutex::new(Rules::fallback(
+            tokio::time::Instant::now(),
+        ))))
+    };
+    let cases: Vec<(&str, Head, bool)> = vec![
+        ("off", Head::All, true),
+        ("ratio_1pct_head_only", Head::Ratio(0.01), false),
+        ("ratio_1pct_keep_errors", Head::Ratio(0.01), true),
+        ("xray_rules_keep_errors", rules(), true),
+    ];
+    for (name, head, keep_errors) in cases {
+        let cfg = SamplingConfig {
+            head,
+            keep_errors,
+            ..SamplingConfig::keep_all()
+        };
+        let mut sampler = Sampler::new(cfg, Arc::new(SamplingStats::default()));
+        let pipeline = Pipeline::new(
+            Arc::new(Queue::new(1 << 20, 1 << 30)),
+            Arc::new(Metrics::default()),
+            SpanMetrics::new(SpanMetricsConfig::default()),
+        );
+        let mut k = 0;
+        let mut n = 0u64;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                k = (k + 1) % reqs.len();
+                n += 1;
+                let d = decode_request(reqs[k].clone(), Protocol::Grpc).unwrap();
+                pipeline.admit(Protocol::Grpc, d).unwrap();
+                let batch = pipeline.queue.try_pop().unwrap();
+                let now = tokio::time::Instant::now();
+                let mut out = sampler.admit(batch, now);
+                if n.is_multiple_of(64) {
+                    out.extend(sampler.tick(now));
+                }
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(sampling_benches, sampling);
+criterion_main!(benches, sampling_benches);

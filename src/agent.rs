@@ -1,8 +1,8 @@
 //! Wires one agent together: binds every listener, starts the pipeline, and drains on shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -19,7 +19,9 @@ use crate::exporters::xray::otlp_sigv4::{self, OtlpSettings, OtlpSigv4Exporter};
 use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
 use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, XraySettings};
 use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
-use crate::pipeline::{self, InFlight, Pipeline, Queue, SpanMetrics};
+use crate::pipeline::sampler::{Head, SamplingConfig, SlowThresholds};
+use crate::pipeline::xray_rules::{self, Rules};
+use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler, SpanMetrics};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::telemetry::Metrics;
 
@@ -78,11 +80,26 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+/// The AWS SDK configuration, loaded once (region, credentials and endpoints from the SDK's chain).
+async fn aws_sdk(
+    config: &Config,
+    slot: &mut Option<aws_config::SdkConfig>,
+) -> aws_config::SdkConfig {
+    if slot.is_none() {
+        let region = crate::config::aws_region(&|v| std::env::var(v).ok());
+        *slot = Some(xray::client::sdk_config(region, config.xray.request_timeout).await);
+    }
+    slot.clone().expect("just loaded")
+}
+
 /// Builds the X-Ray exporter: AWS config from the SDK's default chain, SDK retries off.
-async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> Result<Exporter, StartError> {
+async fn xray_exporter(
+    config: &Config,
+    sdk: &aws_config::SdkConfig,
+    metrics: Arc<Metrics>,
+) -> Result<Exporter, StartError> {
     let x = &config.xray;
     let env = |v: &str| std::env::var(v).ok();
-    let sdk = xray::client::sdk_config(crate::config::aws_region(&env), x.request_timeout).await;
     let retry = RetryPolicy {
         max_elapsed: x.retry_max_elapsed,
         ..RetryPolicy::default()
@@ -133,7 +150,7 @@ async fn xray_exporter(config: &Config, metrics: Arc<Metrics>) -> Result<Exporte
         translate,
     };
     Ok(Exporter::Xray(Box::new(XrayExporter::new(
-        XrayClient::new(&sdk),
+        XrayClient::new(sdk),
         settings,
         metrics,
     ))))
@@ -180,6 +197,7 @@ impl Agent {
 
         let mut store = None;
         let mut cloudwatch = None;
+        let mut sdk: Option<aws_config::SdkConfig> = None;
         let mut running: Vec<Exporter> = Vec::with_capacity(exporters.len());
         for kind in exporters {
             running.push(match kind {
@@ -208,7 +226,10 @@ impl Agent {
                     Exporter::Local(s)
                 }
                 ExporterKind::Console => Exporter::Console(Console::stdout(config.console_grace)),
-                ExporterKind::Xray => xray_exporter(config, metrics.clone()).await?,
+                ExporterKind::Xray => {
+                    let sdk = aws_sdk(config, &mut sdk).await;
+                    xray_exporter(config, &sdk, metrics.clone()).await?
+                }
             });
         }
 
@@ -227,9 +248,59 @@ impl Agent {
                 .expect("bound socket has an address"),
         };
 
+        let head = if let Some(r) = config.sampling.ratio {
+            info!(ratio = r, "Sampling: consistent trace-ID ratio.");
+            Head::Ratio(r)
+        } else if exporters.contains(&ExporterKind::Xray) && config.sampling.xray_rules {
+            let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
+            let client = aws_sdk_xray::Client::new(&aws_sdk(config, &mut sdk).await);
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()));
+            tokio::spawn(xray_rules::poll(
+                client,
+                rules.clone(),
+                xray_rules::client_id(seed),
+                config.sampling.xray_targets_interval,
+            ));
+            info!(
+                targets_interval_ms = config.sampling.xray_targets_interval.as_millis() as u64,
+                "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
+            );
+            Head::Rules(rules)
+        } else {
+            Head::All
+        };
+        let s = &config.sampling;
+        let mut slow = SlowThresholds {
+            default: s.slow_threshold,
+            ..SlowThresholds::default()
+        };
+        for (svc, op, d) in &s.slow_thresholds {
+            match op {
+                Some(op) => slow.by_operation.insert((svc.clone(), op.clone()), *d),
+                None => slow.by_service.insert(svc.clone(), *d),
+            };
+        }
+        let sampler = Sampler::new(
+            SamplingConfig {
+                head,
+                keep_errors: s.keep_errors,
+                slow,
+                grace: s.grace,
+                max_wait: s.max_wait,
+                max_open_traces: s.max_open_traces,
+                max_held_bytes: s.max_held_bytes,
+                decision_cache: s.decision_cache,
+                rate_limit: s.rate_limit,
+            },
+            metrics.sampling.clone(),
+        );
+
         let in_flight = Arc::new(InFlight::default());
         let dispatcher = tokio::spawn(pipeline::run_dispatcher(
             queue.clone(),
+            sampler,
             running,
             metrics.clone(),
             in_flight.clone(),

@@ -72,6 +72,7 @@ pub struct Config {
     pub local_max_spans_per_trace: usize,
     pub console_grace: Duration,
     pub xray: XrayConfig,
+    pub sampling: SamplingSettings,
     pub span_metrics: SpanMetricsConfig,
     pub cloudwatch: CloudwatchConfig,
 }
@@ -94,6 +95,72 @@ impl Default for CloudwatchConfig {
             retry_max_elapsed: DEFAULT_CLOUDWATCH_RETRY_MAX_ELAPSED,
         }
     }
+}
+
+/// How traces are sampled (see `pipeline::sampler`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingSettings {
+    /// A consistent trace-ID ratio in [0, 1]; overrides X-Ray rules.
+    pub ratio: Option<f64>,
+    /// Use X-Ray centralised rules when exporting to X-Ray and no ratio is set.
+    pub xray_rules: bool,
+    pub keep_errors: bool,
+    pub slow_threshold: Option<Duration>,
+    /// `service=duration` or `service:operation=duration`.
+    pub slow_thresholds: Vec<(String, Option<String>, Duration)>,
+    pub grace: Duration,
+    pub max_wait: Duration,
+    pub max_open_traces: usize,
+    pub max_held_bytes: usize,
+    pub decision_cache: usize,
+    /// Traces kept per second per service; `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// How often X-Ray sampling targets are fetched and statistics reported.
+    pub xray_targets_interval: Duration,
+}
+
+impl Default for SamplingSettings {
+    fn default() -> Self {
+        use crate::pipeline::sampler as s;
+        SamplingSettings {
+            ratio: None,
+            xray_rules: true,
+            keep_errors: true,
+            slow_threshold: None,
+            slow_thresholds: Vec::new(),
+            grace: s::DEFAULT_GRACE,
+            max_wait: s::DEFAULT_MAX_WAIT,
+            max_open_traces: s::DEFAULT_MAX_OPEN_TRACES,
+            max_held_bytes: s::DEFAULT_MAX_HELD_BYTES,
+            decision_cache: s::DEFAULT_DECISION_CACHE,
+            rate_limit: None,
+            xray_targets_interval: crate::pipeline::xray_rules::TARGETS_INTERVAL,
+        }
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a number between 0 and 1")),
+    }
+}
+
+fn parse_slow_list(text: &str) -> Result<Vec<(String, Option<String>, Duration)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (key, d) = e
+                .rsplit_once('=')
+                .ok_or_else(|| format!("{e:?} is not service[:operation]=duration"))?;
+            let d = parse_duration(d)?;
+            Ok(match key.split_once(':') {
+                Some((svc, op)) => (svc.trim().to_owned(), Some(op.trim().to_owned()), d),
+                None => (key.trim().to_owned(), None, d),
+            })
+        })
+        .collect()
 }
 
 /// Settings of the X-Ray exporter.
@@ -154,6 +221,7 @@ impl Default for Config {
             local_max_spans_per_trace: DEFAULT_LOCAL_MAX_SPANS_PER_TRACE,
             console_grace: DEFAULT_CONSOLE_GRACE,
             xray: XrayConfig::default(),
+            sampling: SamplingSettings::default(),
             span_metrics: SpanMetricsConfig::default(),
             cloudwatch: CloudwatchConfig::default(),
         }
@@ -221,6 +289,11 @@ pub const KEYS: &[Key] = &[
         help: "Log format on stderr: text or json.",
     },
     Key {
+        name: "sampling_ratio",
+        default: "\"\"",
+        help: "Keep this fraction (0-1) of traces, chosen consistently by trace ID in every agent; unset: X-Ray rules in AWS mode, everything locally.",
+    },
+    Key {
         name: "local.max_traces",
         default: "10000",
         help: "Local store: most traces kept (oldest evicted first).",
@@ -239,6 +312,101 @@ pub const KEYS: &[Key] = &[
         name: "console.grace",
         default: "\"1s\"",
         help: "Console: wait this long after a trace's root span for late spans before printing it.",
+    },
+    Key {
+        name: "sampling.xray_rules",
+        default: "true",
+        help: "In AWS mode without sampling_ratio, apply the account's X-Ray sampling rules (default rule: 1 trace/s + 5%); false keeps everything.",
+    },
+    Key {
+        name: "sampling.keep_errors",
+        default: "true",
+        help: "Keep every trace with an error, fault or throttle, whatever the ratio or rules said.",
+    },
+    Key {
+        name: "sampling.slow_threshold",
+        default: "\"\"",
+        help: "Keep every trace whose entry span takes longer than this (e.g. 1s); empty: off.",
+    },
+    Key {
+        name: "sampling.slow_thresholds",
+        default: "\"\"",
+        help: "Per service or operation: \"checkout=500ms,checkout:GET /cart=200ms\".",
+    },
+    Key {
+        name: "sampling.grace",
+        default: "\"2s\"",
+        help: "Hold a trace this long after its entry span for late spans before deciding (at most 30s).",
+    },
+    Key {
+        name: "sampling.max_wait",
+        default: "\"30s\"",
+        help: "Decide traces whose entry span never arrives after this long.",
+    },
+    Key {
+        name: "sampling.max_open_traces",
+        default: "100000",
+        help: "Most traces held undecided; beyond it the oldest are decided early (counted).",
+    },
+    Key {
+        name: "sampling.max_held_bytes",
+        default: "8388608",
+        help: "Most bytes held for undecided traces; beyond it the oldest are decided early.",
+    },
+    Key {
+        name: "sampling.decision_cache",
+        default: "200000",
+        help: "Trace decisions remembered so late spans follow them.",
+    },
+    Key {
+        name: "sampling.rate_limit",
+        default: "0",
+        help: "Most traces kept per second per service (0: no limit), a safety valve against a noisy service.",
+    },
+    Key {
+        name: "sampling.xray_targets_interval",
+        default: "\"10s\"",
+        help: "How often X-Ray sampling targets are fetched and rule statistics reported.",
+    },
+    Key {
+        name: "xray.mode",
+        default: "\"segments\"",
+        help: "X-Ray: segments (PutTraceSegments, every account) or otlp (OTLP + SigV4 to xray.<region>.amazonaws.com/v1/traces, needs Transaction Search).",
+    },
+    Key {
+        name: "xray.concurrency",
+        default: "8",
+        help: "X-Ray: PutTraceSegments calls in flight at once (50 documents each).",
+    },
+    Key {
+        name: "xray.idle_flush",
+        default: "\"1s\"",
+        help: "X-Ray: send a partial batch once its oldest document waited this long.",
+    },
+    Key {
+        name: "xray.request_timeout",
+        default: "\"5s\"",
+        help: "X-Ray: timeout of one PutTraceSegments attempt.",
+    },
+    Key {
+        name: "xray.retry_max_elapsed",
+        default: "\"5m\"",
+        help: "X-Ray: retry throttling, 5xx, 408, timeouts and connection errors for at most this long per batch.",
+    },
+    Key {
+        name: "xray.indexed_attributes",
+        default: "[]",
+        help: "X-Ray: attribute keys written as annotations (searchable); the rest go to metadata.",
+    },
+    Key {
+        name: "xray.index_all_attributes",
+        default: "false",
+        help: "X-Ray: make every scalar attribute an annotation (at most 50 per document).",
+    },
+    Key {
+        name: "xray.require_epoch_trace_ids",
+        default: "false",
+        help: "X-Ray: reject trace IDs whose first 32 bits are not a recent epoch second (counted as rejected).",
     },
     Key {
         name: "span_metrics.enabled",
@@ -444,6 +612,44 @@ impl Config {
             "local.max_bytes" => self.local_max_bytes = parse_count(value)?,
             "local.max_spans_per_trace" => self.local_max_spans_per_trace = parse_count(value)?,
             "console.grace" => self.console_grace = parse_duration(value)?,
+            "sampling_ratio" => {
+                self.sampling.ratio = if value.trim().is_empty() {
+                    None
+                } else {
+                    Some(parse_ratio(value)?)
+                }
+            }
+            "sampling.xray_rules" => self.sampling.xray_rules = parse_bool(value)?,
+            "sampling.keep_errors" => self.sampling.keep_errors = parse_bool(value)?,
+            "sampling.slow_threshold" => {
+                self.sampling.slow_threshold = if value.trim().is_empty() || value.trim() == "off" {
+                    None
+                } else {
+                    Some(parse_duration(value)?)
+                }
+            }
+            "sampling.slow_thresholds" => self.sampling.slow_thresholds = parse_slow_list(value)?,
+            "sampling.grace" => {
+                let d = parse_duration(value)?;
+                if d > crate::pipeline::sampler::MAX_GRACE {
+                    return Err("must be at most 30s".into());
+                }
+                self.sampling.grace = d;
+            }
+            "sampling.max_wait" => self.sampling.max_wait = parse_duration(value)?,
+            "sampling.max_open_traces" => self.sampling.max_open_traces = parse_count(value)?,
+            "sampling.max_held_bytes" => self.sampling.max_held_bytes = parse_count(value)?,
+            "sampling.decision_cache" => self.sampling.decision_cache = parse_count(value)?,
+            "sampling.rate_limit" => {
+                let r: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{value:?} is not a number of traces per second"))?;
+                self.sampling.rate_limit = (r > 0.0).then_some(r);
+            }
+            "sampling.xray_targets_interval" => {
+                self.sampling.xray_targets_interval = parse_duration(value)?
+            }
             "xray.mode" => {
                 self.xray.mode = match value.trim().to_ascii_lowercase().as_str() {
                     "segments" => XrayMode::Segments,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod agent;
 pub mod config;
 pub mod exporters;
+pub mod loadgen;
 pub mod model;
 pub mod pipeline;
 pub mod proto;

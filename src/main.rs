@@ -1,4 +1,4 @@
-//! The sidetrace command line: run the agent (default), healthcheck, config check|default.
+//! The sidetrace command line: run the agent (default), healthcheck, config check|default, loadgen.
 
 #![forbid(unsafe_code)]
 
@@ -51,6 +51,9 @@ struct Flags {
     /// Bind every listener on 0.0.0.0 [env: SIDETRACE_LISTEN_ALL=true]
     #[arg(long, global = true)]
     listen_all: bool,
+    /// Keep this fraction of traces, consistently by trace ID [env: SIDETRACE_SAMPLING_RATIO]
+    #[arg(long, global = true)]
+    sampling_ratio: Option<String>,
     /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -68,6 +71,46 @@ enum Command {
     /// Validate or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Send realistic OTLP trace load and report spans/s and latency (a final JSON line).
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args, Debug)]
+struct LoadgenArgs {
+    /// grpc or http (OTLP/HTTP protobuf)
+    #[arg(long, default_value = "grpc")]
+    protocol: String,
+    /// Agent address [default: 127.0.0.1:4317 for grpc, 127.0.0.1:4318 for http]
+    #[arg(long)]
+    target: Option<String>,
+    #[arg(long, default_value_t = 512)]
+    spans_per_request: usize,
+    #[arg(long, default_value_t = 8)]
+    spans_per_trace: usize,
+    /// Concurrent request streams (closed loop: each sends as soon as its last answer came)
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Open loop: send this many spans per second on a fixed schedule instead
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to run, e.g. 10s
+    #[arg(long, default_value = "10s")]
+    duration: String,
+    /// Stop after this many requests
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Fraction of traces that carry an error
+    #[arg(long, default_value_t = 0.02)]
+    error_ratio: f64,
+    /// Extra attributes per span on top of 8 semantic-convention ones
+    #[arg(long, default_value_t = 2)]
+    attributes: usize,
+    /// Random W3C trace IDs instead of X-Ray-compatible ones (epoch in the first 32 bits)
+    #[arg(long)]
+    random_ids: bool,
+    /// gzip request bodies
+    #[arg(long)]
+    gzip: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -90,6 +133,7 @@ fn load_config(flags: &Flags) -> Result<Config, ExitCode> {
         ("admin_addr", &flags.admin_addr),
         ("exporters", &flags.exporters),
         ("log_format", &flags.log_format),
+        ("sampling_ratio", &flags.sampling_ratio),
     ] {
         if let Some(v) = value {
             pairs.push((key, v.clone()));
@@ -128,6 +172,7 @@ fn main() -> ExitCode {
             Ok(c) => healthcheck(c.admin_addr),
             Err(code) => code,
         },
+        Some(Command::Loadgen(args)) => loadgen(args),
         Some(Command::Run) | None => match load_config(&cli.flags) {
             Ok(c) => run(c),
             Err(code) => code,
@@ -147,6 +192,71 @@ fn check_config(file: &std::path::Path) -> ExitCode {
                 println!("  - {p}");
             }
             ExitCode::from(EXIT_CONFIG as u8)
+        }
+    }
+}
+
+fn loadgen(a: LoadgenArgs) -> ExitCode {
+    let duration = match sidetrace::config::parse_duration(&a.duration) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("sidetrace loadgen: --duration: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let default_port = if a.protocol == "http" { 4318 } else { 4317 };
+    let spec = sidetrace::loadgen::LoadSpec {
+        target: a
+            .target
+            .unwrap_or_else(|| format!("127.0.0.1:{default_port}")),
+        protocol: a.protocol,
+        spans_per_request: a.spans_per_request.max(1),
+        spans_per_trace: a.spans_per_trace,
+        streams: a.streams,
+        rate: a.rate,
+        duration,
+        max_requests: a.requests,
+        error_ratio: a.error_ratio,
+        extra_attributes: a.attributes,
+        xray_ids: !a.random_ids,
+        gzip: a.gzip,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sidetrace loadgen: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sidetrace::loadgen::run(spec)) {
+        Ok(r) => {
+            let failed: u64 = r.failures.values().sum();
+            println!(
+                "{} {} loop: {:.0} spans/s over {:.1}s, {} requests ok, {} failed {:?}; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+                r.protocol,
+                r.mode,
+                r.spans_per_sec,
+                r.duration_s,
+                r.requests_ok,
+                failed,
+                r.failures,
+                r.latency_p50_ms,
+                r.latency_p99_ms,
+                r.latency_p999_ms
+            );
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            if r.requests_ok == 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("sidetrace loadgen: {e}");
+            ExitCode::FAILURE
         }
     }
 }

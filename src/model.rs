@@ -66,6 +66,8 @@ pub struct SpanInfo {
     pub status_code: i32,
     /// The span's name string.
     pub name: Range<u32>,
+    /// The W3C `tracestate` string (empty when absent); carries `ot=th:` sampling thresholds.
+    pub trace_state: Range<u32>,
     /// The whole `Span` message.
     pub bytes: Range<u32>,
     /// Index into [`Batch::resources`].
@@ -148,6 +150,10 @@ impl Batch {
         self.resources
             .get(span.resource as usize)
             .map_or("", |r| self.str_at(&r.version))
+    }
+
+    pub fn trace_state(&self, span: &SpanInfo) -> &str {
+        self.str_at(&span.trace_state)
     }
 
     /// The `service.name` of a span's resource, or "" when it has none.

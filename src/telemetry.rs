@@ -160,6 +160,8 @@ pub struct Metrics {
     xray_annotations_over_cap: Counters<1>,
     cloudwatch_requests: Counters<{ PublishOutcome::ALL.len() }>,
     cloudwatch_datums: Counters<1>,
+    /// The sampler's decisions (it runs behind the queue and owns the counting).
+    pub sampling: std::sync::Arc<crate::pipeline::sampler::SamplingStats>,
 }
 
 /// Distinct rejection codes kept per exporter before further ones count as `other`
@@ -532,6 +534,7 @@ impl Metrics {
                 self.pipeline_dropped_spans.get(r as usize)
             );
         }
+        self.sampling.render(o);
         if let Some((traces, bytes)) = g.local_traces {
             header(
                 o,

@@ -65,6 +65,8 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     let env = aws_env(endpoint);
     let agent = spawn_agent(
         &[
+            "--sampling-ratio",
+            "1",
             "--set",
             "xray.idle_flush=200ms",
             "--set",
@@ -178,6 +180,16 @@ async fn otel_sdk_spans_arrive_in_xray_as_valid_segments() {
     assert_eq!(call["error"], true);
     assert_eq!(call["cause"]["exceptions"][0]["type"], "Throttled");
 
+    // The counter moves when the PutTraceSegments answer is back, just after moto stored them.
+    let t = Instant::now();
+    while agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}") < 3.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{}",
+            agent.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"),
         3.0
@@ -193,7 +205,10 @@ async fn random_w3c_ids_pass_by_default_and_are_rejected_when_epoch_is_required(
     trace_id[4..].copy_from_slice(&[0xab; 12]);
     let body = request_with(trace_id, 2);
 
-    let agent = spawn_agent(&["--set", "xray.idle_flush=200ms"], &env_refs(&env));
+    let agent = spawn_agent(
+        &["--sampling-ratio", "1", "--set", "xray.idle_flush=200ms"],
+        &env_refs(&env),
+    );
     post(&agent, body.clone()).await;
     let docs = read_back(endpoint, &[xray_trace_id(&trace_id)], 2).await;
     assert_eq!(docs.len(), 2);
@@ -203,6 +218,8 @@ async fn random_w3c_ids_pass_by_default_and_are_rejected_when_epoch_is_required(
     other[15] = 0xcd;
     let strict = spawn_agent(
         &[
+            "--sampling-ratio",
+            "1",
             "--set",
             "xray.idle_flush=200ms",
             "--set",
@@ -360,6 +377,8 @@ async fn survives(fault: Option<Fault>, failures: usize, down_for: Option<Durati
     let env = aws_env(&proxy_url);
     let agent = spawn_agent(
         &[
+            "--sampling-ratio",
+            "1",
             "--set",
             "xray.idle_flush=100ms",
             "--set",

@@ -1,12 +1,16 @@
 //! Export outcomes and the retry policy every AWS exporter shares: full-jitter exponential
 //! backoff, bounded in time, honouring a server's retry hint.
 
+use std::future::Future;
 use std::time::Duration;
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::telemetry::DropReason;
 
 /// Error codes AWS uses for throttling (aws-runtime's `THROTTLING_ERRORS` plus X-Ray's own).
 const THROTTLING_CODES: &[&str] = &[
@@ -154,6 +158,43 @@ impl Backoff {
 
     pub fn attempts(&self) -> u32 {
         self.attempt
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails permanently, or the backoff's time budget is spent;
+/// the error says which drop reason the request's spans are counted under.
+pub async fn deliver<T, F, Fut>(
+    backoff: &mut Backoff,
+    exporter: &'static str,
+    spans: u64,
+    mut attempt: F,
+) -> Result<T, DropReason>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ExportError>>,
+{
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(ExportError::Retryable {
+                reason,
+                message,
+                after,
+            }) => match backoff.next_delay(after) {
+                Some(delay) => {
+                    debug!(exporter, reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "Export failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    warn!(exporter, reason, spans, error = %message, "Export kept failing; retry budget spent, dropping the request.");
+                    return Err(DropReason::RetryExhausted);
+                }
+            },
+            Err(ExportError::Permanent { code, message }) => {
+                warn!(exporter, code = %code, spans, error = %message, "Destination refused the request; dropping it.");
+                return Err(DropReason::PermanentError);
+            }
+        }
     }
 }
 

@@ -1,7 +1,9 @@
 //! The pipeline between receivers and exporters: admission (hot path) and the dispatcher (behind the queue).
 
 pub mod queue;
+pub mod sampler;
 pub mod span_metrics;
+pub mod xray_rules;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use crate::model::Protocol;
 use crate::receivers::decode::Decoded;
 use crate::telemetry::{DropReason, Metrics, RequestOutcome};
 pub use queue::{PushError, Queue};
+pub use sampler::Sampler;
 pub use span_metrics::SpanMetrics;
 
 /// How long clients are told to wait after a refusal (RetryInfo / Retry-After).
@@ -117,10 +120,23 @@ impl InFlight {
 /// Moves batches from the queue to every exporter until the queue is closed and empty.
 pub async fn run_dispatcher(
     queue: Arc<Queue>,
+    mut sampler: Sampler,
     mut exporters: Vec<Exporter>,
     metrics: Arc<Metrics>,
     in_flight: Arc<InFlight>,
 ) {
+    async fn deliver(
+        exporters: &mut [Exporter],
+        batches: Vec<crate::model::Batch>,
+        metrics: &Metrics,
+        now: Instant,
+    ) {
+        for batch in &batches {
+            for e in exporters.iter_mut() {
+                e.export(batch, metrics, now).await;
+            }
+        }
+    }
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -129,19 +145,24 @@ pub async fn run_dispatcher(
                 let Some(batch) = batch else { break };
                 in_flight.0.store(batch.spans.len() as u64, Ordering::Relaxed);
                 let now = Instant::now();
-                for e in &mut exporters {
-                    e.export(&batch, &metrics, now).await;
-                }
+                let kept = sampler.admit(batch, now);
+                deliver(&mut exporters, kept, &metrics, now).await;
                 in_flight.0.store(0, Ordering::Relaxed);
             }
             _ = tick.tick() => {
                 let now = Instant::now();
+                let kept = sampler.tick(now);
+                deliver(&mut exporters, kept, &metrics, now).await;
                 for e in &mut exporters {
                     e.tick(now).await;
                 }
             }
         }
     }
+    // Draining: traces still held are decided with what arrived.
+    let now = Instant::now();
+    let kept = sampler.flush_all();
+    deliver(&mut exporters, kept, &metrics, now).await;
     for e in &mut exporters {
         e.shutdown().await;
     }

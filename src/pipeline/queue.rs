@@ -154,6 +154,7 @@ mod tests {
             end_unix_nano: 0,
             status_code: 0,
             name: 0..0,
+            trace_state: 0..0,
             bytes: 0..0,
             resource: 0,
             scope: 0,

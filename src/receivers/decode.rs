@@ -584,6 +584,7 @@ impl Walk<'_> {
             end_unix_nano: 0,
             status_code: 0,
             name: 0..0,
+            trace_state: 0..0,
             bytes: to_u32(range.clone()),
             resource,
             scope,
@@ -609,6 +610,8 @@ impl Walk<'_> {
                     check_utf8(buf, &s, NAME, field)?;
                     if field == 5 {
                         info.name = to_u32(s);
+                    } else {
+                        info.trace_state = to_u32(s);
                     }
                 }
                 6 => {

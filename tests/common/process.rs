@@ -144,6 +144,8 @@ fn repo_root() -> PathBuf {
 /// The URL of a moto server (the AWS emulator from PyPI): `SIDETRACE_TEST_MOTO` when the test
 /// script started one, else one started here from `.venv` (created by `./scripts/test`). It is
 /// stopped by a watcher when this test process exits.
+// The watcher shell outlives nothing it should: it exits right after this process does.
+#[allow(clippy::zombie_processes)]
 pub fn moto() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {

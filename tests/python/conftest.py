@@ -83,7 +83,7 @@ def agent():
 
 @pytest.fixture
 def xray_agent(moto_url):
-    a = start_agent(["--set", "xray.idle_flush=200ms"], {
+    a = start_agent(["--sampling-ratio", "1", "--set", "xray.idle_flush=200ms"], {
         "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
         "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
     })

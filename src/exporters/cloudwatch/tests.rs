@@ -118,16 +118,17 @@ fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
     form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
-/// The datums of one request: (metric, dimensions, values, counts, single value).
-fn datums_of(
-    form: &[(String, String)],
-) -> Vec<(
+/// One datum as received: (metric, dimensions, values, counts, single value).
+type Received = (
     String,
     Vec<(String, String)>,
     Vec<f64>,
     Vec<f64>,
     Option<f64>,
-)> {
+);
+
+/// The datums of one request.
+fn datums_of(form: &[(String, String)]) -> Vec<Received> {
     let mut out = Vec::new();
     for n in 1.. {
         let p = format!("MetricData.member.{n}.");

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::exporters::ExporterKind;
-use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
+use crate::exporters::retry::{self, Backoff, RetryPolicy};
 use crate::model::{Batch, hex};
 use crate::telemetry::{DropReason, Metrics};
 pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
@@ -172,47 +172,31 @@ impl Sender {
     async fn send(mut self, docs: Vec<PendingDoc>) {
         let spans = docs.iter().filter(|d| d.span_id.is_some()).count() as u64;
         let jsons: Vec<String> = docs.iter().map(|d| d.json.clone()).collect();
+        let client = &self.client;
+        let result = retry::deliver(&mut self.backoff, "xray", spans, || {
+            client.put(jsons.clone())
+        })
+        .await;
         let m = &self.metrics;
-        loop {
-            match self.client.put(jsons.clone()).await {
-                Ok(unprocessed) => {
-                    let mut rejected = 0;
-                    for u in &unprocessed {
-                        // Only documents that stand for a span count; X-Ray does not take them again.
-                        if docs
-                            .iter()
-                            .any(|d| d.span_id.as_deref() == Some(u.id.as_str()))
-                        {
-                            rejected += 1;
-                            m.spans_rejected_by(KIND, &u.error_code, 1);
-                        }
-                        warn!(exporter = "xray", id = %u.id, code = %u.error_code, message = %u.message, "X-Ray rejected a segment document.");
-                    }
-                    m.spans_exported(KIND, spans - rejected);
-                    break;
-                }
-                Err(ExportError::Retryable {
-                    reason,
-                    message,
-                    after,
-                }) => match self.backoff.next_delay(after) {
-                    Some(delay) => {
-                        debug!(exporter = "xray", reason, attempt = self.backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "PutTraceSegments failed; retrying.");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        warn!(exporter = "xray", reason, spans, error = %message, "PutTraceSegments kept failing; retry budget spent, dropping the batch.");
-                        m.spans_dropped(KIND, DropReason::RetryExhausted, spans);
-                        break;
-                    }
-                },
-                Err(ExportError::Permanent { code, message }) => {
-                    warn!(exporter = "xray", code = %code, spans, error = %message, "PutTraceSegments refused the batch; dropping it.");
-                    m.spans_dropped(KIND, DropReason::PermanentError, spans);
-                    break;
-                }
-            }
-        }
+        // Pending first, so "sent" never runs ahead of what is still held.
         m.exporter_pending_add(KIND, -(spans as i64));
+        match result {
+            Ok(unprocessed) => {
+                let mut rejected = 0;
+                for u in &unprocessed {
+                    // Only documents that stand for a span count; X-Ray does not take them again.
+                    if docs
+                        .iter()
+                        .any(|d| d.span_id.as_deref() == Some(u.id.as_str()))
+                    {
+                        rejected += 1;
+                        m.spans_rejected_by(KIND, &u.error_code, 1);
+                    }
+                    warn!(exporter = "xray", id = %u.id, code = %u.error_code, message = %u.message, "X-Ray rejected a segment document.");
+                }
+                m.spans_exported(KIND, spans - rejected);
+            }
+            Err(reason) => m.spans_dropped(KIND, reason, spans),
+        }
     }
 }

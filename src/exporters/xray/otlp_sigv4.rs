@@ -19,13 +19,12 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tracing::{debug, warn};
 
 use crate::exporters::ExporterKind;
-use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
+use crate::exporters::retry::{self, Backoff, ExportError, RetryPolicy};
 use crate::model::Batch;
 use crate::proto::ExportTraceServiceResponse;
-use crate::telemetry::{DropReason, Metrics};
+use crate::telemetry::Metrics;
 
 /// Endpoint limits (docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-OTLPEndpoint.html).
 pub const MAX_SPANS_PER_REQUEST: usize = 10_000;
@@ -244,7 +243,7 @@ impl OtlpSigv4Exporter {
             credentials: self.credentials.clone(),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
-            backoff: Backoff::new(self.settings.retry.clone(), self.seed),
+            seed: self.seed,
         };
         tokio::spawn(async move {
             call.send(Bytes::from(pending.body), pending.spans as u64)
@@ -267,43 +266,25 @@ struct Call {
     credentials: SharedCredentialsProvider,
     settings: OtlpSettings,
     metrics: Arc<Metrics>,
-    backoff: Backoff,
+    seed: u64,
 }
 
 impl Call {
-    async fn send(mut self, body: Bytes, spans: u64) {
-        let m = self.metrics.clone();
-        loop {
-            match self.attempt(body.clone()).await {
-                Ok(rejected) => {
-                    let rejected = rejected.min(spans);
-                    m.spans_rejected_by(KIND, "otlp_partial_success", rejected);
-                    m.spans_exported(KIND, spans - rejected);
-                    break;
-                }
-                Err(ExportError::Retryable {
-                    reason,
-                    message,
-                    after,
-                }) => match self.backoff.next_delay(after) {
-                    Some(d) => {
-                        debug!(exporter = "xray", mode = "otlp", reason, delay_ms = d.as_millis() as u64, error = %message, "OTLP export failed; retrying.");
-                        tokio::time::sleep(d).await;
-                    }
-                    None => {
-                        warn!(exporter = "xray", mode = "otlp", reason, spans, error = %message, "OTLP export kept failing; retry budget spent, dropping the request.");
-                        m.spans_dropped(KIND, DropReason::RetryExhausted, spans);
-                        break;
-                    }
-                },
-                Err(ExportError::Permanent { code, message }) => {
-                    warn!(exporter = "xray", mode = "otlp", code = %code, spans, error = %message, "OTLP endpoint refused the request; dropping it.");
-                    m.spans_dropped(KIND, DropReason::PermanentError, spans);
-                    break;
-                }
-            }
-        }
+    async fn send(self, body: Bytes, spans: u64) {
+        let this = &self;
+        let mut backoff = Backoff::new(self.settings.retry.clone(), self.seed);
+        let result =
+            retry::deliver(&mut backoff, "xray", spans, || this.attempt(body.clone())).await;
+        let m = &self.metrics;
         m.exporter_pending_add(KIND, -(spans as i64));
+        match result {
+            Ok(rejected) => {
+                let rejected = rejected.min(spans);
+                m.spans_rejected_by(KIND, "otlp_partial_success", rejected);
+                m.spans_exported(KIND, spans - rejected);
+            }
+            Err(reason) => m.spans_dropped(KIND, reason, spans),
+        }
     }
 
     /// One signed POST; `Ok` carries the partial-success rejected count.
@@ -422,6 +403,7 @@ mod tests {
     use crate::model::Protocol;
     use crate::proto::ExportTraceServiceRequest;
     use crate::receivers::decode::decode_request;
+    use crate::telemetry::DropReason;
     use crate::workload::{Rng, Shape, request};
 
     #[test]

@@ -97,6 +97,7 @@ impl Check {
         });
     }
 
+    /// A segment or subsegment object; `top` is false for embedded subsegments, which may omit `trace_id`.
     fn segment(&mut self, path: &str, s: &Map<String, Value>, top: bool) {
         match s.get("name") {
             Some(Value::String(name)) => {
@@ -158,11 +159,10 @@ impl Check {
         self.hex_field(path, s, "parent_id", false);
         match s.get("type") {
             None => {}
-            Some(Value::String(t)) if t == "subsegment" => {
-                if top && !s.contains_key("parent_id") {
-                    self.fail(path, "an independent subsegment needs parent_id");
-                }
+            Some(Value::String(t)) if t == "subsegment" && top && !s.contains_key("parent_id") => {
+                self.fail(path, "an independent subsegment needs parent_id");
             }
+            Some(Value::String(t)) if t == "subsegment" => {}
             Some(_) => self.fail(&format!("{path}.type"), "must be \"subsegment\""),
         }
         match s.get("namespace") {
@@ -291,6 +291,7 @@ impl Check {
         }
     }
 
+    /// An ID field: 16 hex digits.
     fn hex_field(&mut self, path: &str, s: &Map<String, Value>, key: &str, required: bool) {
         match s.get(key) {
             Some(Value::String(id)) if is_hex(id, 16) => {}
@@ -300,6 +301,7 @@ impl Check {
         }
     }
 
+    /// An optional member that must be an object, returned when it is.
     fn object<'v>(
         &mut self,
         path: &str,
@@ -316,6 +318,7 @@ impl Check {
         }
     }
 
+    /// Optional members that must be strings.
     fn strings(&mut self, path: &str, s: &Map<String, Value>, keys: &[&str]) {
         for key in keys {
             if s.get(*key).is_some_and(|v| !v.is_string()) {
@@ -324,6 +327,7 @@ impl Check {
         }
     }
 
+    /// `http.request` strings and flags, `http.response` integers.
     fn http(&mut self, path: &str, http: &Map<String, Value>) {
         if let Some(req) = self.object(path, http, "request") {
             let p = format!("{path}.request");
@@ -348,6 +352,7 @@ impl Check {
         }
     }
 
+    /// `aws`: the call's string fields, table names, the per-platform objects and log groups.
     fn aws(&mut self, path: &str, aws: &Map<String, Value>) {
         self.strings(
             path,
@@ -388,6 +393,7 @@ impl Check {
         }
     }
 
+    /// `cause` as an object: exceptions with unique 16-hex IDs, optional chained `cause` IDs and frames.
     fn cause(&mut self, path: &str, cause: &Map<String, Value>) {
         self.strings(path, cause, &["working_directory"]);
         let Some(list) = cause.get("exceptions") else {
@@ -441,6 +447,7 @@ impl Check {
         }
     }
 
+    /// `annotations`: at most 50, keys of letters, digits, `_` and `.`, scalar values.
     fn annotations(&mut self, path: &str, annotations: &Map<String, Value>) {
         if annotations.len() > MAX_ANNOTATIONS {
             self.fail(

@@ -90,6 +90,8 @@ fn split_type_message(text: &str) -> (&str, &str) {
     }
 }
 
+/// Java (and PHP): a header line, `\tat pkg.Class.method(File.java:42)` frames, and
+/// `Caused by: Type: message` sections that start chained exceptions.
 fn java<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     let mut cur = top;
     // The first line repeats the top-level type and message.
@@ -118,6 +120,7 @@ fn java<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
+/// One `\tat label(path:line)` frame, without its class-loader or module prefix.
 fn java_frame(line: &str) -> Option<Frame<'_>> {
     let body = line.strip_prefix("\tat ")?.strip_suffix(')')?;
     let open = body.find('(')?;
@@ -137,6 +140,8 @@ fn java_frame(line: &str) -> Option<Frame<'_>> {
 const PY_DURING: &str = "During handling of the above exception, another exception occurred:";
 const PY_DIRECT: &str = "The above exception was the direct cause of the following exception:";
 
+/// Python tracebacks: `  File "path", line N, in label` frames, innermost last, and earlier
+/// exceptions before a "During handling…" or "The above exception…" marker.
 fn python<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     // Tracebacks print the innermost frame last, and chained exceptions come first: read upwards.
     let lines: Vec<&'a str> = trace.split('\n').collect();
@@ -178,6 +183,7 @@ fn python<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
+/// One `  File "path", line N, in label` frame.
 fn python_frame(line: &str) -> Option<Frame<'_>> {
     let rest = line.strip_prefix("  File \"")?;
     let (path, rest) = rest.split_once("\", line ")?;
@@ -192,7 +198,8 @@ fn python_frame(line: &str) -> Option<Frame<'_>> {
     })
 }
 
-fn javascript<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
+/// Node.js: `    at label (file:line:column)` or `    at file:line:column` frames.
+fn javascript<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
     for line in trace.lines().skip(1) {
         let Some(body) = line.strip_prefix("    at ") else {
             continue;
@@ -223,7 +230,8 @@ fn javascript<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
-fn dotnet<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
+/// `.NET`: `   at Label(args) in path:line N` frames, or `at Label()` without a location.
+fn dotnet<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
     for line in trace.lines().skip(1) {
         let Some(body) = line.trim().strip_prefix("at ") else {
             continue;
@@ -251,12 +259,9 @@ fn dotnet<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
     }
 }
 
-fn go<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
-    let mut lines = trace
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty() && !(l.starts_with("goroutine ") && l.ends_with(':')))
-        .peekable();
+/// Go (`runtime/debug.Stack`): a function line followed by a tab-indented `path:line +0x…` line.
+fn go<'a>(trace: &'a str, out: &mut [Exception<'a>], top: usize) {
+    let mut lines = trace.lines().skip(1).filter(|l| !is_go_noise(l)).peekable();
     while let Some(label) = lines.next() {
         if label.starts_with('\t') {
             continue; // a location without its function line
@@ -277,6 +282,11 @@ fn go<'a>(trace: &'a str, out: &mut Vec<Exception<'a>>, top: usize) {
             label,
         });
     }
+}
+
+/// Blank lines and goroutine headers ("goroutine 7 [running]:") carry no frame.
+fn is_go_noise(line: &str) -> bool {
+    line.trim().is_empty() || (line.starts_with("goroutine ") && line.ends_with(':'))
 }
 
 #[cfg(test)]

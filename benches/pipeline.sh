@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Whole-pipeline benchmark: the release binary under `sidetrace loadgen`, agent and load
+# generator pinned to different cores. Prints one table row per configuration and run.
+#
+#   benches/pipeline.sh              # all configurations, RUNS=3 each
+#   RUNS=1 DURATION=5s benches/pipeline.sh b
+#
+# Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray;
+# c = X-Ray export of 100% of spans. AWS is a local fake endpoint (examples/fake_xray.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-10s}
+STREAMS=${STREAMS:-4}
+SPANS=${SPANS:-512}
+AGENT_CPU=${AGENT_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+CONFIGS=${*:-a b c}
+
+cargo build --release --quiet --bin sidetrace --example fake_xray
+BIN=target/release/sidetrace
+FAKE=target/release/examples/fake_xray
+GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566
+
+taskset -c "$LOAD_CPU" "$FAKE" "$AWS" 2>/dev/null &
+FAKE_PID=$!
+trap 'kill $FAKE_PID 2>/dev/null; [ -n "${AGENT_PID:-}" ] && kill $AGENT_PID 2>/dev/null; true' EXIT
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+
+start_agent() {
+  local cfg=$1
+  local env=(env -u AWS_REGION -u AWS_DEFAULT_REGION)
+  local args=(--otlp-grpc-addr "$GRPC" --otlp-http-addr "$HTTP" --admin-addr "$ADMIN")
+  case $cfg in
+    a) args+=(--exporters local) ;;
+    b) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
+       args+=(--sampling-ratio 0.01) ;;
+    c) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
+       args+=(--sampling-ratio 1) ;;
+  esac
+  local t0; t0=$(date +%s%N)
+  "${env[@]}" taskset -c "$AGENT_CPU" "$BIN" "${args[@]}" >/dev/null 2>/tmp/sidetrace-bench-agent.log &
+  AGENT_PID=$!
+  until curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; do :; done
+  READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+
+printf '%-3s %-4s %12s %14s %9s %9s %9s %9s %9s\n' cfg run "spans/s" "spans/cpu-s" ready_ms idle_MB peak_MB p99_ms fails
+for cfg in $CONFIGS; do
+  for run in $(seq 1 "$RUNS"); do
+    start_agent "$cfg"
+    sleep 1
+    IDLE_KB=$(status_kb "$AGENT_PID" VmRSS)
+    c0=$(cpu_ticks "$AGENT_PID")
+    OUT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" | tail -1)
+    c1=$(cpu_ticks "$AGENT_PID")
+    PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
+    python3 - "$cfg" "$run" "$OUT" "$(( c1 - c0 ))" "$(getconf CLK_TCK)" "$READY_MS" "$IDLE_KB" "$PEAK_KB" <<'PY'
+import json, sys
+cfg, run, out, ticks, hz, ready, idle, peak = sys.argv[1:]
+r = json.loads(out)
+cpu = int(ticks) / int(hz)
+per_cpu = r["spans_ok"] / cpu if cpu else 0
+print(f'{cfg:<3} {run:<4} {r["spans_per_sec"]:12.0f} {per_cpu:14.0f} {int(ready):9d} {int(idle)/1024:9.1f} {int(peak)/1024:9.1f} {r["latency_p99_ms"]:9.2f} {sum(r["failures"].values()):9d}')
+PY
+    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+  done
+done
+
+# Request latency at half the saturation rate (open loop), configuration b.
+if [[ " $CONFIGS " == *" b "* ]]; then
+  start_agent b
+  sleep 1
+  SAT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 5s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+  HALF=$(( SAT / 2 ))
+  OUT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" | tail -1)
+  echo "open loop at 50% of saturation ($HALF of $SAT spans/s), config b: $OUT"
+  kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+fi
+curl -s "http://$AWS/stats" || true

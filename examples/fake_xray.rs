@@ -1,0 +1,62 @@
+//! A minimal, fast stand-in for the X-Ray API for pipeline benchmarks (moto is too slow to be
+//! the bottleneck-free endpoint a throughput run needs): accepts PutTraceSegments and counts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::routing::{get, post};
+
+#[derive(Default)]
+struct Counts {
+    calls: AtomicU64,
+    documents: AtomicU64,
+}
+
+async fn put(
+    State(c): State<Arc<Counts>>,
+    body: Bytes,
+) -> ([(&'static str, &'static str); 1], &'static str) {
+    c.calls.fetch_add(1, Ordering::Relaxed);
+    // Counting the documents without parsing: each one is a JSON string in the array.
+    let docs = body
+        .windows(8)
+        .filter(|w| w == b"\"{\\\"name" || w == b"\"{\\\"trac" || w == b"\"{\\\"id\\\"")
+        .count()
+        .max(1);
+    c.documents.fetch_add(docs as u64, Ordering::Relaxed);
+    (
+        [("content-type", "application/json")],
+        r#"{"UnprocessedTraceSegments":[]}"#,
+    )
+}
+
+async fn stats(State(c): State<Arc<Counts>>) -> String {
+    format!(
+        "{{\"calls\":{},\"documents\":{}}}\n",
+        c.calls.load(Ordering::Relaxed),
+        c.documents.load(Ordering::Relaxed)
+    )
+}
+
+fn main() {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:4566".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let counts = Arc::new(Counts::default());
+        let app = Router::new()
+            .route("/TraceSegments", post(put))
+            .route("/stats", get(stats))
+            .with_state(counts);
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
+        eprintln!("fake X-Ray on {addr}");
+        axum::serve(listener, app).await.expect("serve");
+    });
+}

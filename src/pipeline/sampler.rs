@@ -1,0 +1,918 @@
+//! Per-trace sampling, right behind the queue: a consistent trace-ID ratio or X-Ray rules decide
+//! at the head; traces with an error or a slow entry span are kept anyway, which needs a short,
+//! bounded hold. Each trace is decided once; later spans follow the cached decision.
+//!
+//! Why behind the queue and not on the request task: deciding needs whole-trace state (held
+//! spans, open traces, decisions) that one task can own without any lock; the hot path stays
+//! decode → span metrics → push, and the queue's byte budget still bounds everything upstream.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::model::{Batch, ResourceInfo, ScopeInfo, SpanInfo, TraceId};
+use crate::pipeline::xray_rules::{RequestAttrs, Rules};
+use crate::proto::{Resource, Span, any_value};
+
+/// Hold after the entry span arrives, waiting for stragglers (default) and its cap.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+pub const MAX_GRACE: Duration = Duration::from_secs(30);
+/// Traces whose entry span never arrives are decided this long after their first span.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_OPEN_TRACES: usize = 100_000;
+pub const DEFAULT_MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
+pub const DEFAULT_DECISION_CACHE: usize = 200_000;
+/// Bookkeeping counted per open trace on top of its spans' bytes.
+const OPEN_TRACE_OVERHEAD_BYTES: usize = 160;
+/// OpenTelemetry consistent probability sampling: 56 bits of randomness.
+const RANDOM_BITS: u32 = 56;
+const MAX_THRESHOLD: u64 = 1 << RANDOM_BITS;
+
+/// Who decides at the head of a trace.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// Keep everything (local mode).
+    All,
+    /// Consistent probability: keep when the trace ID's random bits clear the threshold.
+    Ratio(f64),
+    /// X-Ray centralised rules, applied to the trace's entry span.
+    Rules(Arc<Mutex<Rules>>),
+}
+
+/// Latency thresholds that make a trace "slow" (kept whatever the head said).
+#[derive(Debug, Clone, Default)]
+pub struct SlowThresholds {
+    pub default: Option<Duration>,
+    pub by_service: HashMap<String, Duration>,
+    /// Keyed by (service, operation = entry span name).
+    pub by_operation: HashMap<(String, String), Duration>,
+}
+
+impl SlowThresholds {
+    pub fn is_set(&self) -> bool {
+        self.default.is_some() || !self.by_service.is_empty() || !self.by_operation.is_empty()
+    }
+
+    fn threshold(&self, service: &str, operation: &str) -> Option<Duration> {
+        if self.by_operation.is_empty() && self.by_service.is_empty() {
+            return self.default;
+        }
+        self.by_operation
+            .get(&(service.to_owned(), operation.to_owned()))
+            .or_else(|| self.by_service.get(service))
+            .copied()
+            .or(self.default)
+    }
+}
+
+/// The sampling settings.
+#[derive(Debug, Clone)]
+pub struct SamplingConfig {
+    pub head: Head,
+    pub keep_errors: bool,
+    pub slow: SlowThresholds,
+    pub grace: Duration,
+    pub max_wait: Duration,
+    pub max_open_traces: usize,
+    pub max_held_bytes: usize,
+    pub decision_cache: usize,
+    /// Most traces kept per second per service (a safety valve); `None` = unlimited.
+    pub rate_limit: Option<f64>,
+}
+
+impl SamplingConfig {
+    pub fn keep_all() -> Self {
+        SamplingConfig {
+            head: Head::All,
+            keep_errors: true,
+            slow: SlowThresholds::default(),
+            grace: DEFAULT_GRACE,
+            max_wait: DEFAULT_MAX_WAIT,
+            max_open_traces: DEFAULT_MAX_OPEN_TRACES,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            decision_cache: DEFAULT_DECISION_CACHE,
+            rate_limit: None,
+        }
+    }
+
+    fn tail(&self) -> bool {
+        self.keep_errors || self.slow.is_set()
+    }
+}
+
+/// Which policy made a decision (a bounded metric label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    All,
+    Ratio,
+    Rules,
+    Error,
+    Slow,
+    RateLimit,
+}
+
+impl Policy {
+    pub const ALL: [Policy; 6] = [
+        Policy::All,
+        Policy::Ratio,
+        Policy::Rules,
+        Policy::Error,
+        Policy::Slow,
+        Policy::RateLimit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Policy::All => "all",
+            Policy::Ratio => "ratio",
+            Policy::Rules => "rules",
+            Policy::Error => "error",
+            Policy::Slow => "slow",
+            Policy::RateLimit => "rate_limit",
+        }
+    }
+}
+
+/// A trace's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    pub keep: bool,
+    pub policy: Policy,
+}
+
+/// Consistent-probability threshold for a ratio: keep iff randomness ≥ threshold.
+pub fn threshold(ratio: f64) -> u64 {
+    let p = ratio.clamp(0.0, 1.0);
+    ((1.0 - p) * MAX_THRESHOLD as f64).round() as u64
+}
+
+/// The trace's 56 bits of randomness: the low 7 bytes of the W3C trace ID (random in both W3C
+/// and X-Ray IDs), unless `tracestate` carries an explicit `ot=rv:`.
+pub fn randomness(trace_id: &TraceId, trace_state: &str) -> u64 {
+    if let Some(rv) = ot_field(trace_state, "rv").and_then(|v| parse_hex56(v, false)) {
+        return rv;
+    }
+    let mut b = [0u8; 8];
+    b[1..].copy_from_slice(&trace_id[9..]);
+    u64::from_be_bytes(b)
+}
+
+/// An incoming `ot=th:` threshold (hex, trailing zeros dropped) from W3C tracestate.
+pub fn incoming_threshold(trace_state: &str) -> Option<u64> {
+    ot_field(trace_state, "th").and_then(|v| parse_hex56(v, true))
+}
+
+fn ot_field<'a>(trace_state: &'a str, key: &str) -> Option<&'a str> {
+    let ot = trace_state
+        .split(',')
+        .find_map(|e| e.trim().strip_prefix("ot="))?;
+    ot.split(';')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':'))
+}
+
+/// 1–14 hex digits; thresholds are right-padded with zeros to 14 digits (OTel tracestate spec).
+fn parse_hex56(v: &str, pad: bool) -> Option<u64> {
+    if v.is_empty() || v.len() > 14 || (!pad && v.len() != 14) {
+        return None;
+    }
+    let n = u64::from_str_radix(v, 16).ok()?;
+    Some(n << (4 * (14 - v.len())))
+}
+
+/// The consistent ratio decision, honouring a stricter incoming threshold.
+pub fn ratio_keeps(trace_id: &TraceId, trace_state: &str, ratio_threshold: u64) -> bool {
+    let t = incoming_threshold(trace_state).map_or(ratio_threshold, |th| th.max(ratio_threshold));
+    t < MAX_THRESHOLD && randomness(trace_id, trace_state) >= t
+}
+
+/// Counters the sampler keeps; read by `/metrics`.
+#[derive(Debug, Default)]
+pub struct SamplingStats {
+    /// [kept, dropped] × policy, for traces and for spans.
+    traces: [[std::sync::atomic::AtomicU64; 6]; 2],
+    spans: [[std::sync::atomic::AtomicU64; 6]; 2],
+    /// Traces decided before their grace period ended because of the open-trace or byte caps.
+    pub early: std::sync::atomic::AtomicU64,
+    pub open_traces: std::sync::atomic::AtomicU64,
+    pub held_bytes: std::sync::atomic::AtomicU64,
+    /// Per service (capped): (kept traces, all traces).
+    per_service: Mutex<HashMap<String, (u64, u64)>>,
+}
+
+/// Services tracked for the effective-ratio gauge before the rest count as `other`.
+pub const MAX_SERVICES_TRACKED: usize = 200;
+
+impl SamplingStats {
+    fn record(&self, v: Verdict, spans: u64, service: &str, new_trace: bool) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = usize::from(!v.keep);
+        self.spans[d][v.policy as usize].fetch_add(spans, Relaxed);
+        if new_trace {
+            self.traces[d][v.policy as usize].fetch_add(1, Relaxed);
+            let mut m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
+            let key = if m.len() < MAX_SERVICES_TRACKED || m.contains_key(service) {
+                service
+            } else {
+                "other"
+            };
+            let e = m.entry(key.to_owned()).or_default();
+            e.0 += u64::from(v.keep);
+            e.1 += 1;
+        }
+    }
+
+    pub fn traces(&self, keep: bool, policy: Policy) -> u64 {
+        self.traces[usize::from(!keep)][policy as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn spans(&self, keep: bool, policy: Policy) -> u64 {
+        self.spans[usize::from(!keep)][policy as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Prometheus text for the sampling counters.
+    pub fn render(&self, o: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        for (name, what, c) in [
+            (
+                "sidetrace_sampling_traces_total",
+                "Traces decided, by decision and policy.",
+                &self.traces,
+            ),
+            (
+                "sidetrace_sampling_spans_total",
+                "Spans kept or dropped by sampling, by decision and policy.",
+                &self.spans,
+            ),
+        ] {
+            let _ = writeln!(o, "# HELP {name} {what}\n# TYPE {name} counter");
+            for (d, decision) in ["kept", "dropped"].iter().enumerate() {
+                for p in Policy::ALL {
+                    let _ = writeln!(
+                        o,
+                        "{name}{{decision=\"{decision}\",policy=\"{}\"}} {}",
+                        p.label(),
+                        c[d][p as usize].load(Relaxed)
+                    );
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_early_decisions_total Traces decided before their grace period ended, to stay within the hold caps.\n# TYPE sidetrace_sampling_early_decisions_total counter\nsidetrace_sampling_early_decisions_total {}",
+            self.early.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_open_traces Traces held awaiting a decision.\n# TYPE sidetrace_sampling_open_traces gauge\nsidetrace_sampling_open_traces {}",
+            self.open_traces.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_held_bytes Bytes held for undecided traces.\n# TYPE sidetrace_sampling_held_bytes gauge\nsidetrace_sampling_held_bytes {}",
+            self.held_bytes.load(Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP sidetrace_sampling_effective_ratio Kept traces / all traces, per service.\n# TYPE sidetrace_sampling_effective_ratio gauge"
+        );
+        let m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
+        let mut services: Vec<_> = m.iter().collect();
+        services.sort();
+        for (s, (kept, all)) in services {
+            let esc = s
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            let _ = writeln!(
+                o,
+                "sidetrace_sampling_effective_ratio{{service=\"{esc}\"}} {}",
+                *kept as f64 / (*all).max(1) as f64
+            );
+        }
+    }
+}
+
+/// A resource and scope copied out of a request, shared by the held spans that came with them.
+#[derive(Debug)]
+struct Origin {
+    resource: Bytes,
+    scope: Bytes,
+    /// `service.name` relative to `resource`.
+    service: Range<u32>,
+}
+
+#[derive(Debug)]
+struct Held {
+    /// Ranges relative to the trace's own `buf`.
+    info: SpanInfo,
+    origin: u32,
+}
+
+#[derive(Debug)]
+struct Open {
+    buf: Vec<u8>,
+    spans: Vec<Held>,
+    origins: Vec<Arc<Origin>>,
+    bytes: usize,
+    error: bool,
+    slow: bool,
+    head: Option<Verdict>,
+    entry_seen: bool,
+    due: Option<Instant>,
+    service: String,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The sampling stage. Owned by the dispatcher task: no locks on its state.
+#[derive(Debug)]
+pub struct Sampler {
+    cfg: SamplingConfig,
+    ratio_threshold: u64,
+    open: HashMap<TraceId, Open>,
+    /// First-seen order of open traces (stale IDs are skipped when popped).
+    order: VecDeque<(Instant, TraceId)>,
+    /// Traces whose entry span arrived, by when their grace period ends.
+    due: VecDeque<(Instant, TraceId)>,
+    decided: HashMap<TraceId, Verdict>,
+    decided_order: VecDeque<TraceId>,
+    held_bytes: usize,
+    buckets: HashMap<String, Bucket>,
+    pub stats: Arc<SamplingStats>,
+}
+
+fn is_entry(s: &SpanInfo) -> bool {
+    // SERVER and CONSUMER spans start work in this service; a parentless span is a local root.
+    s.kind == 2 || s.kind == 5 || !s.has_parent()
+}
+
+impl Sampler {
+    pub fn new(cfg: SamplingConfig, stats: Arc<SamplingStats>) -> Self {
+        let ratio_threshold = match cfg.head {
+            Head::Ratio(r) => threshold(r),
+            _ => 0,
+        };
+        Sampler {
+            cfg,
+            ratio_threshold,
+            open: HashMap::new(),
+            order: VecDeque::new(),
+            due: VecDeque::new(),
+            decided: HashMap::new(),
+            decided_order: VecDeque::new(),
+            held_bytes: 0,
+            buckets: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Whether the stage does anything (keep-all without a rate limit is a pass-through).
+    pub fn is_pass_through(&self) -> bool {
+        matches!(self.cfg.head, Head::All) && self.cfg.rate_limit.is_none()
+    }
+
+    /// Takes one batch off the queue and returns what is kept now: the batch filtered in place
+    /// (sharing its buffer) and, when held traces were decided, one batch rebuilt from them.
+    pub fn admit(&mut self, batch: Batch, now: Instant) -> Vec<Batch> {
+        if self.is_pass_through() {
+            let mut by_trace: Vec<(&TraceId, &SpanInfo)> =
+                batch.spans.iter().map(|s| (&s.trace_id, s)).collect();
+            by_trace.dedup_by_key(|(t, _)| **t);
+            for (_, s) in &by_trace {
+                self.stats.record(
+                    Verdict {
+                        keep: true,
+                        policy: Policy::All,
+                    },
+                    0,
+                    batch.service_name(s),
+                    true,
+                );
+            }
+            self.stats.spans[0][Policy::All as usize].fetch_add(
+                batch.spans.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            return vec![batch];
+        }
+        let mut keep: Vec<SpanInfo> = Vec::with_capacity(batch.spans.len());
+        let mut released: Vec<Open> = Vec::new();
+        let mut origins: Vec<Option<Arc<Origin>>> = vec![None; batch.scopes.len().max(1)];
+        let mut i = 0;
+        while i < batch.spans.len() {
+            let tid = batch.spans[i].trace_id;
+            let mut j = i + 1;
+            while j < batch.spans.len() && batch.spans[j].trace_id == tid {
+                j += 1;
+            }
+            self.run(&batch, i..j, now, &mut keep, &mut released, &mut origins);
+            i = j;
+        }
+        self.relieve_pressure(&mut released);
+        self.publish_gauges();
+        let mut out = Vec::with_capacity(2);
+        if !keep.is_empty() {
+            out.push(Batch {
+                spans: keep,
+                ..batch
+            });
+        }
+        if let Some(b) = rebuild(released) {
+            out.push(b);
+        }
+        out
+    }
+
+    /// One run of consecutive spans of the same trace.
+    fn run(
+        &mut self,
+        batch: &Batch,
+        run: Range<usize>,
+        now: Instant,
+        keep: &mut Vec<SpanInfo>,
+        released: &mut Vec<Open>,
+        origins: &mut [Option<Arc<Origin>>],
+    ) {
+        let spans = &batch.spans[run];
+        let tid = spans[0].trace_id;
+        let service = batch.service_name(&spans[0]);
+        if let Some(v) = self.decided.get(&tid).copied() {
+            if v.keep {
+                keep.extend_from_slice(spans);
+            }
+            self.stats.record(v, spans.len() as u64, service, false);
+            return;
+        }
+        let new = !self.open.contains_key(&tid);
+        if new {
+            self.order.push_back((now, tid));
+        }
+        let open = self.open.entry(tid).or_insert_with(|| Open {
+            buf: Vec::new(),
+            spans: Vec::new(),
+            origins: Vec::new(),
+            bytes: OPEN_TRACE_OVERHEAD_BYTES,
+            error: false,
+            slow: false,
+            head: None,
+            entry_seen: false,
+            due: None,
+            service: service.to_owned(),
+        });
+        if new {
+            self.held_bytes += OPEN_TRACE_OVERHEAD_BYTES;
+        }
+        let mut entry: Option<&SpanInfo> = None;
+        for s in spans {
+            open.error |= s.is_error();
+            if is_entry(s) {
+                entry.get_or_insert(s);
+                open.entry_seen = true;
+                let name = batch.span_name(s);
+                if let Some(t) = self.cfg.slow.threshold(batch.service_name(s), name) {
+                    open.slow |= s.duration_nanos() > t.as_nanos() as u64;
+                }
+            }
+        }
+        if open.head.is_none() {
+            open.head = match &self.cfg.head {
+                Head::All => Some(Verdict {
+                    keep: true,
+                    policy: Policy::All,
+                }),
+                Head::Ratio(_) => {
+                    let ts = spans
+                        .iter()
+                        .map(|s| batch.trace_state(s))
+                        .find(|t| !t.is_empty())
+                        .unwrap_or("");
+                    Some(Verdict {
+                        keep: ratio_keeps(&tid, ts, self.ratio_threshold),
+                        policy: Policy::Ratio,
+                    })
+                }
+                Head::Rules(rules) => entry.map(|e| {
+                    let attrs = request_attrs(batch, e);
+                    let random = randomness(&tid, "") as f64 / MAX_THRESHOLD as f64;
+                    let keep = rules
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .decide(&attrs, now, random)
+                        .0;
+                    Verdict {
+                        keep,
+                        policy: Policy::Rules,
+                    }
+                }),
+            };
+        }
+        let verdict = final_verdict(open, &self.cfg, false);
+        match verdict {
+            Some(v) => {
+                let open = self.open.remove(&tid).expect("open trace present");
+                self.held_bytes -= open.bytes;
+                let v = self.rate_limit(v, &open.service, now);
+                self.decide(tid, v, open.spans.len() + spans.len(), &open.service, true);
+                if v.keep {
+                    keep.extend_from_slice(spans);
+                    if !open.spans.is_empty() {
+                        released.push(open);
+                    }
+                }
+            }
+            None => {
+                let before = open.bytes;
+                hold(open, batch, spans, origins);
+                self.held_bytes += open.bytes - before;
+                if open.entry_seen && open.due.is_none() {
+                    let due = now + self.cfg.grace.min(MAX_GRACE);
+                    open.due = Some(due);
+                    self.due.push_back((due, tid));
+                }
+            }
+        }
+    }
+
+    fn rate_limit(&mut self, v: Verdict, service: &str, now: Instant) -> Verdict {
+        let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else {
+            return v;
+        };
+        let b = self.buckets.entry(service.to_owned()).or_insert(Bucket {
+            tokens: rate.max(1.0),
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            v
+        } else {
+            Verdict {
+                keep: false,
+                policy: Policy::RateLimit,
+            }
+        }
+    }
+
+    fn decide(&mut self, tid: TraceId, v: Verdict, spans: usize, service: &str, new_trace: bool) {
+        self.stats.record(v, spans as u64, service, new_trace);
+        if self.decided.insert(tid, v).is_none() {
+            self.decided_order.push_back(tid);
+        }
+        while self.decided.len() > self.cfg.decision_cache {
+            match self.decided_order.pop_front() {
+                Some(old) => {
+                    self.decided.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Decides (with what is there) the open traces that push the hold over its caps.
+    fn relieve_pressure(&mut self, released: &mut Vec<Open>) {
+        while self.open.len() > self.cfg.max_open_traces
+            || self.held_bytes > self.cfg.max_held_bytes
+        {
+            let Some((_, tid)) = self.order.pop_front() else {
+                break;
+            };
+            if self.open.contains_key(&tid) {
+                self.stats
+                    .early
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.close(tid, released, Instant::now());
+            }
+        }
+    }
+
+    fn close(&mut self, tid: TraceId, released: &mut Vec<Open>, now: Instant) {
+        let Some(mut open) = self.open.remove(&tid) else {
+            return;
+        };
+        self.held_bytes -= open.bytes;
+        if open.head.is_none() {
+            open.head = self.late_head(&tid, &open, now);
+        }
+        let v = final_verdict(&open, &self.cfg, true).expect("forced decisions always decide");
+        let v = self.rate_limit(v, &open.service, now);
+        let service = std::mem::take(&mut open.service);
+        self.decide(tid, v, open.spans.len(), &service, true);
+        if v.keep {
+            released.push(open);
+        }
+    }
+
+    /// A head decision for a trace whose entry span never came: rules on the service alone.
+    fn late_head(&self, tid: &TraceId, open: &Open, now: Instant) -> Option<Verdict> {
+        match &self.cfg.head {
+            Head::Rules(rules) => {
+                let attrs = RequestAttrs {
+                    service_name: open.service.clone(),
+                    ..Default::default()
+                };
+                let random = randomness(tid, "") as f64 / MAX_THRESHOLD as f64;
+                let keep = rules
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .decide(&attrs, now, random)
+                    .0;
+                Some(Verdict {
+                    keep,
+                    policy: Policy::Rules,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Decides traces whose grace period ended, or that waited `max_wait` without an entry span.
+    pub fn tick(&mut self, now: Instant) -> Vec<Batch> {
+        let mut released = Vec::new();
+        while let Some(&(due, tid)) = self.due.front() {
+            if due > now {
+                break;
+            }
+            self.due.pop_front();
+            if self.open.get(&tid).is_some_and(|o| o.due == Some(due)) {
+                self.close(tid, &mut released, now);
+            }
+        }
+        while let Some(&(first, tid)) = self.order.front() {
+            if !self.open.contains_key(&tid) {
+                self.order.pop_front();
+                continue;
+            }
+            if now.duration_since(first) < self.cfg.max_wait {
+                break;
+            }
+            self.order.pop_front();
+            self.close(tid, &mut released, now);
+        }
+        self.publish_gauges();
+        rebuild(released).into_iter().collect()
+    }
+
+    /// Decides everything still open (shutdown).
+    pub fn flush_all(&mut self) -> Vec<Batch> {
+        let mut released = Vec::new();
+        let ids: Vec<TraceId> = self.order.drain(..).map(|(_, t)| t).collect();
+        for tid in ids {
+            self.close(tid, &mut released, Instant::now());
+        }
+        self.publish_gauges();
+        rebuild(released).into_iter().collect()
+    }
+
+    fn publish_gauges(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats
+            .open_traces
+            .store(self.open.len() as u64, Relaxed);
+        self.stats.held_bytes.store(self.held_bytes as u64, Relaxed);
+    }
+}
+
+/// The decision for an open trace, if one can be made now (`forced`: it must be).
+fn final_verdict(open: &Open, cfg: &SamplingConfig, forced: bool) -> Option<Verdict> {
+    if let Some(h) = open.head.filter(|h| h.keep) {
+        return Some(h);
+    }
+    if cfg.keep_errors && open.error {
+        return Some(Verdict {
+            keep: true,
+            policy: Policy::Error,
+        });
+    }
+    if open.slow {
+        return Some(Verdict {
+            keep: true,
+            policy: Policy::Slow,
+        });
+    }
+    match open.head {
+        Some(h) if !cfg.tail() || forced => Some(h),
+        None if forced => Some(Verdict {
+            keep: false,
+            policy: Policy::Ratio,
+        }),
+        _ => None,
+    }
+}
+
+/// Copies a run of spans (and, once per request, its resource and scope) into the open trace.
+fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Option<Arc<Origin>>]) {
+    for s in spans {
+        let slot = s.scope as usize;
+        let origin = match origins.get_mut(slot) {
+            Some(o) => o
+                .get_or_insert_with(|| {
+                    let r = batch.resources.get(s.resource as usize);
+                    let res = r.map_or(0..0, |r| r.resource.clone());
+                    let service = r.map_or(0..0, |r| {
+                        if r.service.is_empty() {
+                            0..0
+                        } else {
+                            r.service.start - res.start..r.service.end - res.start
+                        }
+                    });
+                    let scope = batch.scopes.get(slot).map_or(0..0, |sc| sc.scope.clone());
+                    Arc::new(Origin {
+                        resource: Bytes::copy_from_slice(
+                            &batch.buf[res.start as usize..res.end as usize],
+                        ),
+                        scope: Bytes::copy_from_slice(
+                            &batch.buf[scope.start as usize..scope.end as usize],
+                        ),
+                        service,
+                    })
+                })
+                .clone(),
+            None => Arc::new(Origin {
+                resource: Bytes::new(),
+                scope: Bytes::new(),
+                service: 0..0,
+            }),
+        };
+        let idx = match open.origins.iter().position(|o| Arc::ptr_eq(o, &origin)) {
+            Some(i) => i,
+            None => {
+                open.bytes += origin.resource.len() + origin.scope.len();
+                open.origins.push(origin);
+                open.origins.len() - 1
+            }
+        };
+        let base = open.buf.len() as u32;
+        let rebase = |r: &Range<u32>| {
+            if r.is_empty() {
+                0..0
+            } else {
+                base + (r.start - s.bytes.start)..base + (r.end - s.bytes.start)
+            }
+        };
+        let mut info = s.clone();
+        info.name = rebase(&s.name);
+        info.trace_state = rebase(&s.trace_state);
+        info.bytes = rebase(&s.bytes);
+        open.buf
+            .extend_from_slice(&batch.buf[s.bytes.start as usize..s.bytes.end as usize]);
+        open.bytes += s.bytes.len() + std::mem::size_of::<Held>();
+        open.spans.push(Held {
+            info,
+            origin: idx as u32,
+        });
+    }
+}
+
+/// One batch from decided traces' held spans: their bytes laid end to end, ranges rebuilt.
+fn rebuild(traces: Vec<Open>) -> Option<Batch> {
+    if traces.iter().all(|t| t.spans.is_empty()) {
+        return None;
+    }
+    let mut buf = Vec::with_capacity(traces.iter().map(|t| t.bytes).sum());
+    let (mut resources, mut scopes, mut spans) = (Vec::new(), Vec::new(), Vec::new());
+    for t in traces {
+        let first = resources.len() as u32;
+        for o in &t.origins {
+            let rs = buf.len() as u32;
+            buf.extend_from_slice(&o.resource);
+            let service = if o.service.is_empty() {
+                0..0
+            } else {
+                rs + o.service.start..rs + o.service.end
+            };
+            resources.push(ResourceInfo {
+                resource: rs..buf.len() as u32,
+                service,
+                // Span metrics read it on the hot path only; exporters decode the resource.
+                version: 0..0,
+            });
+            let ss = buf.len() as u32;
+            buf.extend_from_slice(&o.scope);
+            scopes.push(ScopeInfo {
+                scope: ss..buf.len() as u32,
+            });
+        }
+        let base = buf.len() as u32;
+        buf.extend_from_slice(&t.buf);
+        let shift = |r: &Range<u32>| {
+            if r.is_empty() {
+                0..0
+            } else {
+                r.start + base..r.end + base
+            }
+        };
+        for h in t.spans {
+            let mut info = h.info;
+            info.bytes = shift(&info.bytes);
+            info.name = shift(&info.name);
+            info.trace_state = shift(&info.trace_state);
+            info.http.route = shift(&info.http.route);
+            info.http.method = shift(&info.http.method);
+            info.http.path = shift(&info.http.path);
+            info.resource = first + h.origin;
+            info.scope = first + h.origin;
+            spans.push(info);
+        }
+    }
+    let protocol = crate::model::Protocol::Grpc;
+    Some(Batch {
+        protocol,
+        buf: buf.into(),
+        resources,
+        scopes,
+        spans,
+    })
+}
+
+fn attr_str<'a>(span: &'a Span, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| {
+        span.attributes
+            .iter()
+            .find(|kv| kv.key == *k)
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                any_value::Value::StringValue(s) => Some(s.as_str()),
+                _ => None,
+            })
+    })
+}
+
+fn resource_str<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
+    resource
+        .attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => Some(s.as_str()),
+            _ => None,
+        })
+}
+
+/// What X-Ray rules match on, read from the entry span (decoded here, once per trace).
+fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
+    let span = batch.decode_span(entry).unwrap_or_default();
+    let resource = batch.decode_resource(entry.resource).unwrap_or_default();
+    let full_url = attr_str(&span, &["url.full", "http.url"]);
+    let path = attr_str(&span, &["url.path", "http.target"])
+        .map(|p| p.split('?').next().unwrap_or(p).to_owned())
+        .or_else(|| {
+            full_url.and_then(|u| {
+                u.splitn(4, '/')
+                    .nth(3)
+                    .map(|p| format!("/{}", p.split('?').next().unwrap_or("")))
+            })
+        })
+        .unwrap_or_default();
+    let host = attr_str(&span, &["http.host", "server.address", "net.host.name"])
+        .map(str::to_owned)
+        .or_else(|| {
+            full_url.and_then(|u| {
+                u.split("://")
+                    .nth(1)?
+                    .split(['/', ':'])
+                    .next()
+                    .map(str::to_owned)
+            })
+        })
+        .unwrap_or_default();
+    RequestAttrs {
+        service_name: batch.service_name(entry).to_owned(),
+        service_type: origin(&resource).to_owned(),
+        host,
+        http_method: attr_str(&span, &["http.request.method", "http.method"])
+            .unwrap_or_default()
+            .to_owned(),
+        url_path: path,
+    }
+}
+
+/// The X-Ray service type (segment `origin`) from resource attributes, as rules see it.
+fn origin(resource: &Resource) -> &'static str {
+    if resource_str(resource, "cloud.provider").is_some_and(|p| p != "aws") {
+        return "";
+    }
+    match resource_str(resource, "cloud.platform").unwrap_or_default() {
+        "aws_app_runner" => "AWS::AppRunner::Service",
+        "aws_eks" => "AWS::EKS::Container",
+        "aws_elastic_beanstalk" => "AWS::ElasticBeanstalk::Environment",
+        "aws_ec2" => "AWS::EC2::Instance",
+        "aws_ecs" => match resource_str(resource, "aws.ecs.launchtype").unwrap_or_default() {
+            "ec2" => "AWS::ECS::EC2",
+            "fargate" => "AWS::ECS::Fargate",
+            _ => "AWS::ECS::Container",
+        },
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests;
