@@ -6,7 +6,8 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use sidetrace::model::Protocol;
-use sidetrace::pipeline::{Pipeline, Queue};
+use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
+use sidetrace::pipeline::{Pipeline, Queue, SpanMetrics};
 use sidetrace::proto::ExportTraceServiceRequest;
 use sidetrace::receivers::decode::decode_request;
 use sidetrace::telemetry::Metrics;
@@ -36,10 +37,11 @@ fn hot_path(c: &mut Criterion) {
         })
     });
 
-    let pipeline = Pipeline {
-        queue: Arc::new(Queue::new(1 << 20, 1 << 30)),
-        metrics: Arc::new(Metrics::default()),
-    };
+    let pipeline = Pipeline::new(
+        Arc::new(Queue::new(1 << 20, 1 << 30)),
+        Arc::new(Metrics::default()),
+        SpanMetrics::new(SpanMetricsConfig::default()),
+    );
     g.bench_function("decode_and_admit", |b| {
         b.iter(|| {
             k = (k + 1) % reqs.len();
@@ -95,10 +97,11 @@ fn sampling(c: &mut Criterion) {
             ..SamplingConfig::keep_all()
         };
         let mut sampler = Sampler::new(cfg, Arc::new(SamplingStats::default()));
-        let pipeline = Pipeline {
-            queue: Arc::new(Queue::new(1 << 20, 1 << 30)),
-            metrics: Arc::new(Metrics::default()),
-        };
+        let pipeline = Pipeline::new(
+            Arc::new(Queue::new(1 << 20, 1 << 30)),
+            Arc::new(Metrics::default()),
+            SpanMetrics::new(SpanMetricsConfig::default()),
+        );
         let mut k = 0;
         let mut n = 0u64;
         g.bench_function(name, |b| {

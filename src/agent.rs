@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::config::XrayMode;
+use crate::exporters::cloudwatch::{CloudwatchClient, CloudwatchExporter, CloudwatchSettings};
 use crate::exporters::retry::RetryPolicy;
 use crate::exporters::xray::otlp_sigv4::{self, OtlpSettings, OtlpSigv4Exporter};
 use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
@@ -20,7 +21,7 @@ use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, X
 use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
 use crate::pipeline::sampler::{Head, SamplingConfig, SlowThresholds};
 use crate::pipeline::xray_rules::{self, Rules};
-use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler};
+use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler, SpanMetrics};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::telemetry::Metrics;
 
@@ -38,6 +39,7 @@ pub struct Agent {
     pub addrs: BoundAddrs,
     pub metrics: Arc<Metrics>,
     pub store: Option<Arc<LocalStore>>,
+    pub span_metrics: SpanMetrics,
     ready: Arc<AtomicBool>,
     queue: Arc<Queue>,
     in_flight: Arc<InFlight>,
@@ -46,6 +48,8 @@ pub struct Agent {
     receivers: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
+    /// The CloudWatch exporter's task and its stop signal.
+    cloudwatch: Option<(watch::Sender<bool>, JoinHandle<()>)>,
     drain_timeout: Duration,
 }
 
@@ -152,21 +156,66 @@ async fn xray_exporter(
     ))))
 }
 
+/// Builds the CloudWatch exporter (AWS config from the SDK's default chain, SDK retries off).
+async fn cloudwatch_exporter(
+    config: &Config,
+    span_metrics: SpanMetrics,
+    metrics: Arc<Metrics>,
+) -> CloudwatchExporter {
+    let c = &config.cloudwatch;
+    let env = |v: &str| std::env::var(v).ok();
+    let sdk = xray::client::sdk_config(crate::config::aws_region(&env), c.request_timeout).await;
+    info!(
+        exporter = "cloudwatch",
+        namespace = %c.namespace,
+        interval_ms = c.interval.as_millis() as u64,
+        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
+        "CloudWatch exporter ready (PutMetricData with Values/Counts)."
+    );
+    let settings = CloudwatchSettings {
+        namespace: c.namespace.clone(),
+        interval: c.interval,
+        retry: RetryPolicy {
+            max_elapsed: c.retry_max_elapsed,
+            ..RetryPolicy::default()
+        },
+    };
+    CloudwatchExporter::new(CloudwatchClient::new(&sdk), settings, span_metrics, metrics)
+}
+
 impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
         let metrics = Arc::new(Metrics::default());
         let queue = Arc::new(Queue::new(config.queue_max_spans, config.queue_max_bytes));
-        let pipeline = Arc::new(Pipeline {
-            queue: queue.clone(),
-            metrics: metrics.clone(),
-        });
+        let span_metrics = SpanMetrics::new(config.span_metrics.clone());
+        let pipeline = Arc::new(Pipeline::new(
+            queue.clone(),
+            metrics.clone(),
+            span_metrics.clone(),
+        ));
 
         let mut store = None;
+        let mut cloudwatch = None;
         let mut sdk: Option<aws_config::SdkConfig> = None;
         let mut running: Vec<Exporter> = Vec::with_capacity(exporters.len());
         for kind in exporters {
             running.push(match kind {
+                ExporterKind::Cloudwatch => {
+                    if !config.span_metrics.enabled {
+                        warn!(
+                            exporter = "cloudwatch",
+                            "span_metrics.enabled is false; the CloudWatch exporter has nothing to send and is not started."
+                        );
+                    } else {
+                        let exporter =
+                            cloudwatch_exporter(config, span_metrics.clone(), metrics.clone())
+                                .await;
+                        let (stop, stop_rx) = watch::channel(false);
+                        cloudwatch = Some((stop, tokio::spawn(exporter.run(stop_rx))));
+                    }
+                    continue;
+                }
                 ExporterKind::Local => {
                     let s = Arc::new(LocalStore::new(
                         config.local_max_traces,
@@ -292,6 +341,7 @@ impl Agent {
             queue: queue.clone(),
             ready: ready.clone(),
             store: store.clone(),
+            span_metrics: span_metrics.clone(),
         });
         let admin_stop = stopped(admin_stop_rx);
         let admin = tokio::spawn(async move {
@@ -302,13 +352,14 @@ impl Agent {
                 warn!(listener = "admin", error = %e, "Admin server stopped with an error.");
             }
         });
-        info!(listener = "admin", addr = %addrs.admin, "Serving /healthz, /readyz, /metrics, /api/traces and the UI.");
+        info!(listener = "admin", addr = %addrs.admin, "Serving /healthz, /readyz, /metrics, /api/traces, /api/metrics and the UI.");
 
         ready.store(true, Ordering::Release);
         Ok(Agent {
             addrs,
             metrics,
             store,
+            span_metrics,
             ready,
             queue,
             in_flight,
@@ -317,6 +368,7 @@ impl Agent {
             receivers: vec![grpc, http],
             admin,
             dispatcher,
+            cloudwatch,
             drain_timeout: config.drain_timeout,
         })
     }
@@ -353,6 +405,17 @@ impl Agent {
                 lost
             }
         };
+        // Receivers are stopped, so span metrics are final: publish the last interval.
+        if let Some((stop, mut task)) = self.cloudwatch {
+            let _ = stop.send(true);
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                task.abort();
+                warn!(
+                    exporter = "cloudwatch",
+                    "Drain deadline passed before the last span metrics were published."
+                );
+            }
+        }
         let _ = self.stop_admin.send(true);
         let _ = self.admin.await;
         info!(dropped_spans = lost, "Stopped.");

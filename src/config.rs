@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::exporters::ExporterKind;
+use crate::pipeline::span_metrics::SpanMetricsConfig;
 use crate::telemetry::LogFormat;
 
 /// OTLP spec: default gRPC port, on loopback (the Collector's default since v0.104).
@@ -34,6 +35,15 @@ pub const DEFAULT_XRAY_IDLE_FLUSH: Duration = Duration::from_secs(1);
 pub const DEFAULT_XRAY_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one batch may keep being retried; the bounded queue pushes back meanwhile.
 pub const DEFAULT_XRAY_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
+/// CloudWatch exporter: how often span metrics are published (one minute: CloudWatch's
+/// standard resolution, so each datum is one data point per period).
+pub const DEFAULT_CLOUDWATCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Issue 5: the default CloudWatch namespace.
+pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "Sidetrace";
+/// Per-attempt timeout of one PutMetricData call.
+pub const DEFAULT_CLOUDWATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one publish may keep being retried: half the interval, so publishes never pile up.
+pub const DEFAULT_CLOUDWATCH_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(30);
 /// Exit code for configuration errors (EX_USAGE, as linkerd2-proxy uses).
 pub const EXIT_CONFIG: i32 = 64;
 
@@ -63,6 +73,28 @@ pub struct Config {
     pub console_grace: Duration,
     pub xray: XrayConfig,
     pub sampling: SamplingSettings,
+    pub span_metrics: SpanMetricsConfig,
+    pub cloudwatch: CloudwatchConfig,
+}
+
+/// Settings of the CloudWatch exporter (span metrics → PutMetricData).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudwatchConfig {
+    pub namespace: String,
+    pub interval: Duration,
+    pub request_timeout: Duration,
+    pub retry_max_elapsed: Duration,
+}
+
+impl Default for CloudwatchConfig {
+    fn default() -> Self {
+        CloudwatchConfig {
+            namespace: DEFAULT_CLOUDWATCH_NAMESPACE.into(),
+            interval: DEFAULT_CLOUDWATCH_INTERVAL,
+            request_timeout: DEFAULT_CLOUDWATCH_REQUEST_TIMEOUT,
+            retry_max_elapsed: DEFAULT_CLOUDWATCH_RETRY_MAX_ELAPSED,
+        }
+    }
 }
 
 /// How traces are sampled (see `pipeline::sampler`).
@@ -190,6 +222,8 @@ impl Default for Config {
             console_grace: DEFAULT_CONSOLE_GRACE,
             xray: XrayConfig::default(),
             sampling: SamplingSettings::default(),
+            span_metrics: SpanMetricsConfig::default(),
+            cloudwatch: CloudwatchConfig::default(),
         }
     }
 }
@@ -227,7 +261,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "exporters",
         default: "\"auto\"",
-        help: "auto (xray when an AWS region is set, else local,console) or a comma list of: xray, local, console.",
+        help: "auto (xray,cloudwatch when an AWS region is set, else local,console) or a comma list of: xray, cloudwatch, local, console.",
     },
     Key {
         name: "max_request_bytes",
@@ -374,6 +408,51 @@ pub const KEYS: &[Key] = &[
         default: "false",
         help: "X-Ray: reject trace IDs whose first 32 bits are not a recent epoch second (counted as rejected).",
     },
+    Key {
+        name: "span_metrics.enabled",
+        default: "true",
+        help: "Span metrics: latency histograms and counters from every span, before sampling (/metrics, /api/metrics, CloudWatch).",
+    },
+    Key {
+        name: "span_metrics.max_series_per_service",
+        default: "500",
+        help: "Span metrics: series kept per service; further label sets share the service's _overflow series.",
+    },
+    Key {
+        name: "span_metrics.max_services",
+        default: "100",
+        help: "Span metrics: services tracked; further services share the _overflow service.",
+    },
+    Key {
+        name: "span_metrics.service_version",
+        default: "false",
+        help: "Span metrics: add the resource's service.version as a label and CloudWatch dimension (compare a canary with the stable version).",
+    },
+    Key {
+        name: "span_metrics.buckets",
+        default: "\"0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5,10,30,60\"",
+        help: "Span metrics: Prometheus histogram bucket bounds (le), in seconds, ascending.",
+    },
+    Key {
+        name: "cloudwatch.namespace",
+        default: "\"Sidetrace\"",
+        help: "CloudWatch: namespace of the span metrics (Latency, Requests, Errors, Faults, Throttles).",
+    },
+    Key {
+        name: "cloudwatch.interval",
+        default: "\"60s\"",
+        help: "CloudWatch: how often span metrics are published with PutMetricData.",
+    },
+    Key {
+        name: "cloudwatch.request_timeout",
+        default: "\"5s\"",
+        help: "CloudWatch: timeout of one PutMetricData attempt.",
+    },
+    Key {
+        name: "cloudwatch.retry_max_elapsed",
+        default: "\"30s\"",
+        help: "CloudWatch: how long a publish is retried; what is still unsent goes out with the next interval.",
+    },
 ];
 
 /// The environment variable that sets a key.
@@ -451,6 +530,38 @@ fn parse_bool(text: &str) -> Result<bool, String> {
         "false" | "" => Ok(false),
         _ => Err(format!("{text:?} is not true or false")),
     }
+}
+
+/// Bucket bounds in seconds: positive, finite, strictly ascending, at most 200.
+fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
+    let mut out: Vec<f64> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let b: f64 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a number of seconds"))?;
+        if !(b.is_finite() && b > 0.0) {
+            return Err(format!("{part:?}: bounds must be positive seconds"));
+        }
+        if out.last().is_some_and(|last| *last >= b) {
+            return Err("bounds must be strictly ascending".into());
+        }
+        out.push(b);
+    }
+    if out.is_empty() || out.len() > crate::pipeline::span_metrics::render::MAX_BUCKETS {
+        return Err("needs 1 to 200 bounds".into());
+    }
+    Ok(out)
+}
+
+/// CloudWatch: a namespace is 1–255 characters and may not start with `:` (PutMetricData model).
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.is_empty() || t.chars().count() > 255 || t.starts_with(':') {
+        return Err(format!(
+            "{text:?} is not a CloudWatch namespace (1-255 characters, not starting with ':')"
+        ));
+    }
+    Ok(t.to_owned())
 }
 
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
@@ -559,6 +670,29 @@ impl Config {
                     .collect()
             }
             "xray.index_all_attributes" => self.xray.index_all_attributes = parse_bool(value)?,
+            "span_metrics.enabled" => self.span_metrics.enabled = parse_bool(value)?,
+            "span_metrics.max_series_per_service" => {
+                self.span_metrics.max_series_per_service = parse_count(value)?
+            }
+            "span_metrics.max_services" => self.span_metrics.max_services = parse_count(value)?,
+            "span_metrics.service_version" => {
+                self.span_metrics.service_version = parse_bool(value)?
+            }
+            "span_metrics.buckets" => self.span_metrics.buckets_seconds = parse_buckets(value)?,
+            "cloudwatch.namespace" => self.cloudwatch.namespace = parse_namespace(value)?,
+            "cloudwatch.interval" => {
+                let d = parse_duration(value)?;
+                if d < Duration::from_secs(1) {
+                    return Err("must be at least 1s".into());
+                }
+                self.cloudwatch.interval = d;
+            }
+            "cloudwatch.request_timeout" => {
+                self.cloudwatch.request_timeout = parse_duration(value)?
+            }
+            "cloudwatch.retry_max_elapsed" => {
+                self.cloudwatch.retry_max_elapsed = parse_duration(value)?
+            }
             "xray.require_epoch_trace_ids" => {
                 self.xray.require_epoch_trace_ids = parse_bool(value)?
             }
@@ -677,7 +811,10 @@ impl Config {
         match &self.exporters {
             ExporterChoice::List(list) => (list.clone(), "set by the exporters setting".into()),
             ExporterChoice::Auto => match aws_region(env) {
-                Some(r) => (vec![ExporterKind::Xray], format!("AWS region {r} is set; sending traces to X-Ray")),
+                Some(r) => (
+                    vec![ExporterKind::Xray, ExporterKind::Cloudwatch],
+                    format!("AWS region {r} is set; sending traces to X-Ray and span metrics to CloudWatch"),
+                ),
                 None => (
                     vec![ExporterKind::Local, ExporterKind::Console],
                     "no AWS region is set (AWS_REGION / AWS_DEFAULT_REGION); keeping traces locally".into(),
@@ -808,7 +945,7 @@ mod tests {
     fn auto_with_region_is_aws_mode() {
         let env = |k: &str| (k == "AWS_DEFAULT_REGION").then(|| "eu-west-1".to_string());
         let (ex, why) = Config::default().resolve_exporters(&env);
-        assert_eq!(ex, vec![ExporterKind::Xray]);
+        assert_eq!(ex, vec![ExporterKind::Xray, ExporterKind::Cloudwatch]);
         assert!(why.contains("eu-west-1"));
     }
 
@@ -823,5 +960,28 @@ mod tests {
         assert_eq!(parse_bytes("4MiB").unwrap(), 4 << 20);
         assert!(parse_bytes("4XB").is_err());
         assert!(parse_bool("yes").is_err());
+        assert_eq!(parse_buckets("0.5, 1,2.5").unwrap(), vec![0.5, 1.0, 2.5]);
+        assert!(parse_buckets("1,0.5").is_err());
+        assert!(parse_buckets("0,1").is_err());
+        assert!(parse_buckets("").is_err());
+        assert!(parse_namespace(":x").is_err());
+        assert_eq!(parse_namespace(" Shop ").unwrap(), "Shop");
+    }
+
+    #[test]
+    fn span_metrics_and_cloudwatch_keys_have_env_twins() {
+        let env = |k: &str| match k {
+            "SIDETRACE_SPAN_METRICS_MAX_SERIES_PER_SERVICE" => Some("20".to_string()),
+            "SIDETRACE_CLOUDWATCH_INTERVAL" => Some("5s".to_string()),
+            "SIDETRACE_CLOUDWATCH_NAMESPACE" => Some("Shop".to_string()),
+            "SIDETRACE_SPAN_METRICS_BUCKETS" => Some("0.1,1".to_string()),
+            _ => None,
+        };
+        let c = Config::load(None, &env, &[]).unwrap();
+        assert_eq!(c.span_metrics.max_series_per_service, 20);
+        assert_eq!(c.span_metrics.buckets_seconds, vec![0.1, 1.0]);
+        assert_eq!(c.cloudwatch.interval, Duration::from_secs(5));
+        assert_eq!(c.cloudwatch.namespace, "Shop");
+        assert!(Config::load(None, &no_env, &[("cloudwatch.interval", "10ms".into())]).is_err());
     }
 }

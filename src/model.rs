@@ -40,6 +40,8 @@ pub struct ResourceInfo {
     pub resource: Range<u32>,
     /// The `service.name` string attribute; empty when absent.
     pub service: Range<u32>,
+    /// The `service.version` string attribute; empty when absent.
+    pub version: Range<u32>,
 }
 
 /// One instrumentation scope inside a batch.
@@ -72,6 +74,22 @@ pub struct SpanInfo {
     pub resource: u32,
     /// Index into [`Batch::scopes`].
     pub scope: u32,
+    /// The HTTP attributes span metrics name operations and classify status with.
+    pub http: HttpInfo,
+}
+
+/// HTTP attributes captured by the decoder's walk (string ranges into [`Batch::buf`], empty
+/// when absent). The stable semantic-convention names win over the older ones when both are sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpInfo {
+    /// `http.route`.
+    pub route: Range<u32>,
+    /// `http.request.method`, else `http.method`.
+    pub method: Range<u32>,
+    /// `url.path`, else `http.target` (which may carry a query).
+    pub path: Range<u32>,
+    /// `http.response.status_code`, else `http.status_code`; 0 when absent.
+    pub status_code: u16,
 }
 
 impl SpanInfo {
@@ -120,6 +138,18 @@ impl Batch {
 
     pub fn span_name(&self, span: &SpanInfo) -> &str {
         self.str_at(&span.name)
+    }
+
+    /// A string the decoder indexed (a span's name or one of its [`HttpInfo`] ranges).
+    pub fn text(&self, range: &Range<u32>) -> &str {
+        self.str_at(range)
+    }
+
+    /// The `service.version` of a span's resource, or "" when it has none.
+    pub fn service_version(&self, span: &SpanInfo) -> &str {
+        self.resources
+            .get(span.resource as usize)
+            .map_or("", |r| self.str_at(&r.version))
     }
 
     pub fn trace_state(&self, span: &SpanInfo) -> &str {

@@ -101,6 +101,36 @@ impl DropReason {
     }
 }
 
+/// What became of one PutMetricData attempt (a label of `sidetrace_cloudwatch_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Ok,
+    /// A retryable failure; the request is tried again.
+    Retried,
+    /// Refused in a way retrying cannot fix; its data is dropped.
+    PermanentError,
+    /// Still failing when the retry budget ran out; its data goes out with the next publish.
+    RetryExhausted,
+}
+
+impl PublishOutcome {
+    pub const ALL: [PublishOutcome; 4] = [
+        PublishOutcome::Ok,
+        PublishOutcome::Retried,
+        PublishOutcome::PermanentError,
+        PublishOutcome::RetryExhausted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PublishOutcome::Ok => "ok",
+            PublishOutcome::Retried => "retried",
+            PublishOutcome::PermanentError => "permanent_error",
+            PublishOutcome::RetryExhausted => "retry_exhausted",
+        }
+    }
+}
+
 const PROTOCOLS: usize = Protocol::ALL.len();
 const OUTCOMES: usize = RequestOutcome::ALL.len();
 const REJECTS: usize = RejectReason::ALL.len();
@@ -128,6 +158,8 @@ pub struct Metrics {
     /// X-Ray documents trimmed to fit 64 KB, and indexed attributes moved to metadata by the cap.
     xray_trimmed_documents: Counters<1>,
     xray_annotations_over_cap: Counters<1>,
+    cloudwatch_requests: Counters<{ PublishOutcome::ALL.len() }>,
+    cloudwatch_datums: Counters<1>,
     /// The sampler's decisions (it runs behind the queue and owns the counting).
     pub sampling: std::sync::Arc<crate::pipeline::sampler::SamplingStats>,
 }
@@ -228,6 +260,22 @@ impl Metrics {
     pub fn xray_trimmed(&self, annotations_over_cap: u64, trimmed: bool) {
         self.xray_annotations_over_cap.add(0, annotations_over_cap);
         self.xray_trimmed_documents.add(0, u64::from(trimmed));
+    }
+
+    pub fn cloudwatch_request(&self, outcome: PublishOutcome) {
+        self.cloudwatch_requests.add(outcome as usize, 1);
+    }
+
+    pub fn cloudwatch_requests(&self, outcome: PublishOutcome) -> u64 {
+        self.cloudwatch_requests.get(outcome as usize)
+    }
+
+    pub fn cloudwatch_datums_sent(&self, n: u64) {
+        self.cloudwatch_datums.add(0, n);
+    }
+
+    pub fn cloudwatch_datums(&self) -> u64 {
+        self.cloudwatch_datums.get(0)
     }
 
     pub fn dropped(&self, exporter: usize, reason: DropReason) -> u64 {
@@ -446,6 +494,31 @@ impl Metrics {
             o,
             "sidetrace_xray_annotations_over_cap_total {}",
             self.xray_annotations_over_cap.get(0)
+        );
+        header(
+            o,
+            "sidetrace_cloudwatch_requests_total",
+            "counter",
+            "PutMetricData attempts by outcome.",
+        );
+        for r in PublishOutcome::ALL {
+            let _ = writeln!(
+                o,
+                "sidetrace_cloudwatch_requests_total{{outcome=\"{}\"}} {}",
+                r.label(),
+                self.cloudwatch_requests.get(r as usize)
+            );
+        }
+        header(
+            o,
+            "sidetrace_cloudwatch_sent_datums_total",
+            "counter",
+            "Metric datums CloudWatch accepted.",
+        );
+        let _ = writeln!(
+            o,
+            "sidetrace_cloudwatch_sent_datums_total {}",
+            self.cloudwatch_datums.get(0)
         );
         header(
             o,

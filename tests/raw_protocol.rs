@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
-use sidetrace::pipeline::{Pipeline, Queue};
+use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
+use sidetrace::pipeline::{Pipeline, Queue, SpanMetrics};
 use sidetrace::proto::*;
 use sidetrace::receivers::{otlp_grpc, otlp_http};
 use sidetrace::telemetry::Metrics;
@@ -338,10 +339,11 @@ async fn stalled_receivers(
     max_spans: usize,
     max_bytes: usize,
 ) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
-    let pipeline = Arc::new(Pipeline {
-        queue: Arc::new(Queue::new(max_spans, max_bytes)),
-        metrics: Arc::new(Metrics::default()),
-    });
+    let pipeline = Arc::new(Pipeline::new(
+        Arc::new(Queue::new(max_spans, max_bytes)),
+        Arc::new(Metrics::default()),
+        SpanMetrics::new(SpanMetricsConfig::default()),
+    ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (http_addr, grpc_addr) = (http.local_addr().unwrap(), grpc.local_addr().unwrap());

@@ -1,4 +1,5 @@
-//! The local trace API (`/api/traces`): recent traces from the local store as JSON.
+//! The local JSON API: recent traces from the local store (`/api/traces`) and span metrics
+//! (`/api/metrics`).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,6 +14,21 @@ use crate::proto::{AnyValue, KeyValue, any_value};
 
 /// Most traces one listing returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
+
+/// Query of `GET /api/metrics`.
+#[derive(Debug, serde::Deserialize)]
+pub struct MetricsQuery {
+    service: Option<String>,
+}
+
+/// Span metrics per (service, operation, kind): count, errors, error rate, p50/p90/p99/max.
+pub async fn span_metrics(State(s): State<AdminState>, Query(q): Query<MetricsQuery>) -> Response {
+    let service = q.service.filter(|s| !s.is_empty());
+    match tokio::task::spawn_blocking(move || s.span_metrics.summary(service.as_deref())).await {
+        Ok(doc) => Json(doc).into_response(),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "summary failed"),
+    }
+}
 
 /// Query of `GET /api/traces`.
 #[derive(Debug, serde::Deserialize)]

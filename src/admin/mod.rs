@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::exporters::LocalStore;
-use crate::pipeline::Queue;
+use crate::pipeline::{Queue, SpanMetrics};
 use crate::telemetry::{Gauges, Metrics};
 
 /// Everything the admin endpoints read.
@@ -24,6 +24,7 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
     /// Present in local mode.
     pub store: Option<Arc<LocalStore>>,
+    pub span_metrics: SpanMetrics,
 }
 
 /// The admin routes, testable with `oneshot` and no socket.
@@ -35,6 +36,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/traces", get(api::list_traces))
         .route("/api/traces/{trace_id}", get(api::get_trace))
+        .route("/api/metrics", get(api::span_metrics))
         .with_state(state)
 }
 
@@ -59,12 +61,20 @@ async fn metrics(State(s): State<AdminState>) -> Response {
         queue_capacity_bytes: s.queue.max_bytes(),
         local_traces: s.store.as_ref().map(|st| st.stats()),
     };
+    let mut text = s.metrics.render(&gauges);
+    // Thousands of series take milliseconds to render: keep that off the receivers' workers.
+    let text = tokio::task::spawn_blocking(move || {
+        s.span_metrics.render_prometheus(&mut text);
+        text
+    })
+    .await
+    .unwrap_or_default();
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.metrics.render(&gauges),
+        text,
     )
         .into_response()
 }
@@ -86,6 +96,7 @@ mod tests {
             queue: Arc::new(Queue::new(10, 1000)),
             ready: Arc::new(AtomicBool::new(ready)),
             store: store.then(|| Arc::new(LocalStore::new(10, 1 << 20, 10))),
+            span_metrics: SpanMetrics::new(Default::default()),
         }
     }
 
@@ -127,6 +138,9 @@ mod tests {
             get(state(true, true), "/api/traces/xyz").await.0,
             StatusCode::BAD_REQUEST
         );
+        let (s, doc) = get(state(true, false), "/api/metrics?service=x").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(doc.contains("\"series\":[]"), "{doc}");
         let (s, page) = get(state(true, true), "/").await;
         assert_eq!(s, StatusCode::OK);
         assert!(page.contains("<title>sidetrace</title>"));

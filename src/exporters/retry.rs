@@ -4,10 +4,24 @@
 use std::future::Future;
 use std::time::Duration;
 
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::telemetry::DropReason;
+
+/// Error codes AWS uses for throttling (aws-runtime's `THROTTLING_ERRORS` plus X-Ray's own).
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
 
 /// How one export call failed, classified where the error is born (the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +38,59 @@ pub enum ExportError {
     /// Anything else: sending the same request again cannot succeed.
     #[error("permanent ({code}): {message}")]
     Permanent { code: String, message: String },
+}
+
+/// A `Retry-After` header in seconds, when the server sent one.
+fn retry_after(response: &HttpResponse) -> Option<Duration> {
+    response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// Classifies an AWS SDK error (any service): throttling, 5xx, 408, timeouts and connection
+/// failures are retryable; the rest is permanent.
+pub fn classify_sdk_error<E>(err: SdkError<E, HttpResponse>) -> ExportError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
+    let retry = |reason, after| ExportError::Retryable {
+        reason,
+        message: message.clone(),
+        after,
+    };
+    match &err {
+        SdkError::TimeoutError(_) => retry("timeout", None),
+        SdkError::DispatchFailure(d) if d.is_timeout() => retry("timeout", None),
+        SdkError::DispatchFailure(_) => retry("connection", None),
+        // Credentials that cannot be resolved yet (e.g. the ECS endpoint at start-up) show up here.
+        SdkError::ConstructionFailure(_) => retry("credentials", None),
+        SdkError::ResponseError(r) => {
+            let status = r.raw().status().as_u16();
+            if status >= 500 || status == 408 || status == 429 {
+                retry("server_error", None)
+            } else {
+                ExportError::Permanent {
+                    code: format!("http_{status}"),
+                    message,
+                }
+            }
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = s.err().code().unwrap_or("Unknown").to_owned();
+            if status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
+                retry("throttled", retry_after(s.raw()))
+            } else if status >= 500 || status == 408 {
+                retry("server_error", retry_after(s.raw()))
+            } else {
+                ExportError::Permanent { code, message }
+            }
+        }
+        _ => retry("connection", None),
+    }
 }
 
 /// Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"),

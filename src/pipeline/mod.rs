@@ -2,6 +2,7 @@
 
 pub mod queue;
 pub mod sampler;
+pub mod span_metrics;
 pub mod xray_rules;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::receivers::decode::Decoded;
 use crate::telemetry::{DropReason, Metrics, RequestOutcome};
 pub use queue::{PushError, Queue};
 pub use sampler::Sampler;
+pub use span_metrics::SpanMetrics;
 
 /// How long clients are told to wait after a refusal (RetryInfo / Retry-After).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -46,9 +48,19 @@ pub enum Refusal {
 pub struct Pipeline {
     pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
+    /// Sees 100% of admitted spans, before any sampling.
+    pub span_metrics: SpanMetrics,
 }
 
 impl Pipeline {
+    pub fn new(queue: Arc<Queue>, metrics: Arc<Metrics>, span_metrics: SpanMetrics) -> Self {
+        Pipeline {
+            queue,
+            metrics,
+            span_metrics,
+        }
+    }
+
     /// Refuses, before any decoding, a request the queue cannot take: under overload the
     /// receivers answer in microseconds instead of walking bytes they will drop.
     pub fn precheck(&self, protocol: Protocol, body_bytes: usize) -> Result<(), Refusal> {
@@ -67,8 +79,9 @@ impl Pipeline {
         Err(refusal)
     }
 
-    /// Admits a decoded request: count, then one non-blocking push of the whole batch.
-    /// Span metrics and sampling hook in here, before the push, as their issues land.
+    /// Admits a decoded request: count, then one non-blocking push of the whole batch. Span
+    /// metrics record the batch once the queue has reserved room for it, so a refused request
+    /// (which the client sends again) is not counted twice.
     pub fn admit(&self, protocol: Protocol, decoded: Decoded) -> Result<Admitted, Refusal> {
         let Decoded { batch, rejected } = decoded;
         let spans = batch.spans.len() as u64;
@@ -76,7 +89,8 @@ impl Pipeline {
         m.spans_received(protocol, spans + rejected.total());
         m.spans_rejected(protocol, &rejected.by_reason);
         if spans > 0 {
-            if let Err(e) = self.queue.try_push(batch) {
+            let span_metrics = &self.span_metrics;
+            if let Err(e) = self.queue.try_push_with(batch, |b| span_metrics.record(b)) {
                 let full = matches!(e, PushError::Full(_));
                 m.spans_refused(protocol, full, spans);
                 m.request(

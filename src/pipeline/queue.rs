@@ -50,6 +50,16 @@ impl Queue {
     /// Queues a batch without waiting. An empty queue takes any batch, so one request larger than
     /// the budget (but within the request size cap) is never refused forever.
     pub fn try_push(&self, batch: Batch) -> Result<(), PushError> {
+        self.try_push_with(batch, |_| {})
+    }
+
+    /// [`Queue::try_push`], calling `admitted` with the batch once the budget is reserved and
+    /// just before it is queued (span metrics record there: refused batches are not seen).
+    pub fn try_push_with(
+        &self,
+        batch: Batch,
+        admitted: impl FnOnce(&Batch),
+    ) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed(batch));
         }
@@ -63,6 +73,7 @@ impl Queue {
             self.release(spans, bytes);
             return Err(PushError::Full(batch));
         }
+        admitted(&batch);
         match self.items.push(batch) {
             Ok(()) => {
                 self.notify.notify_one();
@@ -154,6 +165,7 @@ mod tests {
             bytes: 0..0,
             resource: 0,
             scope: 0,
+            http: Default::default(),
         };
         Batch {
             protocol: Protocol::Grpc,

@@ -793,6 +793,8 @@ fn rebuild(traces: Vec<Open>) -> Option<Batch> {
             resources.push(ResourceInfo {
                 resource: rs..buf.len() as u32,
                 service,
+                // Span metrics read it on the hot path only; exporters decode the resource.
+                version: 0..0,
             });
             let ss = buf.len() as u32;
             buf.extend_from_slice(&o.scope);
@@ -814,6 +816,9 @@ fn rebuild(traces: Vec<Open>) -> Option<Batch> {
             info.bytes = shift(&info.bytes);
             info.name = shift(&info.name);
             info.trace_state = shift(&info.trace_state);
+            info.http.route = shift(&info.http.route);
+            info.http.method = shift(&info.http.method);
+            info.http.path = shift(&info.http.path);
             info.resource = first + h.origin;
             info.scope = first + h.origin;
             spans.push(info);

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::model::{Batch, Protocol, ResourceInfo, ScopeInfo, SpanInfo};
+use crate::model::{Batch, HttpInfo, Protocol, ResourceInfo, ScopeInfo, SpanInfo};
 
 /// Deepest nesting of `AnyValue` arrays/maps accepted (prost's own recursion limit is 100).
 pub const MAX_NESTING_DEPTH: u32 = 64;
@@ -349,40 +349,109 @@ fn index_u32(len: usize) -> Result<u32, DecodeError> {
     u32::try_from(len).map_err(|_| DecodeError::TooMany)
 }
 
-/// Finds the `service.name` string attribute of a (checked) `Resource`.
-fn find_service_name(buf: &[u8], resource: Range<usize>) -> Option<Range<usize>> {
-    let mut found = None;
-    let mut r = Reader::new(buf, resource);
+/// The key and value of one (checked) `KeyValue` message: `None` when it has no key.
+fn key_value(buf: &[u8], kv: Range<usize>) -> Option<(Range<usize>, Option<Range<usize>>)> {
+    let (mut key, mut value) = (None, None);
+    let mut r = Reader::new(buf, kv);
     while !r.done() {
-        let (field, wt) = r.key().ok()?;
-        if field != 1 || wt != 2 {
-            r.skip("Resource", field, wt).ok()?;
-            continue;
+        let (f, w) = r.key().ok()?;
+        match (f, w) {
+            (1, 2) => key = Some(r.bytes().ok()?),
+            (2, 2) => value = Some(r.bytes().ok()?),
+            _ => r.skip("KeyValue", f, w).ok()?,
         }
-        let kv = r.bytes().ok()?;
-        let (mut key, mut value) = (None, None);
-        let mut kr = Reader::new(buf, kv);
-        while !kr.done() {
-            let (f, w) = kr.key().ok()?;
-            match (f, w) {
-                (1, 2) => key = Some(kr.bytes().ok()?),
-                (2, 2) => value = Some(kr.bytes().ok()?),
-                _ => kr.skip("KeyValue", f, w).ok()?,
-            }
-        }
-        if key.is_some_and(|k| &buf[k] == b"service.name") {
-            let mut vr = Reader::new(buf, value?);
-            while !vr.done() {
-                let (f, w) = vr.key().ok()?;
-                if (f, w) == (1, 2) {
-                    found = Some(vr.bytes().ok()?);
-                } else {
-                    vr.skip("AnyValue", f, w).ok()?;
-                }
-            }
+    }
+    Some((key?, value))
+}
+
+/// A string or integer `AnyValue` (the last one wins, as in protobuf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Scalar {
+    Str(Range<usize>),
+    Int(i64),
+}
+
+fn scalar(buf: &[u8], any: Range<usize>) -> Option<Scalar> {
+    let mut found = None;
+    let mut r = Reader::new(buf, any);
+    while !r.done() {
+        let (f, w) = r.key().ok()?;
+        match (f, w) {
+            (1, 2) => found = Some(Scalar::Str(r.bytes().ok()?)),
+            (3, 0) => found = Some(Scalar::Int(r.varint().ok()? as i64)),
+            _ => r.skip("AnyValue", f, w).ok()?,
         }
     }
     found
+}
+
+/// Finds the `service.name` and `service.version` string attributes of a (checked) `Resource`.
+fn find_service_attrs(buf: &[u8], resource: Range<usize>) -> (Range<usize>, Range<usize>) {
+    let (mut service, mut version) = (0..0, 0..0);
+    let mut r = Reader::new(buf, resource);
+    while !r.done() {
+        let Ok((field, wt)) = r.key() else { break };
+        if field != 1 || wt != 2 {
+            if r.skip("Resource", field, wt).is_err() {
+                break;
+            }
+            continue;
+        }
+        let Ok(kv) = r.bytes() else { break };
+        let Some((key, Some(value))) = key_value(buf, kv) else {
+            continue;
+        };
+        let slot = match &buf[key] {
+            b"service.name" => &mut service,
+            b"service.version" => &mut version,
+            _ => continue,
+        };
+        if let Some(Scalar::Str(v)) = scalar(buf, value) {
+            *slot = v;
+        }
+    }
+    (service, version)
+}
+
+/// Records one span attribute into `http` when it is one span metrics needs. `stable` remembers
+/// which fields came from the stable semantic-convention names, which win over the old ones.
+fn capture_http(buf: &[u8], kv: Range<usize>, http: &mut HttpInfo, stable: &mut u8) {
+    const METHOD: u8 = 1;
+    const PATH: u8 = 2;
+    const STATUS: u8 = 4;
+    let Some((key, Some(value))) = key_value(buf, kv) else {
+        return;
+    };
+    let (field, is_stable) = match &buf[key] {
+        b"http.route" => (0, true),
+        b"http.request.method" => (METHOD, true),
+        b"http.method" => (METHOD, false),
+        b"url.path" => (PATH, true),
+        b"http.target" => (PATH, false),
+        b"http.response.status_code" => (STATUS, true),
+        b"http.status_code" => (STATUS, false),
+        _ => return,
+    };
+    if !is_stable && *stable & field != 0 {
+        return;
+    }
+    let Some(v) = scalar(buf, value) else { return };
+    match (field, v) {
+        (0, Scalar::Str(s)) => http.route = to_u32(s),
+        (METHOD, Scalar::Str(s)) => http.method = to_u32(s),
+        (PATH, Scalar::Str(s)) => http.path = to_u32(s),
+        (STATUS, Scalar::Int(code)) => http.status_code = u16::try_from(code).unwrap_or(0),
+        (STATUS, Scalar::Str(s)) => {
+            http.status_code = std::str::from_utf8(&buf[s])
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0)
+        }
+        _ => return,
+    }
+    if is_stable {
+        *stable |= field;
+    }
 }
 
 struct Walk<'a> {
@@ -440,6 +509,7 @@ impl Walk<'_> {
         self.resources.push(ResourceInfo {
             resource: 0..0,
             service: 0..0,
+            version: 0..0,
         });
         let mut r = Reader::new(self.buf, range);
         while !r.done() {
@@ -449,10 +519,11 @@ impl Walk<'_> {
                     expect(NAME, field, wt, 2)?;
                     let res = r.bytes()?;
                     check(self.buf, res.clone(), Msg::Resource, 0)?;
-                    let service = find_service_name(self.buf, res.clone()).unwrap_or(0..0);
+                    let (service, version) = find_service_attrs(self.buf, res.clone());
                     let info = &mut self.resources[resource_index as usize];
                     info.resource = to_u32(res);
                     info.service = to_u32(service);
+                    info.version = to_u32(version);
                 }
                 2 => {
                     expect(NAME, field, wt, 2)?;
@@ -517,7 +588,9 @@ impl Walk<'_> {
             bytes: to_u32(range.clone()),
             resource,
             scope,
+            http: HttpInfo::default(),
         };
+        let mut stable_http = 0u8;
         let mut r = Reader::new(buf, range);
         while !r.done() {
             let (field, wt) = r.key()?;
@@ -557,7 +630,8 @@ impl Walk<'_> {
                 9 => {
                     expect(NAME, field, wt, 2)?;
                     let s = r.bytes()?;
-                    check(buf, s, Msg::KeyValue, 0)?;
+                    check(buf, s.clone(), Msg::KeyValue, 0)?;
+                    capture_http(buf, s, &mut info.http, &mut stable_http);
                 }
                 10 | 12 | 14 => {
                     expect(NAME, field, wt, 0)?;
@@ -695,6 +769,53 @@ mod tests {
         assert_eq!(b.decode_span(&b.spans[1]).unwrap(), spans[1]);
         let res = b.decode_resource(0).unwrap();
         assert_eq!(res.attributes.len(), 2);
+    }
+
+    #[test]
+    fn http_attributes_and_service_version_are_captured_stable_names_first() {
+        let int = |key: &str, v: i64| KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::IntValue(v)),
+            }),
+            ..Default::default()
+        };
+        let mut old_then_new = span(1, 1, None);
+        old_then_new.attributes = vec![
+            kv("http.method", "POST"),
+            kv("http.target", "/old?q=1"),
+            int("http.status_code", 200),
+            kv("http.request.method", "GET"),
+            kv("url.path", "/users/42"),
+            int("http.response.status_code", 503),
+        ];
+        let mut new_then_old = span(1, 2, None);
+        new_then_old.attributes = vec![
+            kv("http.request.method", "GET"),
+            int("http.response.status_code", 429),
+            kv("http.method", "POST"),
+            int("http.status_code", 200),
+            kv("http.target", "/legacy"),
+        ];
+        let mut req =
+            ExportTraceServiceRequest::decode(request(vec![old_then_new, new_then_old])).unwrap();
+        let res = req.resource_spans[0].resource.as_mut().unwrap();
+        res.attributes.push(kv("service.version", "2.1.0"));
+        let d = decode_request(req.encode_to_vec().into(), Protocol::Grpc).unwrap();
+        let b = &d.batch;
+        let (a, c) = (&b.spans[0].http, &b.spans[1].http);
+        assert_eq!(b.text(&a.method), "GET");
+        assert_eq!(b.text(&a.path), "/users/42");
+        assert_eq!(a.status_code, 503);
+        assert!(a.route.is_empty());
+        assert_eq!(b.text(&c.method), "GET");
+        assert_eq!(c.status_code, 429);
+        assert_eq!(b.text(&c.path), "/legacy");
+        assert_eq!(b.service_version(&b.spans[0]), "2.1.0");
+        assert_eq!(b.service_name(&b.spans[0]), "checkout");
+        // The fixture's route.
+        let d = decode_request(request(vec![span(1, 1, None)]), Protocol::Grpc).unwrap();
+        assert_eq!(d.batch.text(&d.batch.spans[0].http.route), "/cart");
     }
 
     #[test]

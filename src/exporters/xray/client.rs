@@ -3,24 +3,13 @@
 use std::time::Duration;
 
 use aws_sdk_xray::config::http::HttpResponse;
-use aws_sdk_xray::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_xray::error::SdkError;
 use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
 
 use crate::exporters::retry::ExportError;
 
 /// PutTraceSegments API limit: documents per call ("Exceeding maximum segment count: 50").
 pub const MAX_DOCUMENTS_PER_CALL: usize = 50;
-
-/// Error codes AWS uses for throttling (aws-runtime's `THROTTLING_ERRORS` plus X-Ray's own).
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "SlowDown",
-];
 
 /// One document X-Ray refused (`UnprocessedTraceSegments`): rejected, never re-sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,51 +75,7 @@ impl XrayClient {
     }
 }
 
-/// A `Retry-After` header in seconds, when the server sent one.
-fn retry_after(response: &HttpResponse) -> Option<Duration> {
-    response
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
-}
-
 /// Throttling, 5xx, 408, timeouts and connection failures are retryable; the rest is permanent.
 pub fn classify(err: SdkError<PutTraceSegmentsError, HttpResponse>) -> ExportError {
-    let message = aws_smithy_types::error::display::DisplayErrorContext(&err).to_string();
-    let retry = |reason, after| ExportError::Retryable {
-        reason,
-        message: message.clone(),
-        after,
-    };
-    match &err {
-        SdkError::TimeoutError(_) => retry("timeout", None),
-        SdkError::DispatchFailure(d) if d.is_timeout() => retry("timeout", None),
-        SdkError::DispatchFailure(_) => retry("connection", None),
-        // Credentials that cannot be resolved yet (e.g. the ECS endpoint at start-up) show up here.
-        SdkError::ConstructionFailure(_) => retry("credentials", None),
-        SdkError::ResponseError(r) => {
-            let status = r.raw().status().as_u16();
-            if status >= 500 || status == 408 || status == 429 {
-                retry("server_error", None)
-            } else {
-                ExportError::Permanent {
-                    code: format!("http_{status}"),
-                    message,
-                }
-            }
-        }
-        SdkError::ServiceError(s) => {
-            let status = s.raw().status().as_u16();
-            let code = s.err().code().unwrap_or("Unknown").to_owned();
-            if status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
-                retry("throttled", retry_after(s.raw()))
-            } else if status >= 500 || status == 408 {
-                retry("server_error", retry_after(s.raw()))
-            } else {
-                ExportError::Permanent { code, message }
-            }
-        }
-        _ => retry("connection", None),
-    }
+    crate::exporters::retry::classify_sdk_error(err)
 }

@@ -1,0 +1,270 @@
+//! The CloudWatch exporter: every interval, the span-metrics delta goes out with PutMetricData
+//! per (Service, Operation): `Latency` as real distributions (`Values`/`Counts`), plus
+//! `Requests`, `Errors`, `Faults` and `Throttles`. It runs on its own task, fed by snapshots.
+//!
+//! What was published is remembered as cumulative counts per series; a publish that fails with a
+//! retryable error after its retry budget leaves them unchanged, so the next interval carries the
+//! data (late rather than lost). A permanent refusal drops it (counted).
+
+pub mod client;
+pub mod datums;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::exporters::ExporterKind;
+use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
+use crate::pipeline::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
+use crate::telemetry::{DropReason, Metrics, PublishOutcome};
+pub use client::CloudwatchClient;
+use datums::{Datum, Groups, SeriesDelta};
+
+const KIND: usize = ExporterKind::Cloudwatch as usize;
+
+/// How the exporter publishes.
+#[derive(Debug, Clone)]
+pub struct CloudwatchSettings {
+    pub namespace: String,
+    pub interval: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// A CloudWatch series: (service, version — empty unless enabled —, operation).
+type SeriesKey = (Box<str>, Box<str>, Box<str>);
+
+/// Cumulative counts of one CloudWatch series.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Totals {
+    latency: Vec<(u16, u64)>,
+    requests: u64,
+    errors: u64,
+    faults: u64,
+    throttles: u64,
+}
+
+/// Span metrics merged into CloudWatch series (kinds and status classes folded together, since
+/// only Service and Operation are dimensions), as cumulative counts.
+fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(SeriesKey, Totals)> {
+    let mut out: Vec<(SeriesKey, Totals)> = Vec::new();
+    let mut latency = Histogram::default();
+    for s in &snapshot.series {
+        let l = &s.labels;
+        let same = out.last().is_some_and(|((svc, ver, op), _)| {
+            *svc == l.service && *ver == l.version && *op == l.operation
+        });
+        if !same {
+            if let Some((_, t)) = out.last_mut() {
+                t.latency = groups.fold(&latency);
+            }
+            latency = Histogram::default();
+            out.push((
+                (l.service.clone(), l.version.clone(), l.operation.clone()),
+                Totals::default(),
+            ));
+        }
+        let h = s.histogram();
+        let t = &mut out.last_mut().expect("pushed above").1;
+        t.requests += h.total;
+        match l.status {
+            StatusClass::Ok => {}
+            StatusClass::Error => t.errors += h.total,
+            StatusClass::Fault => t.faults += h.total,
+            StatusClass::Throttle => {
+                t.errors += h.total;
+                t.throttles += h.total;
+            }
+        }
+        latency.add(&h);
+    }
+    if let Some((_, t)) = out.last_mut() {
+        t.latency = groups.fold(&latency);
+    }
+    out
+}
+
+/// CloudWatch: dimension values are 1–1,024 ASCII characters with at least one that is not
+/// whitespace (one bad value would fail the whole request): other characters become `_`.
+pub fn dimension_value(text: &str) -> String {
+    let mut v: String = text
+        .chars()
+        .take(1024)
+        .map(|c| if (' '..='~').contains(&c) { c } else { '_' })
+        .collect();
+    if v.trim().is_empty() {
+        v = "unknown".into();
+    }
+    v
+}
+
+fn dimensions(key: &SeriesKey) -> Vec<(&'static str, String)> {
+    let (service, version, operation) = key;
+    let mut d = vec![
+        ("Service", dimension_value(service)),
+        ("Operation", dimension_value(operation)),
+    ];
+    if !version.is_empty() {
+        d.push(("Version", dimension_value(version)));
+    }
+    d
+}
+
+fn minus(current: &Totals, before: Option<&Totals>, key: &SeriesKey) -> SeriesDelta {
+    let zero = Totals::default();
+    let b = before.unwrap_or(&zero);
+    SeriesDelta {
+        dimensions: dimensions(key),
+        latency: datums::delta(&current.latency, &b.latency),
+        requests: current.requests.saturating_sub(b.requests),
+        errors: current.errors.saturating_sub(b.errors),
+        faults: current.faults.saturating_sub(b.faults),
+        throttles: current.throttles.saturating_sub(b.throttles),
+    }
+}
+
+/// How one request ended after its retries.
+enum Sent {
+    Ok,
+    Permanent,
+    Exhausted,
+}
+
+/// The exporter's state on its own task.
+#[derive(Debug)]
+pub struct CloudwatchExporter {
+    client: CloudwatchClient,
+    settings: CloudwatchSettings,
+    span_metrics: SpanMetrics,
+    metrics: Arc<Metrics>,
+    published: HashMap<SeriesKey, Totals>,
+    seed: u64,
+}
+
+impl CloudwatchExporter {
+    pub fn new(
+        client: CloudwatchClient,
+        settings: CloudwatchSettings,
+        span_metrics: SpanMetrics,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        CloudwatchExporter {
+            client,
+            settings,
+            span_metrics,
+            metrics,
+            published: HashMap::new(),
+            seed: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+
+    /// Publishes every interval until `stop` turns true, then once more (the final partial
+    /// interval, so a drained agent leaves nothing unpublished).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let interval = self.settings.interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.publish(false).await,
+                _ = &mut stopped => break,
+            }
+        }
+        self.publish(true).await;
+    }
+
+    /// Sends what span metrics recorded since the last successful publish. `last`: at shutdown,
+    /// where data that cannot be sent is counted as dropped instead of carried over.
+    pub async fn publish(&mut self, last: bool) {
+        let groups = Groups::get();
+        let current = cumulative(&self.span_metrics.snapshot(), groups);
+        let deltas: Vec<SeriesDelta> = current
+            .iter()
+            .map(|(key, totals)| minus(totals, self.published.get(key), key))
+            .collect();
+        let per_series: Vec<Vec<Datum>> = deltas
+            .iter()
+            .map(|d| datums::series_datums(d, groups))
+            .collect();
+        let timestamp = SystemTime::now();
+        let requests = datums::pack(per_series, &self.settings.namespace);
+        for (request, members) in requests {
+            let spans: u64 = members.iter().map(|i| deltas[*i].requests).sum();
+            let commit = match self.send(&request, timestamp).await {
+                Sent::Ok => {
+                    self.metrics.cloudwatch_datums_sent(request.len() as u64);
+                    self.metrics.spans_exported(KIND, spans);
+                    true
+                }
+                Sent::Permanent => {
+                    self.metrics
+                        .spans_dropped(KIND, DropReason::PermanentError, spans);
+                    true
+                }
+                Sent::Exhausted if last => {
+                    self.metrics
+                        .spans_dropped(KIND, DropReason::RetryExhausted, spans);
+                    true
+                }
+                Sent::Exhausted => false,
+            };
+            if commit {
+                for i in members {
+                    let (key, totals) = &current[i];
+                    self.published.insert(key.clone(), totals.clone());
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, request: &[Datum], timestamp: SystemTime) -> Sent {
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let mut backoff = Backoff::new(self.settings.retry.clone(), self.seed);
+        let m = &self.metrics;
+        loop {
+            match self
+                .client
+                .put(&self.settings.namespace, request, timestamp)
+                .await
+            {
+                Ok(()) => {
+                    m.cloudwatch_request(PublishOutcome::Ok);
+                    return Sent::Ok;
+                }
+                Err(ExportError::Retryable {
+                    reason,
+                    message,
+                    after,
+                }) => match backoff.next_delay(after) {
+                    Some(delay) => {
+                        m.cloudwatch_request(PublishOutcome::Retried);
+                        debug!(exporter = "cloudwatch", reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "PutMetricData failed; retrying.");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => {
+                        m.cloudwatch_request(PublishOutcome::RetryExhausted);
+                        warn!(exporter = "cloudwatch", reason, datums = request.len(), error = %message, "PutMetricData kept failing; retry budget spent, the data goes out with the next publish.");
+                        return Sent::Exhausted;
+                    }
+                },
+                Err(ExportError::Permanent { code, message }) => {
+                    m.cloudwatch_request(PublishOutcome::PermanentError);
+                    warn!(exporter = "cloudwatch", code = %code, datums = request.len(), error = %message, "PutMetricData refused the request; dropping its data.");
+                    return Sent::Permanent;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,346 @@
+//! The exporter against a local fake CloudWatch endpoint (the real SDK's awsQuery requests):
+//! what is sent, how failures are retried, carried over or dropped, and counted.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+
+use super::*;
+use crate::pipeline::span_metrics::SpanMetricsConfig;
+use crate::pipeline::span_metrics::tests::{batch, span};
+
+const OK: &str = r#"<PutMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></PutMetricDataResponse>"#;
+
+fn error_xml(code: &str) -> String {
+    format!(
+        r#"<ErrorResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><Error><Type>Sender</Type><Code>{code}</Code><Message>no</Message></Error><RequestId>r</RequestId></ErrorResponse>"#
+    )
+}
+
+#[derive(Default)]
+struct Fake {
+    /// Answers to give, in order; then 200.
+    script: VecDeque<(u16, String)>,
+    /// Decoded form bodies received, and their size on the wire before gzip.
+    bodies: Vec<(Vec<(String, String)>, usize)>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() + 1 => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn handle(
+    State(fake): State<Arc<Mutex<Fake>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let mut raw = body.to_vec();
+    if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .unwrap();
+        raw = out;
+    }
+    let text = String::from_utf8(raw).unwrap();
+    let form = text
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
+        .collect();
+    let mut f = fake.lock().unwrap();
+    f.bodies.push((form, text.len()));
+    let (status, body) = f.script.pop_front().unwrap_or((200, OK.into()));
+    (StatusCode::from_u16(status).unwrap(), body)
+}
+
+async fn fake_endpoint(script: Vec<(u16, String)>) -> (String, Arc<Mutex<Fake>>) {
+    let fake = Arc::new(Mutex::new(Fake {
+        script: script.into(),
+        ..Default::default()
+    }));
+    let app = Router::new()
+        .route("/", post(handle))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, fake)
+}
+
+async fn exporter(
+    url: &str,
+    span_metrics: SpanMetrics,
+    metrics: Arc<Metrics>,
+) -> CloudwatchExporter {
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "k", "s", None, None, "test",
+        ))
+        .endpoint_url(url)
+        .retry_config(aws_config::retry::RetryConfig::disabled())
+        .load()
+        .await;
+    let settings = CloudwatchSettings {
+        namespace: "Shop".into(),
+        interval: Duration::from_secs(60),
+        retry: RetryPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(5),
+            max_elapsed: Duration::from_millis(100),
+        },
+    };
+    CloudwatchExporter::new(CloudwatchClient::new(&sdk), settings, span_metrics, metrics)
+}
+
+fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    form.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// One datum as received: (metric, dimensions, values, counts, single value).
+type Received = (
+    String,
+    Vec<(String, String)>,
+    Vec<f64>,
+    Vec<f64>,
+    Option<f64>,
+);
+
+/// The datums of one request.
+fn datums_of(form: &[(String, String)]) -> Vec<Received> {
+    let mut out = Vec::new();
+    for n in 1.. {
+        let p = format!("MetricData.member.{n}.");
+        let Some(name) = get(form, &format!("{p}MetricName")) else {
+            break;
+        };
+        let list = |what: &str| -> Vec<String> {
+            (1..)
+                .map_while(|k| get(form, &format!("{p}{what}.member.{k}")).map(String::from))
+                .collect()
+        };
+        let dims = (1..)
+            .map_while(|k| {
+                Some((
+                    get(form, &format!("{p}Dimensions.member.{k}.Name"))?.to_string(),
+                    get(form, &format!("{p}Dimensions.member.{k}.Value"))?.to_string(),
+                ))
+            })
+            .collect();
+        let nums = |v: Vec<String>| v.iter().map(|x| x.parse().unwrap()).collect::<Vec<f64>>();
+        out.push((
+            name.to_string(),
+            dims,
+            nums(list("Values")),
+            nums(list("Counts")),
+            get(form, &format!("{p}Value")).map(|v| v.parse().unwrap()),
+        ));
+    }
+    out
+}
+
+fn record_some(m: &SpanMetrics, ok: usize, faults: usize) {
+    let mut spans: Vec<_> = (0..ok)
+        .map(|i| {
+            span(
+                "GET /a",
+                2,
+                false,
+                1000 + i as u64 * 10,
+                &[("http.route", "/a"), ("http.request.method", "GET")],
+                200,
+            )
+        })
+        .collect();
+    spans.extend((0..faults).map(|_| {
+        span(
+            "GET /a",
+            3,
+            false,
+            20_000,
+            &[("http.route", "/a"), ("http.request.method", "GET")],
+            503,
+        )
+    }));
+    m.record(&batch(vec![("shop", "", spans)]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn publishes_distributions_and_counts_per_service_and_operation() {
+    let (url, fake) = fake_endpoint(vec![]).await;
+    let m = SpanMetrics::new(SpanMetricsConfig::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut e = exporter(&url, m.clone(), metrics.clone()).await;
+    record_some(&m, 300, 20);
+    e.publish(false).await;
+    // Nothing new: nothing sent.
+    e.publish(false).await;
+    record_some(&m, 5, 0);
+    e.publish(false).await;
+
+    let f = fake.lock().unwrap();
+    assert_eq!(f.bodies.len(), 2);
+    let (form, _) = &f.bodies[0];
+    assert_eq!(get(form, "Action"), Some("PutMetricData"));
+    assert_eq!(get(form, "Namespace"), Some("Shop"));
+    let datums = datums_of(form);
+    let dims = vec![
+        ("Service".to_string(), "shop".to_string()),
+        ("Operation".to_string(), "GET /a".to_string()),
+    ];
+    assert!(datums.iter().all(|d| d.1 == dims), "{datums:?}");
+    let latency: Vec<_> = datums.iter().filter(|d| d.0 == "Latency").collect();
+    assert_eq!(latency.len(), 1);
+    assert!(latency[0].2.len() <= 150 && latency[0].2.len() == latency[0].3.len());
+    // Server and client spans of one operation share the distribution (kind is no dimension).
+    assert_eq!(latency[0].3.iter().sum::<f64>(), 320.0);
+    let slowest = *latency[0].2.last().unwrap();
+    assert!((slowest - 20.0).abs() / 20.0 <= 0.01, "{slowest}");
+    let count = |name: &str| datums.iter().find(|d| d.0 == name).and_then(|d| d.4);
+    assert_eq!(count("Requests"), Some(320.0));
+    assert_eq!(count("Faults"), Some(20.0));
+    assert_eq!(count("Errors"), Some(0.0));
+    assert_eq!(count("Throttles"), Some(0.0));
+    let second = datums_of(&f.bodies[1].0);
+    assert_eq!(
+        second.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
+        Some(5.0)
+    );
+    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Ok), 2);
+    assert_eq!(metrics.cloudwatch_datums(), 10);
+    assert_eq!(metrics.exported(KIND), 325);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_size_estimate_bounds_the_real_request_body() {
+    let (url, fake) = fake_endpoint(vec![]).await;
+    let m = SpanMetrics::new(SpanMetricsConfig::default());
+    let mut spans = Vec::new();
+    for op in 0..10 {
+        for i in 0..400u64 {
+            let route = format!("/r{op}/ü\"&=?");
+            spans.push(span(
+                "x",
+                2,
+                false,
+                1 + i * i * 37,
+                &[("http.route", &route)],
+                0,
+            ));
+        }
+    }
+    m.record(&batch(vec![("svc with spaces & ünïcode", "", spans)]));
+    let metrics = Arc::new(Metrics::default());
+    let mut e = exporter(&url, m.clone(), metrics.clone()).await;
+    let expected: usize = {
+        let groups = Groups::get();
+        let current = cumulative(&m.snapshot(), groups);
+        current
+            .iter()
+            .map(|(k, t)| datums::series_datums(&minus(t, None, k), groups))
+            .flat_map(|d| d.into_iter().map(|d| d.estimated_bytes()))
+            .sum::<usize>()
+            + 200
+            + 3 * "Shop".len()
+    };
+    e.publish(false).await;
+    let f = fake.lock().unwrap();
+    assert_eq!(f.bodies.len(), 1);
+    let (form, size) = &f.bodies[0];
+    assert!(*size <= expected, "body {size} bytes > estimate {expected}");
+    assert!(
+        *size > expected / 4,
+        "estimate {expected} is far too loose for {size}"
+    );
+    assert_eq!(
+        datums_of(form).iter().filter(|d| d.0 == "Requests").count(),
+        10
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_is_retried_and_an_outage_is_carried_over_not_lost() {
+    let throttle = (400, error_xml("Throttling"));
+    let unavailable = (503, error_xml("ServiceUnavailable"));
+    let (url, fake) = fake_endpoint(vec![throttle]).await;
+    let m = SpanMetrics::new(SpanMetricsConfig::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut e = exporter(&url, m.clone(), metrics.clone()).await;
+    record_some(&m, 10, 0);
+    e.publish(false).await;
+    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Retried), 1);
+    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Ok), 1);
+    assert_eq!(metrics.exported(KIND), 10);
+
+    // The second publish meets an outage longer than its retry budget.
+    fake.lock().unwrap().script = std::iter::repeat_n(unavailable, 500).collect();
+    record_some(&m, 7, 0);
+    e.publish(false).await;
+    assert_eq!(
+        metrics.cloudwatch_requests(PublishOutcome::RetryExhausted),
+        1
+    );
+    assert_eq!(metrics.exported(KIND), 10);
+    fake.lock().unwrap().script.clear();
+    record_some(&m, 1, 0);
+    e.publish(false).await;
+    // The 7 spans of the failed interval went out with the next one.
+    assert_eq!(metrics.exported(KIND), 18);
+    let f = fake.lock().unwrap();
+    let last = datums_of(&f.bodies.last().unwrap().0);
+    assert_eq!(
+        last.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
+        Some(8.0)
+    );
+    assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_permanent_refusal_drops_and_counts_and_the_last_publish_counts_what_it_could_not_send() {
+    let (url, fake) = fake_endpoint(vec![(400, error_xml("InvalidParameterValue"))]).await;
+    let m = SpanMetrics::new(SpanMetricsConfig::default());
+    let metrics = Arc::new(Metrics::default());
+    let mut e = exporter(&url, m.clone(), metrics.clone()).await;
+    record_some(&m, 4, 0);
+    e.publish(false).await;
+    assert_eq!(
+        metrics.cloudwatch_requests(PublishOutcome::PermanentError),
+        1
+    );
+    assert_eq!(metrics.dropped(KIND, DropReason::PermanentError), 4);
+    record_some(&m, 3, 0);
+    fake.lock().unwrap().script =
+        std::iter::repeat_n((500, error_xml("InternalServiceFault")), 500).collect();
+    e.publish(true).await;
+    assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 3);
+    assert_eq!(metrics.exported(KIND), 0);
+}
+
+#[test]
+fn dimension_values_are_what_cloudwatch_accepts() {
+    assert_eq!(dimension_value("GET /cart/{id}"), "GET /cart/{id}");
+    assert_eq!(dimension_value("caf\u{e9} \n"), "caf_ _");
+    assert_eq!(dimension_value("   "), "unknown");
+    assert_eq!(dimension_value(&"x".repeat(2000)).len(), 1024);
+}
