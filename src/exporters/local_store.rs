@@ -91,7 +91,11 @@ impl LocalStore {
                 resource: d.resource,
                 scope: d.scope,
             };
-            (d.trace_id, d.encoded_bytes * DECODED_SIZE_FACTOR + SPAN_OVERHEAD_BYTES, stored)
+            (
+                d.trace_id,
+                d.encoded_bytes * DECODED_SIZE_FACTOR + SPAN_OVERHEAD_BYTES,
+                stored,
+            )
         });
         metrics.spans_dropped(exporter, DropReason::Undecodable, undecodable);
 
