@@ -6,7 +6,7 @@
 #   RUNS=1 DURATION=5s benches/pipeline.sh b
 #
 # Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray;
-# c = X-Ray export of 100% of spans. AWS is a local fake endpoint (examples/fake_xray.rs).
+# c = X-Ray export of 100% of spans. AWS is a local fake endpoint (benches/fake_xray.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -17,9 +17,10 @@ AGENT_CPU=${AGENT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 CONFIGS=${*:-a b c}
 
-cargo build --release --quiet --bin sidetrace --example fake_xray
+cargo build --release --quiet --bin sidetrace
+cargo build --release --quiet --features bench-tools --bin fake-xray
 BIN=target/release/sidetrace
-FAKE=target/release/examples/fake_xray
+FAKE=target/release/fake-xray
 GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566
 
 taskset -c "$LOAD_CPU" "$FAKE" "$AWS" 2>/dev/null &

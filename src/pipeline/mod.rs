@@ -61,6 +61,24 @@ impl Pipeline {
         }
     }
 
+    /// Refuses, before any decoding, a request the queue cannot take: under overload the
+    /// receivers answer in microseconds instead of walking bytes they will drop.
+    pub fn precheck(&self, protocol: Protocol, body_bytes: usize) -> Result<(), Refusal> {
+        let refusal = if self.queue.is_closed() {
+            Refusal::ShuttingDown
+        } else if !self.queue.might_fit(body_bytes) {
+            Refusal::QueueFull
+        } else {
+            return Ok(());
+        };
+        let outcome = match refusal {
+            Refusal::QueueFull => RequestOutcome::QueueFull,
+            Refusal::ShuttingDown => RequestOutcome::ShuttingDown,
+        };
+        self.metrics.request(protocol, outcome);
+        Err(refusal)
+    }
+
     /// Admits a decoded request: count, then one non-blocking push of the whole batch. Span
     /// metrics record the batch once the queue has reserved room for it, so a refused request
     /// (which the client sends again) is not counted twice.

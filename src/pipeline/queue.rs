@@ -91,6 +91,13 @@ impl Queue {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
 
+    /// Whether a batch of about `bytes` could be queued now (a cheap early check; `try_push`
+    /// still decides). An empty queue takes anything.
+    pub fn might_fit(&self, bytes: usize) -> bool {
+        let queued = self.bytes.load(Ordering::Relaxed);
+        queued == 0 || queued + bytes <= self.max_bytes
+    }
+
     /// Takes the next batch without waiting.
     pub fn try_pop(&self) -> Option<Batch> {
         let batch = self.items.pop()?;

@@ -71,6 +71,9 @@ impl Encoder for ResponseEncoder {
 
 /// Decode + admit for one request; runs on the request's own task and never waits.
 pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+    if let Err(r) = pipeline.precheck(Protocol::Grpc, body.len()) {
+        return Err(refusal_status(r));
+    }
     let decoded = decode_request(body, Protocol::Grpc).map_err(|e| {
         pipeline
             .metrics
@@ -84,16 +87,20 @@ pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResp
                 error_message,
             }),
         }),
-        // OTLP spec: UNAVAILABLE with RetryInfo tells the client to retry after the delay.
-        Err(r) => Err(Status::with_error_details(
-            Code::Unavailable,
-            match r {
-                Refusal::QueueFull => "sidetrace queue is full; retry later",
-                Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
-            },
-            ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
-        )),
+        Err(r) => Err(refusal_status(r)),
     }
+}
+
+/// OTLP spec: UNAVAILABLE with RetryInfo tells the client to retry after the delay.
+fn refusal_status(r: Refusal) -> Status {
+    Status::with_error_details(
+        Code::Unavailable,
+        match r {
+            Refusal::QueueFull => "sidetrace queue is full; retry later",
+            Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
+        },
+        ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
+    )
 }
 
 #[derive(Debug, Clone)]

@@ -263,6 +263,9 @@ async fn export(
             }
         },
     };
+    if let Err(r) = s.pipeline.precheck(protocol, body.len()) {
+        return refusal_response(enc, r);
+    }
     let decoded = match decode_request(body, protocol) {
         Ok(d) => d,
         Err(e) => {
@@ -278,20 +281,21 @@ async fn export(
     };
     match s.pipeline.admit(protocol, decoded) {
         Ok(a) => success_response(enc, a.rejected_spans, a.message),
-        // OTLP spec: 503 with Retry-After is the retryable "not now" answer.
-        Err(Refusal::QueueFull) => status_response(
-            enc,
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::UNAVAILABLE,
-            "sidetrace queue is full; retry later",
-            true,
-        ),
-        Err(Refusal::ShuttingDown) => status_response(
-            enc,
-            StatusCode::SERVICE_UNAVAILABLE,
-            code::UNAVAILABLE,
-            "sidetrace is shutting down; retry later",
-            true,
-        ),
+        Err(r) => refusal_response(enc, r),
     }
+}
+
+/// OTLP spec: 503 with Retry-After is the retryable "not now" answer.
+fn refusal_response(enc: Encoding, r: Refusal) -> Response {
+    let message = match r {
+        Refusal::QueueFull => "sidetrace queue is full; retry later",
+        Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
+    };
+    status_response(
+        enc,
+        StatusCode::SERVICE_UNAVAILABLE,
+        code::UNAVAILABLE,
+        message,
+        true,
+    )
 }
