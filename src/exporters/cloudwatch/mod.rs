@@ -183,7 +183,12 @@ impl CloudwatchExporter {
     /// where data that cannot be sent is counted as dropped instead of carried over.
     pub async fn publish(&mut self, last: bool) {
         let groups = Groups::get();
-        let current = cumulative(&self.span_metrics.snapshot(), groups);
+        // Merging thousands of series takes milliseconds: off the runtime's workers.
+        let span_metrics = self.span_metrics.clone();
+        let current =
+            tokio::task::spawn_blocking(move || cumulative(&span_metrics.snapshot(), groups))
+                .await
+                .unwrap_or_default();
         let deltas: Vec<SeriesDelta> = current
             .iter()
             .map(|(key, totals)| minus(totals, self.published.get(key), key))
