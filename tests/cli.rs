@@ -1,11 +1,13 @@
 //! The real binary: --version, config check/default, healthcheck, and a SIGTERM drain that
 //! delivers what was accepted and exits 0.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sidetrace");
+use std::io::Read;
+use std::process::Command;
+use std::time::Duration;
+
+use common::process::{BIN, spawn_agent};
 
 fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     let p = std::env::temp_dir().join(format!("sidetrace-{}-{name}", std::process::id()));
@@ -91,78 +93,6 @@ fn healthcheck_fails_when_nothing_listens() {
     assert_eq!(out.status.code(), Some(1));
 }
 
-struct Running {
-    child: Child,
-    grpc: String,
-    http: String,
-    admin: String,
-}
-
-/// A failed assertion must not leave the agent running.
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the binary on ephemeral ports and reads the bound addresses from its startup log.
-fn start(extra: &[&str]) -> Running {
-    let mut child = Command::new(BIN)
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
-        .args(extra)
-        .env_remove("AWS_REGION")
-        .env_remove("AWS_DEFAULT_REGION")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut running = Running {
-        child,
-        grpc: String::new(),
-        http: String::new(),
-        admin: String::new(),
-    };
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut grpc, mut http, mut admin) = (None, None, None);
-    let mut log = String::new();
-    while admin.is_none() {
-        let line = lines.next().expect("log line").unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .map(|a| a.split_whitespace().next().unwrap().to_string());
-        if line.contains("listener=\"otlp_grpc\"") {
-            grpc = addr;
-        } else if line.contains("listener=\"otlp_http\"") {
-            http = addr;
-        } else if line.contains("listener=\"admin\"") {
-            admin = addr;
-        }
-    }
-    assert!(
-        log.contains("keeping traces locally"),
-        "startup log says local mode and why: {log}"
-    );
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    running.grpc = grpc.unwrap();
-    running.http = http.unwrap();
-    running.admin = admin.unwrap();
-    running
-}
-
 /// A minimal blocking HTTP/1.1 POST; returns the status line.
 fn post_json(addr: &str, body: &str) -> String {
     use std::io::Write;
@@ -173,30 +103,14 @@ fn post_json(addr: &str, body: &str) -> String {
     out.lines().next().unwrap_or("").to_string()
 }
 
-fn sigterm(child: &Child) {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let t = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(t.elapsed() < limit, "agent did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
-    let mut agent = start(&[]);
+    let mut agent = spawn_agent(&[], &[]);
+    assert!(
+        agent.log.contains("keeping traces locally"),
+        "startup log says local mode and why: {}",
+        agent.log
+    );
     assert!(!agent.grpc.is_empty());
     let out = Command::new(BIN)
         .args(["healthcheck", "--admin-addr", &agent.admin])
@@ -219,8 +133,7 @@ fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
     let status = post_json(&agent.http, &body);
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
 
-    sigterm(&agent.child);
-    let exit = wait_exit(&mut agent.child, Duration::from_secs(10));
+    let exit = agent.terminate(Duration::from_secs(10));
     assert_eq!(exit.code(), Some(0));
     let mut stdout = String::new();
     agent

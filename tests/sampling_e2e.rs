@@ -8,17 +8,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{aws_env, moto, spawn_agent, xray_client};
+use common::process::{aws_env, env_refs, moto, spawn_agent, xray_client};
 use prost::Message;
 use serde_json::{Value, json};
 use sidetrace::exporters::xray::translate::xray_trace_id;
 use sidetrace::pipeline::sampler::{ratio_keeps, threshold};
 use sidetrace::proto::*;
 use sidetrace::workload::Rng;
-
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
 
 /// One request holding `traces` traces of 3 spans each (entry SERVER span + 2 children).
 fn request(service: &str, traces: &[[u8; 16]]) -> Vec<u8> {

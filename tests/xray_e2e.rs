@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::process::{Running, aws_env, moto, spawn_agent, xray_client};
+use common::process::{Running, aws_env, env_refs, moto, spawn_agent, xray_client};
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt, Tracer, TracerProvider as _,
 };
@@ -21,10 +21,6 @@ use prost::Message;
 use serde_json::Value;
 use sidetrace::exporters::xray::translate::xray_trace_id;
 use sidetrace::exporters::xray::validate::validate_document;
-
-fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
-}
 
 /// Reads a trace's documents back from the endpoint until `want` arrived (or 30 s passed).
 async fn read_back(endpoint: &str, trace_ids: &[String], want: usize) -> Vec<Value> {

@@ -184,6 +184,11 @@ pub fn xray_client(endpoint: &str) -> aws_sdk_xray::Client {
     aws_sdk_xray::Client::from_conf(conf)
 }
 
+/// Borrows an owned environment list in the form `spawn_agent` takes.
+pub fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
 /// Environment that points the agent's AWS SDK at an endpoint with fake credentials.
 pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
