@@ -418,6 +418,7 @@ impl Sampler {
             i = j;
         }
         self.relieve_pressure(&mut released);
+        self.compact_order();
         self.publish_gauges();
         let mut out = Vec::with_capacity(2);
         if !keep.is_empty() {
@@ -575,6 +576,15 @@ impl Sampler {
                 }
                 None => break,
             }
+        }
+    }
+
+    /// `order` keeps IDs of traces decided since (they are skipped when popped); a long-open
+    /// trace at its front would let them pile up under load, so drop them once they dominate.
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.open.len() + 1024 {
+            let open = &self.open;
+            self.order.retain(|(_, t)| open.contains_key(t));
         }
     }
 

@@ -371,3 +371,39 @@ async fn rules_decide_on_the_entry_span() {
     assert_eq!(count(&s.admit(batch(&specs), Instant::now())), 0);
     assert_eq!(count(&s.admit(batch(&[entry]), Instant::now())), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn decided_traces_do_not_pile_up_behind_a_long_open_one() {
+    // Rules decide at the entry span; a trace whose entry span never comes stays open for an
+    // hour at the front of `order` while 5,000 others are decided at once behind it.
+    let mut c = cfg(Head::Rules(Arc::new(Mutex::new(Rules::fallback(
+        Instant::now(),
+    )))));
+    c.keep_errors = false;
+    c.max_wait = Duration::from_secs(3600);
+    let mut s = Sampler::new(c, Arc::default());
+    let mut rng = Rng::new(21);
+    s.admit(
+        batch(&[SpanSpec {
+            trace: tid(&mut rng),
+            id: 2,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: false,
+        }]),
+        Instant::now(),
+    );
+    for _ in 0..50 {
+        let specs: Vec<SpanSpec> = (0..100)
+            .flat_map(|_| trace(tid(&mut rng), 0, 1, false))
+            .collect();
+        s.admit(batch(&specs), Instant::now());
+    }
+    assert_eq!(s.open.len(), 1);
+    assert!(
+        s.order.len() <= 1024 + 2 + 100,
+        "{} order entries for 1 open trace",
+        s.order.len()
+    );
+}
