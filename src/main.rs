@@ -121,6 +121,14 @@ enum ConfigCommand {
     Default,
 }
 
+/// Writes to stdout, ignoring a closed pipe (`sidetrace loadgen | head -1` must not panic).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
@@ -164,7 +172,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Config(ConfigCommand::Default)) => {
-            print!("{}", Config::default_toml());
+            out!("{}", Config::default_toml().trim_end());
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
@@ -183,13 +191,13 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> ExitCode {
     match Config::load(Some(file), &|_| None, &[]) {
         Ok(_) => {
-            println!("{}: valid", file.display());
+            out!("{}: valid", file.display());
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            println!("{}: {} problem(s)", file.display(), problems.len());
+            out!("{}: {} problem(s)", file.display(), problems.len());
             for p in problems {
-                println!("  - {p}");
+                out!("  - {p}");
             }
             ExitCode::from(EXIT_CONFIG as u8)
         }
@@ -234,7 +242,7 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
     match runtime.block_on(sidetrace::loadgen::run(spec)) {
         Ok(r) => {
             let failed: u64 = r.failures.values().sum();
-            println!(
+            out!(
                 "{} {} loop: {:.0} spans/s over {:.1}s, {} requests ok, {} failed {:?}; latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
                 r.protocol,
                 r.mode,
@@ -247,7 +255,7 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
                 r.latency_p99_ms,
                 r.latency_p999_ms
             );
-            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            out!("{}", serde_json::to_string(&r).unwrap_or_default());
             if r.requests_ok == 0 {
                 ExitCode::FAILURE
             } else {
