@@ -161,6 +161,52 @@ impl Backoff {
     }
 }
 
+/// At most `concurrency` sends in flight, each on its own task with its own jitter seed; the
+/// exporter waits for a free slot (that wait is its backpressure) and, at shutdown, for all.
+#[derive(Debug)]
+pub struct Sends {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    concurrency: u32,
+    seed: u64,
+}
+
+impl Sends {
+    pub fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        Sends {
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency)),
+            concurrency: concurrency as u32,
+            seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// Waits for a free slot, then runs `send(seed)` on its own task.
+    pub async fn spawn<F, Fut>(&mut self, send: F)
+    where
+        F: FnOnce(u64) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        // The semaphore is never closed, so acquiring cannot fail.
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return;
+        };
+        self.seed = self
+            .seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let fut = send(self.seed);
+        tokio::spawn(async move {
+            fut.await;
+            drop(permit);
+        });
+    }
+
+    /// Waits until every send has finished.
+    pub async fn wait_all(&self) {
+        let _ = self.permits.acquire_many(self.concurrency).await;
+    }
+}
+
 /// Runs `attempt` until it succeeds, fails permanently, or the backoff's time budget is spent;
 /// the error says which drop reason the request's spans are counted under.
 pub async fn deliver<T, F, Fut>(

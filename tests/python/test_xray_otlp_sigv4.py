@@ -50,7 +50,7 @@ def test_otlp_mode_signature_matches_botocore_and_body_is_otlp():
     port = free_port()
     server = http.server.HTTPServer(("127.0.0.1", port), Capture)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    agent = start_agent(["--sampling-ratio", "1", "--set", "xray.mode=otlp", "--set", "xray.idle_flush=200ms"], {
+    agent = start_agent(["--exporters", "xray", "--sampling-ratio", "1", "--set", "xray.mode=otlp", "--set", "xray.idle_flush=200ms"], {
         "AWS_REGION": "eu-west-1", "AWS_ENDPOINT_URL_XRAY": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
         "AWS_SESSION_TOKEN": "session-token-example",

@@ -9,12 +9,11 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::exporters::ExporterKind;
-use crate::exporters::retry::{self, Backoff, RetryPolicy};
+use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::model::{Batch, hex};
 use crate::telemetry::{DropReason, Metrics};
 pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
@@ -52,22 +51,19 @@ pub struct XrayExporter {
     buf: Vec<u8>,
     pending: Vec<PendingDoc>,
     oldest: Option<Instant>,
-    permits: Arc<Semaphore>,
-    seed: u64,
+    sends: Sends,
 }
 
 impl XrayExporter {
     pub fn new(client: XrayClient, settings: XraySettings, metrics: Arc<Metrics>) -> Self {
-        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
         XrayExporter {
+            sends: Sends::new(settings.concurrency),
             client,
             settings,
             metrics,
             buf: Vec::with_capacity(16 * 1024),
             pending: Vec::with_capacity(MAX_DOCUMENTS_PER_CALL),
             oldest: None,
-            permits,
-            seed: 0x9e37_79b9_7f4a_7c15,
         }
     }
 
@@ -134,30 +130,28 @@ impl XrayExporter {
         }
         let docs = std::mem::take(&mut self.pending);
         self.oldest = None;
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
-        self.seed = self
-            .seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1);
-        let sender = Sender {
-            client: self.client.clone(),
-            metrics: self.metrics.clone(),
-            backoff: Backoff::new(self.settings.retry.clone(), self.seed),
-        };
-        tokio::spawn(async move {
-            sender.send(docs).await;
-            drop(permit);
-        });
+        let (client, metrics, retry) = (
+            self.client.clone(),
+            self.metrics.clone(),
+            self.settings.retry.clone(),
+        );
+        self.sends
+            .spawn(|seed| {
+                Sender {
+                    client,
+                    metrics,
+                    backoff: Backoff::new(retry, seed),
+                }
+                .send(docs)
+            })
+            .await;
     }
 
     /// Sends what is batched and waits for every call in flight (the agent bounds this wait
     /// with its drain deadline).
     pub async fn shutdown(&mut self) {
         self.flush().await;
-        let all = self.settings.concurrency.max(1) as u32;
-        let _ = self.permits.acquire_many(all).await;
+        self.sends.wait_all().await;
     }
 }
 

@@ -17,11 +17,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::exporters::ExporterKind;
-use crate::exporters::retry::{self, Backoff, ExportError, RetryPolicy};
+use crate::exporters::retry::{self, Backoff, ExportError, RetryPolicy, Sends};
 use crate::model::Batch;
 use crate::proto::ExportTraceServiceResponse;
 use crate::telemetry::Metrics;
@@ -75,8 +74,7 @@ pub struct OtlpSigv4Exporter {
     client: HttpsClient,
     metrics: Arc<Metrics>,
     pending: Pending,
-    permits: Arc<Semaphore>,
-    seed: u64,
+    sends: Sends,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -117,13 +115,12 @@ impl OtlpSigv4Exporter {
             .build();
         let client = Client::builder(TokioExecutor::new()).build(https);
         Ok(OtlpSigv4Exporter {
-            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            sends: Sends::new(settings.concurrency),
             settings,
             credentials,
             client,
             metrics,
             pending: Pending::default(),
-            seed: 0x2545_f491_4f6c_dd1d,
         })
     }
 
@@ -231,33 +228,19 @@ impl OtlpSigv4Exporter {
         if pending.spans == 0 {
             return;
         }
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
-        self.seed = self
-            .seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1);
         let call = Call {
             client: self.client.clone(),
             credentials: self.credentials.clone(),
             settings: self.settings.clone(),
             metrics: self.metrics.clone(),
-            seed: self.seed,
         };
-        tokio::spawn(async move {
-            call.send(Bytes::from(pending.body), pending.spans as u64)
-                .await;
-            drop(permit);
-        });
+        let (body, spans) = (Bytes::from(pending.body), pending.spans as u64);
+        self.sends.spawn(|seed| call.send(body, spans, seed)).await;
     }
 
     pub async fn shutdown(&mut self) {
         self.flush().await;
-        let _ = self
-            .permits
-            .acquire_many(self.settings.concurrency.max(1) as u32)
-            .await;
+        self.sends.wait_all().await;
     }
 }
 
@@ -266,13 +249,12 @@ struct Call {
     credentials: SharedCredentialsProvider,
     settings: OtlpSettings,
     metrics: Arc<Metrics>,
-    seed: u64,
 }
 
 impl Call {
-    async fn send(self, body: Bytes, spans: u64) {
+    async fn send(self, body: Bytes, spans: u64, seed: u64) {
         let this = &self;
-        let mut backoff = Backoff::new(self.settings.retry.clone(), self.seed);
+        let mut backoff = Backoff::new(self.settings.retry.clone(), seed);
         let result =
             retry::deliver(&mut backoff, "xray", spans, || this.attempt(body.clone())).await;
         let m = &self.metrics;
