@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::model::{Batch, ResourceInfo, ScopeInfo, SpanInfo, TraceId};
 use crate::pipeline::xray_rules::{RequestAttrs, Rules};
-use crate::proto::{Resource, Span, any_value};
+use crate::proto::{Span, any_value};
 
 /// Hold after the entry span arrives, waiting for stragglers (default) and its cap.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
@@ -856,17 +856,6 @@ fn attr_str<'a>(span: &'a Span, keys: &[&str]) -> Option<&'a str> {
     })
 }
 
-fn resource_str<'a>(resource: &'a Resource, key: &str) -> Option<&'a str> {
-    resource
-        .attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-            any_value::Value::StringValue(s) => Some(s.as_str()),
-            _ => None,
-        })
-}
-
 /// What X-Ray rules match on, read from the entry span (decoded here, once per trace).
 fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
     let span = batch.decode_span(entry).unwrap_or_default();
@@ -896,31 +885,14 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
         .unwrap_or_default();
     RequestAttrs {
         service_name: batch.service_name(entry).to_owned(),
-        service_type: origin(&resource).to_owned(),
+        service_type: crate::exporters::xray::translate::origin(&resource)
+            .unwrap_or_default()
+            .to_owned(),
         host,
         http_method: attr_str(&span, &["http.request.method", "http.method"])
             .unwrap_or_default()
             .to_owned(),
         url_path: path,
-    }
-}
-
-/// The X-Ray service type (segment `origin`) from resource attributes, as rules see it.
-fn origin(resource: &Resource) -> &'static str {
-    if resource_str(resource, "cloud.provider").is_some_and(|p| p != "aws") {
-        return "";
-    }
-    match resource_str(resource, "cloud.platform").unwrap_or_default() {
-        "aws_app_runner" => "AWS::AppRunner::Service",
-        "aws_eks" => "AWS::EKS::Container",
-        "aws_elastic_beanstalk" => "AWS::ElasticBeanstalk::Environment",
-        "aws_ec2" => "AWS::EC2::Instance",
-        "aws_ecs" => match resource_str(resource, "aws.ecs.launchtype").unwrap_or_default() {
-            "ec2" => "AWS::ECS::EC2",
-            "fargate" => "AWS::ECS::Fargate",
-            _ => "AWS::ECS::Container",
-        },
-        _ => "",
     }
 }
 

@@ -243,6 +243,11 @@ pub fn to_segment(
     Ok(report)
 }
 
+/// The segment `origin` (the X-Ray service type that sampling rules match) of a resource.
+pub fn origin(resource: &Resource) -> Option<&'static str> {
+    Res::new(resource).origin()
+}
+
 /// `1-` + 8 hex (the time part) + `-` + 24 hex, as X-Ray writes trace IDs.
 pub fn xray_trace_id(trace_id: &[u8; 16]) -> String {
     let mut out = Vec::with_capacity(35);
