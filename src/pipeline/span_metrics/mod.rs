@@ -199,88 +199,85 @@ pub struct SpanMetrics {
     shared: Arc<Shared>,
 }
 
-/// A label set a worker has met: its key, the key's hash, and its cell.
+/// Operation bytes kept inside a table entry (longer ones are boxed).
+const INLINE_OP: usize = 46;
+/// Services a worker numbers before it forgets its numbering and its table (service names come
+/// from outside; forgotten label sets are looked up again).
+const LOCAL_SERVICES: usize = 4_096;
+/// [`Known::header`] form of an operation written out in full (not a method + `http.route`).
+const BUILT: u64 = 0xFF;
+
+/// Operation bytes as a worker stores them: inline when short, so the comparison that confirms
+/// a lookup reads the entry's own cache line instead of chasing a pointer.
+enum StoredOp {
+    Inline(u8, [u8; INLINE_OP]),
+    Boxed(Box<[u8]>),
+}
+
+impl StoredOp {
+    fn new(op: &[u8]) -> Self {
+        if op.len() <= INLINE_OP {
+            let mut bytes = [0; INLINE_OP];
+            bytes[..op.len()].copy_from_slice(op);
+            StoredOp::Inline(op.len() as u8, bytes)
+        } else {
+            StoredOp::Boxed(op.into())
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            StoredOp::Inline(len, bytes) => &bytes[..*len as usize],
+            StoredOp::Boxed(b) => b,
+        }
+    }
+}
+
+/// A label set a worker has met, in one cache line. The worker's key is not the registry's
+/// text key: `header` packs the worker's number for the (service, version), the kind, the
+/// status class and the operation's form (the method's code when the operation is
+/// method + `http.route`, [`BUILT`] otherwise); `op` is the route, or the operation text. So
+/// the common case is keyed straight from the request bytes, with nothing copied per span.
+#[repr(align(64))]
 struct Known {
-    hash: u64,
-    key: Box<[u8]>,
-    /// Index into [`LocalShard::cells`].
+    header: u64,
+    op: StoredOp,
+    /// Index into [`Table::cells`].
     slot: u32,
     overflow: bool,
 }
 
-/// One worker thread's shard for one [`SpanMetrics`].
-struct LocalShard {
-    owner: Weak<Shared>,
+const _: () = assert!(std::mem::size_of::<Known>() == 64);
+
+/// A worker's label sets and cells.
+struct Table {
     hasher: RandomState,
-    /// Label sets met so far (the hash is stored so lookups compare bytes only on a hash match).
     by_key: hashbrown::HashTable<Known>,
     overflow_entries: usize,
     /// This worker's cells; `slot_of[series id]` indexes them.
     cells: Vec<Arc<Cell>>,
     slot_of: Vec<u32>,
-    key: Vec<u8>,
-    /// The previous span's key, hash and slot: consecutive spans of one series skip the lookup.
-    last_key: Vec<u8>,
-    last: Option<(u64, u32)>,
-    /// (cell slot, duration µs) of the batch being recorded; reused, so it stops allocating
-    /// once it has held the largest batch.
-    staged: Vec<(u32, u32)>,
 }
 
-thread_local! {
-    static SHARDS: RefCell<Vec<LocalShard>> = const { RefCell::new(Vec::new()) };
-}
-
-impl LocalShard {
-    fn new(owner: &Arc<Shared>) -> Self {
-        LocalShard {
-            owner: Arc::downgrade(owner),
-            hasher: RandomState::default(),
-            by_key: hashbrown::HashTable::new(),
-            overflow_entries: 0,
-            cells: Vec::new(),
-            slot_of: Vec::new(),
-            key: Vec::with_capacity(256),
-            last_key: Vec::with_capacity(256),
-            last: None,
-            staged: Vec::new(),
+impl Table {
+    #[inline]
+    fn find(&self, header: u64, op: &[u8]) -> Result<u32, u64> {
+        let hash = self.hasher.hash_one((header, op));
+        match self
+            .by_key
+            .find(hash, |k| k.header == header && k.op.as_slice() == op)
+        {
+            Some(k) => Ok(k.slot),
+            None => Err(hash),
         }
     }
 
-    fn record(&mut self, shared: &Shared, batch: &Batch) {
-        let version = shared.config.service_version;
-        for span in &batch.spans {
-            write_key(batch, span, version, &mut self.key);
-            let hash = self.hasher.hash_one(self.key.as_slice());
-            let slot = match self.last {
-                Some((h, slot)) if h == hash && self.key == self.last_key => slot,
-                _ => {
-                    let key = self.key.as_slice();
-                    let slot = match self.by_key.find(hash, |k| k.hash == hash && *k.key == *key) {
-                        Some(k) => k.slot,
-                        None => self.miss(shared, hash),
-                    };
-                    self.last = Some((hash, slot));
-                    self.last_key.clone_from(&self.key);
-                    slot
-                }
-            };
-            let us = (span.duration_nanos() / 1_000).min(hdr::MAX_VALUE_US);
-            self.staged.push((slot, us as u32));
-        }
-        // Counting in a second, tight loop lets the CPU overlap the cache misses of many
-        // counters (they are spread over megabytes with many series), which the lookups
-        // between them would otherwise serialise: about twice as fast with 1,000 series.
-        for &(slot, us) in &self.staged {
-            self.cells[slot as usize].record(u64::from(us));
-        }
-        self.staged.clear();
-    }
-
-    /// Slow path: ask the registry, and make this worker's cell for the series if needed.
-    fn miss(&mut self, shared: &Shared, hash: u64) -> u32 {
+    /// Slow path: ask the registry for the series of `full_key` (the registry's text key), make
+    /// this worker's cell for it if needed, and remember the worker's key.
+    fn miss(&mut self, shared: &Shared, full_key: &[u8], hash: u64, header: u64, op: &[u8]) -> u32 {
         let mut reg = shared.registry.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, overflow) = reg.resolve(&self.key, &shared.config);
+        let (id, overflow) = reg.resolve(full_key, &shared.config);
         let id = id as usize;
         if self.slot_of.len() <= id {
             self.slot_of.resize(id + 1, u32::MAX);
@@ -301,13 +298,173 @@ impl LocalShard {
             self.overflow_entries += 1;
         }
         let known = Known {
-            hash,
-            key: self.key.as_slice().into(),
+            header,
+            op: StoredOp::new(op),
             slot,
             overflow,
         };
-        self.by_key.insert_unique(hash, known, |k| k.hash);
+        let hasher = &self.hasher;
+        self.by_key.insert_unique(hash, known, |k| {
+            hasher.hash_one((k.header, k.op.as_slice()))
+        });
         slot
+    }
+}
+
+/// Where the previous span's operation bytes are, for the same-series shortcut.
+enum LastOp {
+    /// A range of the batch's buffer (a route).
+    Route(std::ops::Range<usize>),
+    /// [`LocalShard::last_op`].
+    Built,
+}
+
+/// One worker thread's shard for one [`SpanMetrics`].
+struct LocalShard {
+    owner: Weak<Shared>,
+    table: Table,
+    /// (service, version) as sent → this worker's number for it; `next_service` numbers the
+    /// next one (wrapping: the table is cleared every [`LOCAL_SERVICES`] numbers, so live
+    /// numbers never meet their wrapped twins).
+    services: HashMap<Box<[u8]>, u32, RandomState>,
+    next_service: u32,
+    /// The batch's resources' service numbers.
+    resource_service: Vec<u32>,
+    /// An operation written out in full, the previous one, and the registry key of a miss.
+    op: Vec<u8>,
+    last_op: Vec<u8>,
+    full_key: Vec<u8>,
+    /// (cell slot, duration µs) of the batch being recorded; reused, so it stops allocating
+    /// once it has held the largest batch.
+    staged: Vec<(u32, u32)>,
+}
+
+thread_local! {
+    static SHARDS: RefCell<Vec<LocalShard>> = const { RefCell::new(Vec::new()) };
+}
+
+fn range_bytes<'a>(batch: &'a Batch, r: &std::ops::Range<u32>) -> &'a [u8] {
+    batch
+        .buf
+        .get(r.start as usize..r.end as usize)
+        .unwrap_or_default()
+}
+
+impl LocalShard {
+    fn new(owner: &Arc<Shared>) -> Self {
+        LocalShard {
+            owner: Arc::downgrade(owner),
+            table: Table {
+                hasher: RandomState::default(),
+                by_key: hashbrown::HashTable::new(),
+                overflow_entries: 0,
+                cells: Vec::new(),
+                slot_of: Vec::new(),
+            },
+            services: HashMap::default(),
+            next_service: 0,
+            resource_service: Vec::new(),
+            op: Vec::with_capacity(256),
+            last_op: Vec::with_capacity(256),
+            full_key: Vec::with_capacity(512),
+            staged: Vec::new(),
+        }
+    }
+
+    /// Numbers the batch's resources by (service, version), once per resource.
+    fn number_services(&mut self, batch: &Batch, with_version: bool) {
+        self.resource_service.clear();
+        for r in &batch.resources {
+            self.full_key.clear();
+            self.full_key
+                .extend_from_slice(range_bytes(batch, &r.service));
+            if with_version {
+                self.full_key.push(SEP);
+                self.full_key
+                    .extend_from_slice(range_bytes(batch, &r.version));
+            }
+            let n = match self.services.get(self.full_key.as_slice()) {
+                Some(&n) => n,
+                None => {
+                    if self.services.len() >= LOCAL_SERVICES {
+                        self.services.clear();
+                        self.table.by_key.clear();
+                        self.table.overflow_entries = 0;
+                    }
+                    let n = self.next_service;
+                    self.next_service = n.wrapping_add(1);
+                    self.services.insert(self.full_key.as_slice().into(), n);
+                    n
+                }
+            };
+            self.resource_service.push(n);
+        }
+    }
+
+    fn record(&mut self, shared: &Shared, batch: &Batch) {
+        let version = shared.config.service_version;
+        self.number_services(batch, version);
+        let mut last: Option<(u64, LastOp, u32)> = None;
+        for span in &batch.spans {
+            let service = self
+                .resource_service
+                .get(span.resource as usize)
+                .copied()
+                .unwrap_or(u32::MAX);
+            let header = u64::from(service)
+                | (Kind::from_otlp(span.kind) as u64) << 32
+                | (StatusClass::of(span) as u64) << 40;
+            let route = &span.http.route;
+            let (header, built) = if route.is_empty() {
+                self.op.clear();
+                operation::write_operation(batch, span, &mut self.op);
+                (header | BUILT << 48, true)
+            } else {
+                let method = operation::method_code(range_bytes(batch, &span.http.method));
+                (header | u64::from(method) << 48, false)
+            };
+            let op = if built {
+                self.op.as_slice()
+            } else {
+                range_bytes(batch, route)
+            };
+            let same = match &last {
+                Some((h, LastOp::Route(r), _)) => {
+                    *h == header && batch.buf.get(r.clone()) == Some(op)
+                }
+                Some((h, LastOp::Built, _)) => *h == header && self.last_op == op,
+                None => false,
+            };
+            let slot = if same {
+                last.as_ref().map_or(0, |l| l.2)
+            } else {
+                let slot = match self.table.find(header, op) {
+                    Ok(slot) => slot,
+                    Err(hash) => {
+                        write_key(batch, span, version, &mut self.full_key);
+                        self.table.miss(shared, &self.full_key, hash, header, op)
+                    }
+                };
+                let where_ = if built {
+                    // Swap rather than copy: `op` is rewritten from scratch for the next span.
+                    std::mem::swap(&mut self.op, &mut self.last_op);
+                    LastOp::Built
+                } else {
+                    LastOp::Route(route.start as usize..route.end as usize)
+                };
+                last = Some((header, where_, slot));
+                slot
+            };
+            let us = (span.duration_nanos() / 1_000).min(hdr::MAX_VALUE_US);
+            self.staged.push((slot, us as u32));
+        }
+        // Counting in a second, tight loop lets the CPU overlap the cache misses of many
+        // counters (they are spread over megabytes with many series), which the lookups
+        // between them would otherwise serialise: about twice as fast with 1,000 series.
+        for &(slot, us) in &self.staged {
+            self.table.cells[slot as usize].record(u64::from(us));
+        }
+        self.staged.clear();
     }
 }
 

@@ -50,7 +50,8 @@ impl Buckets {
     /// are counted by their totals; only pages across a bound are read counter by counter.
     pub fn counts(&self, series: &SeriesRef) -> Vec<u64> {
         let mut counts = vec![0u64; self.le_text.len() + 1];
-        for (p, runs) in self.page_runs.iter().enumerate() {
+        for p in hdr::used_pages(&series.cells) {
+            let runs = &self.page_runs[p];
             let total = hdr::page_total(&series.cells, p);
             if total == 0 {
                 continue;

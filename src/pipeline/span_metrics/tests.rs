@@ -214,6 +214,122 @@ fn operations_status_classes_and_kinds_label_the_series() {
 }
 
 #[test]
+fn worker_keys_name_the_same_series_as_the_registry() {
+    // A worker keys a span by (its service number, kind, status, method code, route bytes)
+    // and falls back to the written-out operation: every way in must land on the series the
+    // registry's text key names, whatever the batch, the order, or the key's length.
+    let long_route = format!("/{}", "segment/".repeat(12));
+    let long_name = "a span name longer than the forty-six bytes kept inline in an entry";
+    let spans = |n: usize| {
+        let mut v = Vec::new();
+        for i in 0..n {
+            v.push(span(
+                "x",
+                2,
+                false,
+                10,
+                &[("http.route", "/a"), ("http.request.method", "GET")],
+                200,
+            ));
+            v.push(span(
+                "x",
+                2,
+                false,
+                10,
+                &[("http.route", "/a"), ("http.request.method", "PUT")],
+                200,
+            ));
+            // Unknown methods share `_OTHER`, however spelled.
+            let odd = if i % 2 == 0 { "FOO" } else { "BAR" };
+            v.push(span(
+                "x",
+                2,
+                false,
+                10,
+                &[("http.route", "/a"), ("http.request.method", odd)],
+                200,
+            ));
+            v.push(span("x", 2, false, 10, &[("http.route", "/a")], 200));
+            v.push(span(
+                "x",
+                2,
+                false,
+                10,
+                &[("http.route", &long_route), ("http.request.method", "GET")],
+                200,
+            ));
+            v.push(span(long_name, 1, false, 10, &[], 0));
+            v.push(span("/a", 1, false, 10, &[], 0));
+        }
+        v
+    };
+    let m = SpanMetrics::new(SpanMetricsConfig::default());
+    for round in 0..3 {
+        // Different resource orders and more than one resource per service.
+        let b = if round == 1 {
+            batch(vec![
+                ("two", "", spans(2)),
+                ("one", "", spans(2)),
+                ("one", "", spans(1)),
+            ])
+        } else {
+            batch(vec![("one", "", spans(3)), ("two", "", spans(2))])
+        };
+        m.record(&b);
+    }
+    let mut got: Vec<(String, String, u64)> =
+        rows(&m).into_iter().map(|r| (r.0, r.2, r.5)).collect();
+    got.sort();
+    let long_op = format!("GET {long_route}");
+    let want_for = |service: &str, n: u64| {
+        vec![
+            (service.to_string(), "/a".to_string(), n * 2),
+            (service.to_string(), "GET /a".to_string(), n),
+            (service.to_string(), long_op.clone(), n),
+            (service.to_string(), "PUT /a".to_string(), n),
+            (service.to_string(), "_OTHER /a".to_string(), n),
+            (service.to_string(), long_name.to_string(), n),
+        ]
+    };
+    let mut want = want_for("one", 3 + 3 + 3);
+    want.extend(want_for("two", 2 + 2 + 2));
+    want.sort();
+    // "/a" counts the route without a method and the span named "/a" (kind differs).
+    let merged: Vec<(String, String, u64)> = got
+        .chunk_by(|a, b| a.0 == b.0 && a.1 == b.1)
+        .map(|c| (c[0].0.clone(), c[0].1.clone(), c.iter().map(|r| r.2).sum()))
+        .collect();
+    assert_eq!(merged, want);
+}
+
+#[test]
+fn a_worker_forgets_its_service_numbers_without_losing_counts() {
+    let m = SpanMetrics::new(SpanMetricsConfig {
+        max_services: 10_000,
+        ..Default::default()
+    });
+    let services = LOCAL_SERVICES + 100;
+    for round in 0..2 {
+        for chunk in (0..services).collect::<Vec<_>>().chunks(500) {
+            let names: Vec<String> = chunk.iter().map(|i| format!("svc-{i}")).collect();
+            let b = batch(
+                names
+                    .iter()
+                    .map(|n| {
+                        let s = span("op", 2, false, 10 + round, &[], 0);
+                        (n.as_str(), "", vec![s])
+                    })
+                    .collect(),
+            );
+            m.record(&b);
+        }
+    }
+    let snap = m.snapshot();
+    assert_eq!(snap.series.len(), services);
+    assert!(snap.series.iter().all(|s| s.histogram().total == 2));
+}
+
+#[test]
 fn worker_shards_merge_in_snapshots() {
     let m = SpanMetrics::new(SpanMetricsConfig::default());
     let b = Arc::new(batch(vec![(
