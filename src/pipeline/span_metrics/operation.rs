@@ -106,7 +106,7 @@ pub const OTHER_METHOD: u8 = KNOWN_METHODS.len() as u8 + 1;
 #[inline]
 pub fn method_code(method: &[u8]) -> u8 {
     // A match on the bytes compiles to a length switch and word compares (no memcmp calls).
-    let code = match method {
+    match method {
         b"" => 0,
         b"GET" => 1,
         b"HEAD" => 2,
@@ -118,8 +118,7 @@ pub fn method_code(method: &[u8]) -> u8 {
         b"TRACE" => 8,
         b"PATCH" => 9,
         _ => OTHER_METHOD,
-    };
-    code
+    }
 }
 
 fn bytes<'a>(batch: &'a Batch, r: &std::ops::Range<u32>) -> &'a [u8] {
