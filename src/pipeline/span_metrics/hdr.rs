@@ -71,14 +71,25 @@ pub const fn highest_value(index: usize) -> u64 {
     lowest_value(index) + (1u64 << shift_of(index)) - 1
 }
 
-/// A page and the total of its counters (so readers can skip pages that fall in one bucket).
-/// 16 bytes, so four share a cache line and the writer touches one line to find the page.
+/// Where each page splits for the reader: counters below `split[p]` are counted in the slot's
+/// `first`, the others in `rest`. Span metrics set it to where the page's first Prometheus
+/// bucket ends, so a scrape counts a page across one bound from its slot alone instead of
+/// reading its 128 counters; [`NO_SPLIT`] counts everything in `first`.
+pub type Splits = [u8; PAGES];
+pub const NO_SPLIT: Splits = [PAGE_LEN as u8; PAGES];
+
+/// A page, the counts of its two parts (see [`Splits`]) and the sum of its values. Each count
+/// only grows, so every total a reader adds from them does too (Prometheus counters must never
+/// go down). 32 bytes, so two share a cache line and a record touches one line besides its
+/// counter.
 #[derive(Debug, Default)]
-#[repr(align(16))]
+#[repr(align(32))]
 struct Slot {
-    /// `OnceBox` is one pointer (`OnceLock` adds a futex word and would make slots 24 bytes).
+    /// `OnceBox` is one pointer (`OnceLock` adds a futex word).
     page: OnceBox<Page>,
-    total: AtomicU64,
+    first: AtomicU64,
+    rest: AtomicU64,
+    sum_us: AtomicU64,
 }
 
 /// Words of the bitmap of allocated pages.
@@ -86,10 +97,9 @@ const USED_WORDS: usize = PAGES.div_ceil(64);
 
 /// One worker's counts for one series. Only the thread that owns it writes (plain load + store,
 /// no read-modify-write); snapshots read it from any thread. The slots are inline (not behind
-/// a second pointer) so a record chases one pointer fewer: slot line, then counter line.
+/// a second pointer) so a record reads the slot's line, then the counter's.
 #[derive(Debug)]
 pub struct Cell {
-    sum_us: AtomicU64,
     /// Bit `p` is set once page `p` exists: readers visit only those (a busy series has a few
     /// dozen of the 182).
     used: [AtomicU64; USED_WORDS],
@@ -99,7 +109,6 @@ pub struct Cell {
 impl Default for Cell {
     fn default() -> Self {
         Cell {
-            sum_us: AtomicU64::new(0),
             used: std::array::from_fn(|_| AtomicU64::new(0)),
             slots: std::array::from_fn(|_| Slot::default()),
         }
@@ -113,19 +122,27 @@ fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl Cell {
-    /// Counts one value. Call only from the cell's owning thread.
+    /// Counts one value. Call only from the cell's owning thread, always with the same splits.
     #[inline]
-    pub fn record(&self, value_us: u64) {
+    pub fn record(&self, value_us: u64, splits: &Splits) {
+        let value_us = value_us.min(MAX_VALUE_US);
         let i = index_of(value_us);
-        let p = i / PAGE_LEN;
+        let (p, k) = (i / PAGE_LEN, i % PAGE_LEN);
         let slot = &self.slots[p];
         let page = match slot.page.get() {
             Some(page) => page,
             None => self.new_page(p),
         };
-        bump(&page[i % PAGE_LEN], 1);
-        bump(&slot.total, 1);
-        bump(&self.sum_us, value_us.min(MAX_VALUE_US));
+        bump(&page[k], 1);
+        bump(
+            if k < usize::from(splits[p]) {
+                &slot.first
+            } else {
+                &slot.rest
+            },
+            1,
+        );
+        bump(&slot.sum_us, value_us);
     }
 
     #[cold]
@@ -138,16 +155,23 @@ impl Cell {
     }
 
     pub fn sum_us(&self) -> u64 {
-        self.sum_us.load(Ordering::Relaxed)
+        used_words_pages(self.used_words())
+            .map(|p| self.slots[p].sum_us.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn page(&self, p: usize) -> Option<&Page> {
         self.slots[p].page.get()
     }
 
-    /// Values counted in page `p` (may trail the page's counters by the span being recorded).
-    pub fn page_total(&self, p: usize) -> u64 {
-        self.slots[p].total.load(Ordering::Relaxed)
+    /// Values counted in page `p` below and from its split (may trail the page's counters by
+    /// the span being recorded).
+    pub fn page_parts(&self, p: usize) -> (u64, u64) {
+        let s = &self.slots[p];
+        (
+            s.first.load(Ordering::Relaxed),
+            s.rest.load(Ordering::Relaxed),
+        )
     }
 
     fn used_words(&self) -> [u64; USED_WORDS] {
@@ -155,14 +179,7 @@ impl Cell {
     }
 }
 
-/// The pages allocated in any of `cells`, ascending.
-pub fn used_pages(cells: &[Arc<Cell>]) -> impl Iterator<Item = usize> + use<> {
-    let mut words = [0u64; USED_WORDS];
-    for cell in cells {
-        for (w, u) in words.iter_mut().zip(cell.used_words()) {
-            *w |= u;
-        }
-    }
+fn used_words_pages(words: [u64; USED_WORDS]) -> impl Iterator<Item = usize> {
     (0..USED_WORDS).flat_map(move |w| {
         let mut bits = words[w];
         std::iter::from_fn(move || {
@@ -175,9 +192,29 @@ pub fn used_pages(cells: &[Arc<Cell>]) -> impl Iterator<Item = usize> + use<> {
     })
 }
 
+/// The pages allocated in any of `cells`, ascending.
+pub fn used_pages(cells: &[Arc<Cell>]) -> impl Iterator<Item = usize> + use<> {
+    let mut words = [0u64; USED_WORDS];
+    for cell in cells {
+        for (w, u) in words.iter_mut().zip(cell.used_words()) {
+            *w |= u;
+        }
+    }
+    used_words_pages(words)
+}
+
+/// Page `p`'s counts below and from its split, over every cell.
+pub fn page_parts(cells: &[Arc<Cell>], p: usize) -> (u64, u64) {
+    cells.iter().fold((0, 0), |(f, r), c| {
+        let (cf, cr) = c.page_parts(p);
+        (f + cf, r + cr)
+    })
+}
+
 /// The total of page `p` over every cell.
 pub fn page_total(cells: &[Arc<Cell>], p: usize) -> u64 {
-    cells.iter().map(|c| c.page_total(p)).sum()
+    let (first, rest) = page_parts(cells, p);
+    first + rest
 }
 
 /// Adds every cell's page `p` into `out`; false when no cell has that page.
@@ -338,7 +375,7 @@ mod tests {
         for _ in 0..100_000 {
             // Log-uniform between 100 µs and ~100 s.
             let v = (100.0 * 10f64.powf(rng.below(1_000_000) as f64 / 166_667.0)) as u64;
-            cell.record(v);
+            cell.record(v, &NO_SPLIT);
             reference.record(v).unwrap();
             exact.push(v);
         }
@@ -360,10 +397,10 @@ mod tests {
     fn cells_merge_and_histograms_add() {
         let (a, b) = (Arc::new(Cell::default()), Arc::new(Cell::default()));
         for v in [1, 5, 5, 3000, 70_000] {
-            a.record(v);
+            a.record(v, &NO_SPLIT);
         }
         for v in [5, 9_999_999_999] {
-            b.record(v);
+            b.record(v, &NO_SPLIT);
         }
         let merged = Histogram::merge(&[a, b]);
         let built = Histogram::from_values([1, 5, 5, 3000, 70_000, 5, MAX_VALUE_US]);

@@ -18,6 +18,9 @@ pub struct Buckets {
     /// For each page: runs of counters in one bucket, as (first counter in the page, bucket);
     /// bucket `len()` is `+Inf` only. Most pages are one run and are counted by their totals.
     page_runs: Vec<Vec<(usize, usize)>>,
+    /// Where each page's second run starts: the cells count the first run apart (see
+    /// [`hdr::Splits`]), so pages across one bound are counted without reading counters.
+    pub splits: hdr::Splits,
 }
 
 impl Buckets {
@@ -40,34 +43,43 @@ impl Buckets {
                 runs
             })
             .collect();
+        let mut splits = hdr::NO_SPLIT;
+        for (split, runs) in splits.iter_mut().zip(&page_runs) {
+            let runs: &Vec<(usize, usize)> = runs;
+            if let Some(second) = runs.get(1) {
+                *split = second.0 as u8;
+            }
+        }
         Buckets {
             le_text: bounds.iter().map(|b| format!("{b}")).collect(),
             page_runs,
+            splits,
         }
     }
 
-    /// Per-bucket (not cumulative) counts of one series, `+Inf` last. Pages inside one bucket
-    /// are counted by their totals; only pages across a bound are read counter by counter.
+    /// Per-bucket (not cumulative) counts of one series, `+Inf` last. A page in one bucket or
+    /// across one bound is counted from its slots' two counts; only pages across two or more
+    /// bounds (a dense custom ladder) are read counter by counter past their first run.
     pub fn counts(&self, series: &SeriesRef) -> Vec<u64> {
         let mut counts = vec![0u64; self.le_text.len() + 1];
         for p in hdr::used_pages(&series.cells) {
             let runs = &self.page_runs[p];
-            let total = hdr::page_total(&series.cells, p);
-            if total == 0 {
-                continue;
-            }
-            if let [(_, b)] = runs[..] {
-                counts[b] += total;
-                continue;
-            }
-            for cell in &series.cells {
-                let Some(page) = cell.page(p) else { continue };
-                for (n, &(start, b)) in runs.iter().enumerate() {
-                    let end = runs.get(n + 1).map_or(PAGE_LEN, |r| r.0);
-                    counts[b] += page[start..end]
-                        .iter()
-                        .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-                        .sum::<u64>();
+            let (first, rest) = hdr::page_parts(&series.cells, p);
+            counts[runs[0].1] += first;
+            match runs[..] {
+                [_] => counts[runs[0].1] += rest,
+                [_, (_, b)] => counts[b] += rest,
+                _ => {
+                    for cell in &series.cells {
+                        let Some(page) = cell.page(p) else { continue };
+                        for (n, &(start, b)) in runs.iter().enumerate().skip(1) {
+                            let end = runs.get(n + 1).map_or(PAGE_LEN, |r| r.0);
+                            counts[b] += page[start..end]
+                                .iter()
+                                .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+                                .sum::<u64>();
+                        }
+                    }
                 }
             }
         }
@@ -90,7 +102,7 @@ pub fn push_escaped(out: &mut String, value: &str) {
     out.push_str(rest);
 }
 
-fn push_labels(out: &mut String, l: &SeriesLabels, version: bool, status: bool) {
+pub fn push_labels(out: &mut String, l: &SeriesLabels, version: bool, status: bool) {
     out.push_str("service=\"");
     push_escaped(out, &l.service);
     if version {
@@ -114,7 +126,6 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// Appends every span-metrics family in the Prometheus text format (0.0.4).
 pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
-    let v = snapshot.service_version;
     let mut totals = Vec::with_capacity(snapshot.series.len());
     let mut labels = String::with_capacity(256);
     let mut int = itoa::Buffer::new();
@@ -126,7 +137,10 @@ pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
     );
     for s in &snapshot.series {
         labels.clear();
-        push_labels(&mut labels, &s.labels, v, true);
+        labels.push_str(&s.text);
+        labels.push_str(",status=\"");
+        labels.push_str(s.labels.status.label());
+        labels.push('"');
         let counts = buckets.counts(s);
         let mut cumulative = 0;
         for (le, c) in buckets
@@ -166,7 +180,10 @@ pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
     );
     for (s, total) in snapshot.series.iter().zip(&totals) {
         out.push_str("sidetrace_spans_total{");
-        push_labels(out, &s.labels, v, true);
+        out.push_str(&s.text);
+        out.push_str(",status=\"");
+        out.push_str(s.labels.status.label());
+        out.push('"');
         out.push_str("} ");
         out.push_str(int.format(*total));
         out.push('\n');
@@ -180,6 +197,7 @@ pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
     let mut i = 0;
     while i < snapshot.series.len() {
         let first = &snapshot.series[i].labels;
+        let text = &snapshot.series[i].text;
         let mut errors = 0;
         while i < snapshot.series.len() && same_group(first, &snapshot.series[i].labels) {
             if snapshot.series[i].labels.status != StatusClass::Ok {
@@ -188,7 +206,7 @@ pub fn prometheus(snapshot: &Snapshot, buckets: &Buckets, out: &mut String) {
             i += 1;
         }
         out.push_str("sidetrace_span_errors_total{");
-        push_labels(out, first, v, false);
+        out.push_str(text);
         out.push_str("} ");
         out.push_str(int.format(errors));
         out.push('\n');

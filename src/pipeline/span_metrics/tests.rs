@@ -664,3 +664,47 @@ fn summary_merges_status_classes_and_reports_error_rates() {
             .is_empty()
     );
 }
+
+#[test]
+fn bucket_counts_from_split_pages_equal_counting_each_value() {
+    // Pages across one bound are counted from their slots' two counts, pages across more from
+    // their counters: both must give what placing every value by the `le` rule gives. Ladders:
+    // the default, one with bounds inside the linear range (< 2,048 µs), and a dense one that
+    // puts several bounds in one page.
+    let ladders: [&[f64]; 3] = [
+        &DEFAULT_BUCKETS_SECONDS,
+        &[0.0001, 0.0002, 0.00021, 0.0009, 0.002, 0.1],
+        &[0.01, 0.01001, 0.01002, 0.01003, 0.0101, 0.011, 0.5],
+    ];
+    let mut rng = Rng::new(5);
+    for ladder in ladders {
+        let m = SpanMetrics::new(SpanMetricsConfig {
+            buckets_seconds: ladder.to_vec(),
+            ..Default::default()
+        });
+        let values: Vec<u64> = (0..40_000)
+            .map(|_| match rng.below(3) {
+                0 => 50 + rng.below(3000),
+                1 => 9_900 + rng.below(1_300),
+                _ => {
+                    let magnitude = rng.below(30);
+                    1 + rng.below(1 << magnitude)
+                }
+            })
+            .collect();
+        record_values(&m, "svc", &values);
+        let bounds_us: Vec<u64> = ladder.iter().map(|b| (b * 1e6).floor() as u64).collect();
+        let mut want = vec![0u64; ladder.len() + 1];
+        for v in &values {
+            let lowest = hdr::lowest_value(hdr::index_of(*v));
+            want[bounds_us.partition_point(|b| *b < lowest)] += 1;
+        }
+        let snap = m.snapshot();
+        assert_eq!(snap.series.len(), 1);
+        let got = m.shared.buckets.counts(&snap.series[0]);
+        assert_eq!(got, want, "ladder {ladder:?}");
+        assert!(m.shared.buckets.splits.iter().any(|s| *s < hdr::PAGE_LEN as u8));
+        let sum: u64 = values.iter().map(|v| (*v).min(hdr::MAX_VALUE_US)).sum();
+        assert_eq!(snap.series[0].histogram().sum_us, sum);
+    }
+}
