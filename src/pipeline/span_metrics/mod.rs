@@ -135,7 +135,7 @@ impl Registry {
     fn add_series(&mut self, labels: SeriesLabels, config: &SpanMetricsConfig) -> u32 {
         let id = self.series.len() as u32;
         let mut text = String::new();
-        render::push_labels(&mut text, &labels, config.service_version, false);
+        render::push_labels(&mut text, &labels, config.service_version);
         self.series.push(SeriesEntry {
             labels: Arc::new(labels),
             text: text.into(),

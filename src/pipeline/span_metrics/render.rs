@@ -102,7 +102,8 @@ pub fn push_escaped(out: &mut String, value: &str) {
     out.push_str(rest);
 }
 
-pub fn push_labels(out: &mut String, l: &SeriesLabels, version: bool, status: bool) {
+/// Appends a series' labels except its status (which the families add or leave out).
+pub fn push_labels(out: &mut String, l: &SeriesLabels, version: bool) {
     out.push_str("service=\"");
     push_escaped(out, &l.service);
     if version {
@@ -113,10 +114,6 @@ pub fn push_labels(out: &mut String, l: &SeriesLabels, version: bool, status: bo
     push_escaped(out, &l.operation);
     out.push_str("\",kind=\"");
     out.push_str(l.kind.label());
-    if status {
-        out.push_str("\",status=\"");
-        out.push_str(l.status.label());
-    }
     out.push('"');
 }
 
