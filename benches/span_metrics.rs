@@ -135,6 +135,16 @@ fn record(c: &mut Criterion) {
                 BatchSize::PerIteration,
             )
         });
+        if matches!(latency, Latency::Realistic) {
+            // The same with the request bytes cold too (the worst case: recording far from
+            // the decode).
+            g.bench_function(format!("{name}_cold_request_bytes"), |b| {
+                b.iter(|| {
+                    k = (k + 1) % batches.len();
+                    m.record(&batches[k]);
+                })
+            });
+        }
     }
     g.finish();
 }
