@@ -1,5 +1,6 @@
 //! Exporters: where batches go after the queue. Each kind is one file (or folder) here.
 
+pub mod aws_http;
 pub mod cloudwatch;
 pub mod console;
 pub mod local_store;

@@ -25,6 +25,14 @@ pub struct XrayClient {
     client: aws_sdk_xray::Client,
 }
 
+/// The one HTTP client of every AWS SDK client (one connection pool, root certificates loaded
+/// once, on first use).
+pub fn http_client() -> crate::exporters::aws_http::LazyClient {
+    static CLIENT: std::sync::OnceLock<crate::exporters::aws_http::LazyClient> =
+        std::sync::OnceLock::new();
+    CLIENT.get_or_init(Default::default).clone()
+}
+
 /// Loads region, credentials and endpoint the SDK's way: environment (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL[_XRAY]`, keys), profile files, web identity, ECS task role, instance profile.
 pub async fn sdk_config(
@@ -32,6 +40,7 @@ pub async fn sdk_config(
     request_timeout: Duration,
 ) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client())
         .retry_config(aws_config::retry::RetryConfig::disabled())
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()

@@ -703,7 +703,13 @@ fn bucket_counts_from_split_pages_equal_counting_each_value() {
         assert_eq!(snap.series.len(), 1);
         let got = m.shared.buckets.counts(&snap.series[0]);
         assert_eq!(got, want, "ladder {ladder:?}");
-        assert!(m.shared.buckets.splits.iter().any(|s| *s < hdr::PAGE_LEN as u8));
+        assert!(
+            m.shared
+                .buckets
+                .splits
+                .iter()
+                .any(|s| *s < hdr::PAGE_LEN as u8)
+        );
         let sum: u64 = values.iter().map(|v| (*v).min(hdr::MAX_VALUE_US)).sum();
         assert_eq!(snap.series[0].histogram().sum_us, sum);
     }
