@@ -22,8 +22,10 @@ pub use span_metrics::SpanMetrics;
 /// How long clients are told to wait after a refusal (RetryInfo / Retry-After).
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// How often exporters get their periodic tick (console grace, later batch flushes).
-pub const TICK: Duration = Duration::from_millis(250);
+/// How often the sampler decides traces whose hold ended and exporters get their periodic tick
+/// (console grace, batch flushes). Short, so each tick decides few traces: at 250 ms the
+/// decisions came in bursts that showed in request latency (p99.9 15 → 10 ms at half load).
+pub const TICK: Duration = Duration::from_millis(50);
 
 /// What the receiver tells the client about an admitted request.
 #[derive(Debug, Default, PartialEq, Eq)]
