@@ -773,6 +773,9 @@ fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Optio
         info.name = rebase(&s.name);
         info.trace_state = rebase(&s.trace_state);
         info.bytes = rebase(&s.bytes);
+        info.http.route = rebase(&s.http.route);
+        info.http.method = rebase(&s.http.method);
+        info.http.path = rebase(&s.http.path);
         open.buf
             .extend_from_slice(&batch.buf[s.bytes.start as usize..s.bytes.end as usize]);
         open.bytes += s.bytes.len() + std::mem::size_of::<Held>();

@@ -407,3 +407,76 @@ async fn decided_traces_do_not_pile_up_behind_a_long_open_one() {
         s.order.len()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn held_spans_keep_their_name_and_http_ranges_when_rebuilt() {
+    // The ranges a held span carries (name, trace state, HTTP attributes) must point at the
+    // same text in the rebuilt batch as in the request it came in.
+    let t = [7u8; 16];
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(crate::proto::AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let span = |id: u8, parent: Option<u8>, kind: i32, error: bool| Span {
+        trace_id: t.to_vec().into(),
+        span_id: vec![id; 8].into(),
+        parent_span_id: parent.map(|p| vec![p; 8].into()).unwrap_or_default(),
+        name: format!("GET /r/{{id}} #{id}"),
+        kind,
+        start_time_unix_nano: 1_000_000_000,
+        end_time_unix_nano: 1_000_002_000,
+        status: Some(Status {
+            code: if error { 2 } else { 0 },
+            message: String::new(),
+        }),
+        attributes: vec![
+            kv("http.request.method", "GET"),
+            kv("http.route", "/r/{id}"),
+            kv("url.path", &format!("/r/{id}")),
+        ],
+        ..Default::default()
+    };
+    let req = |spans: Vec<Span>| {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(crate::workload::resource("svc")),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        decode_request(req.encode_to_vec().into(), Protocol::Grpc)
+            .unwrap()
+            .batch
+    };
+    let mut s = Sampler::new(cfg(Head::Ratio(0.0)), Arc::default());
+    let mut out = s.admit(
+        req(vec![span(2, Some(1), 3, true), span(3, Some(1), 3, false)]),
+        Instant::now(),
+    );
+    out.extend(s.admit(req(vec![span(1, None, 2, false)]), Instant::now()));
+    tokio::time::advance(Duration::from_secs(3)).await;
+    out.extend(s.tick(Instant::now()));
+    let text = |b: &Batch, r: &Range<u32>| {
+        std::str::from_utf8(&b.buf[r.start as usize..r.end as usize])
+            .unwrap()
+            .to_owned()
+    };
+    let mut seen = 0;
+    for b in &out {
+        for sp in &b.spans {
+            let id = sp.span_id[0];
+            assert_eq!(text(b, &sp.name), format!("GET /r/{{id}} #{id}"));
+            assert_eq!(text(b, &sp.http.route), "/r/{id}");
+            assert_eq!(text(b, &sp.http.method), "GET");
+            assert_eq!(text(b, &sp.http.path), format!("/r/{id}"));
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 3, "the error trace is kept whole");
+}
