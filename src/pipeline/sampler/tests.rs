@@ -455,11 +455,11 @@ async fn held_spans_keep_their_name_and_http_ranges_when_rebuilt() {
             .batch
     };
     let mut s = Sampler::new(cfg(Head::Ratio(0.0)), Arc::default());
-    let mut out = s.admit(
-        req(vec![span(2, Some(1), 3, true), span(3, Some(1), 3, false)]),
-        Instant::now(),
-    );
+    // Held first (no error yet), then an error decides the trace: the held spans are rebuilt.
+    let mut out = s.admit(req(vec![span(3, Some(1), 3, false)]), Instant::now());
     out.extend(s.admit(req(vec![span(1, None, 2, false)]), Instant::now()));
+    assert!(out.is_empty(), "held");
+    out.extend(s.admit(req(vec![span(2, Some(1), 3, true)]), Instant::now()));
     tokio::time::advance(Duration::from_secs(3)).await;
     out.extend(s.tick(Instant::now()));
     let text = |b: &Batch, r: &Range<u32>| {
