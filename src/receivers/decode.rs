@@ -129,7 +129,25 @@ impl<'a> Reader<'a> {
         self.pos >= self.end
     }
 
+    /// Most varints in OTLP are field keys, lengths and enums of one or two bytes: those take
+    /// a branch or two, inlined; longer ones (timestamps, IDs of ints) the loop below.
+    #[inline]
     fn varint(&mut self) -> Result<u64, DecodeError> {
+        match self.buf.get(self.pos..self.end).unwrap_or_default() {
+            [b0, ..] if *b0 < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(*b0))
+            }
+            [b0, b1, ..] if *b1 < 0x80 => {
+                self.pos += 2;
+                Ok(u64::from(b0 & 0x7f) | u64::from(*b1) << 7)
+            }
+            _ => self.varint_long(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_long(&mut self) -> Result<u64, DecodeError> {
         let mut value = 0u64;
         for i in 0..10 {
             let Some(&b) = self.buf[..self.end].get(self.pos) else {
@@ -891,6 +909,29 @@ mod tests {
             decode_request(request(vec![s]), Protocol::Grpc).unwrap_err(),
             DecodeError::TooDeep
         );
+    }
+
+    #[test]
+    fn varints_of_every_length_read_as_prost_writes_them() {
+        let mut values: Vec<u64> = vec![0, 1, 127, 128, 255, 300, 16_383, 16_384, u64::MAX];
+        values.extend((0..64).map(|b| 1u64 << b));
+        values.extend((1..64).map(|b| (1u64 << b) - 1));
+        for v in values {
+            let mut buf = Vec::new();
+            prost::encoding::encode_varint(v, &mut buf);
+            buf.push(0xAA);
+            let len = buf.len() - 1;
+            let mut r = Reader::new(&buf, 0..len);
+            assert_eq!(r.varint().unwrap(), v, "{v}");
+            assert!(r.done(), "{v}: read {len} bytes");
+            // Cut anywhere inside: truncated, not a wrong value (the byte after the end is not read).
+            for cut in 0..len {
+                let mut r = Reader::new(&buf, 0..cut);
+                assert!(r.varint().is_err(), "{v} cut at {cut}");
+            }
+        }
+        let eleven = [0xFFu8; 11];
+        assert!(Reader::new(&eleven, 0..11).varint().is_err());
     }
 
     #[test]
