@@ -343,8 +343,7 @@ pub struct Sampler {
     order: VecDeque<(Instant, TraceId)>,
     /// Traces whose entry span arrived, by when their grace period ends.
     due: VecDeque<(Instant, TraceId)>,
-    decided: HashMap<TraceId, Verdict>,
-    decided_order: VecDeque<TraceId>,
+    decided: Decisions,
     held_bytes: usize,
     buckets: HashMap<String, Bucket>,
     pub stats: Arc<SamplingStats>,
@@ -357,6 +356,7 @@ fn is_entry(s: &SpanInfo) -> bool {
 
 impl Sampler {
     pub fn new(cfg: SamplingConfig, stats: Arc<SamplingStats>) -> Self {
+        let decided = Decisions::new(cfg.decision_cache);
         let ratio_threshold = match cfg.head {
             Head::Ratio(r) => threshold(r),
             _ => 0,
@@ -367,8 +367,7 @@ impl Sampler {
             open: HashMap::new(),
             order: VecDeque::new(),
             due: VecDeque::new(),
-            decided: HashMap::new(),
-            decided_order: VecDeque::new(),
+            decided,
             held_bytes: 0,
             buckets: HashMap::new(),
             stats,
@@ -446,7 +445,7 @@ impl Sampler {
         let spans = &batch.spans[run];
         let tid = spans[0].trace_id;
         let service = batch.service_name(&spans[0]);
-        if let Some(v) = self.decided.get(&tid).copied() {
+        if let Some(v) = self.decided.get(&tid) {
             if v.keep {
                 keep.extend_from_slice(spans);
             }
@@ -566,17 +565,7 @@ impl Sampler {
 
     fn decide(&mut self, tid: TraceId, v: Verdict, spans: usize, service: &str, new_trace: bool) {
         self.stats.record(v, spans as u64, service, new_trace);
-        if self.decided.insert(tid, v).is_none() {
-            self.decided_order.push_back(tid);
-        }
-        while self.decided.len() > self.cfg.decision_cache {
-            match self.decided_order.pop_front() {
-                Some(old) => {
-                    self.decided.remove(&old);
-                }
-                None => break,
-            }
-        }
+        self.decided.insert(&tid, v);
     }
 
     /// `order` keeps IDs of traces decided since (they are skipped when popped); a long-open
@@ -585,6 +574,10 @@ impl Sampler {
         if self.order.len() > 2 * self.open.len() + 1024 {
             let open = &self.open;
             self.order.retain(|(_, t)| open.contains_key(t));
+            // A burst of open traces grows it once; give that back (it was 2 MB of the peak).
+            if self.order.capacity() > 4 * self.order.len() + 4096 {
+                self.order.shrink_to(2 * self.order.len() + 1024);
+            }
         }
     }
 
@@ -898,6 +891,9 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
         url_path: path,
     }
 }
+
+mod decisions;
+use decisions::Decisions;
 
 #[cfg(test)]
 mod tests;
