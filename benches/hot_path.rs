@@ -7,7 +7,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use sidetrace::model::Protocol;
 use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
-use sidetrace::pipeline::{Pipeline, Queue, SpanMetrics};
+use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, SpanMetrics};
 use sidetrace::proto::ExportTraceServiceRequest;
 use sidetrace::receivers::decode::decode_request;
 use sidetrace::telemetry::Metrics;
@@ -41,6 +41,7 @@ fn hot_path(c: &mut Criterion) {
         Arc::new(Queue::new(1 << 20, 1 << 30)),
         Arc::new(Metrics::default()),
         SpanMetrics::new(SpanMetricsConfig::default()),
+        Arc::new(MemoryGuard::new(0)),
     );
     g.bench_function("decode_and_admit", |b| {
         b.iter(|| {
@@ -101,6 +102,7 @@ fn sampling(c: &mut Criterion) {
             Arc::new(Queue::new(1 << 20, 1 << 30)),
             Arc::new(Metrics::default()),
             SpanMetrics::new(SpanMetricsConfig::default()),
+            Arc::new(MemoryGuard::new(0)),
         );
         let mut k = 0;
         let mut n = 0u64;

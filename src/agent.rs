@@ -19,6 +19,7 @@ use crate::exporters::xray::otlp_sigv4::{self, OtlpSettings, OtlpSigv4Exporter};
 use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
 use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, XraySettings};
 use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
+use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{Head, SamplingConfig, SlowThresholds};
 use crate::pipeline::xray_rules::{self, Rules};
 use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler, SpanMetrics};
@@ -186,14 +187,28 @@ async fn cloudwatch_exporter(
 impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
-        let metrics = Arc::new(Metrics::default());
+        let memory = Arc::new(MemoryGuard::new(config.memory_limit as u64));
+        // The first reading before any listener is bound, so a limit is in force from the start.
+        memory.observe(memory::resident_bytes());
+        let mut metrics = Metrics::default();
+        metrics.memory = memory.clone();
+        let metrics = Arc::new(metrics);
         let queue = Arc::new(Queue::new(config.queue_max_spans, config.queue_max_bytes));
         let span_metrics = SpanMetrics::new(config.span_metrics.clone());
         let pipeline = Arc::new(Pipeline::new(
             queue.clone(),
             metrics.clone(),
             span_metrics.clone(),
+            memory.clone(),
         ));
+        if config.memory_limit > 0 {
+            info!(
+                memory_limit_bytes = config.memory_limit,
+                queue_max_bytes = config.queue_max_bytes,
+                sampling_max_held_bytes = config.sampling.max_held_bytes,
+                "Memory limit set: receivers refuse (retryable) above 80 % of it."
+            );
+        }
 
         let mut store = None;
         let mut cloudwatch = None;
@@ -336,6 +351,8 @@ impl Agent {
         });
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
 
+        // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
+        tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
         let admin_app = admin::router(AdminState {
             metrics: metrics.clone(),
             queue: queue.clone(),

@@ -20,6 +20,8 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_QUEUE_MAX_SPANS: usize = 65_536;
 /// Queue budget in bytes: keeps the agent's peak memory in a sidecar's range.
 pub const DEFAULT_QUEUE_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// The smallest memory limit accepted: below it the agent's own idle size would refuse everything.
+pub const MIN_MEMORY_LIMIT: usize = 16 * 1024 * 1024;
 /// Drain deadline on SIGTERM: below ECS's default 30 s stopTimeout.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Local store caps (local mode is for a developer's machine, so generous but bounded).
@@ -65,6 +67,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     pub queue_max_spans: usize,
     pub queue_max_bytes: usize,
+    /// Resident memory the agent stays under (0: none); sizes the span budgets, see
+    /// [`Config::fit_memory_limit`].
+    pub memory_limit: usize,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
     pub local_max_traces: usize,
@@ -214,6 +219,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             queue_max_spans: DEFAULT_QUEUE_MAX_SPANS,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
+            memory_limit: 0,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             log_format: LogFormat::Text,
             local_max_traces: DEFAULT_LOCAL_MAX_TRACES,
@@ -277,6 +283,11 @@ pub const KEYS: &[Key] = &[
         name: "queue_max_bytes",
         default: "16777216",
         help: "Pipeline queue budget in bytes.",
+    },
+    Key {
+        name: "memory_limit",
+        default: "0",
+        help: "Resident memory to stay under (e.g. 64MiB; 0: none, at least 16MiB). Above 80 % of it receivers refuse with a retryable status; the queue, sampling hold and local store budgets are capped at 1/4, 1/8 and 1/4 of it.",
     },
     Key {
         name: "drain_timeout",
@@ -356,7 +367,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "sampling.decision_cache",
         default: "200000",
-        help: "Trace decisions remembered so late spans follow them.",
+        help: "Trace decisions remembered so late spans follow them (4 bytes each).",
     },
     Key {
         name: "sampling.rate_limit",
@@ -600,6 +611,13 @@ impl Config {
             "max_request_bytes" => self.max_request_bytes = parse_count(value)?,
             "queue_max_spans" => self.queue_max_spans = parse_count(value)?,
             "queue_max_bytes" => self.queue_max_bytes = parse_count(value)?,
+            "memory_limit" => {
+                let limit = parse_bytes(value)?;
+                if limit != 0 && limit < MIN_MEMORY_LIMIT {
+                    return Err("must be 0 (none) or at least 16MiB".into());
+                }
+                self.memory_limit = limit;
+            }
             "drain_timeout" => self.drain_timeout = parse_duration(value)?,
             "log_format" => {
                 self.log_format = match value.trim().to_ascii_lowercase().as_str() {
@@ -788,10 +806,23 @@ impl Config {
             }
         }
         if problems.is_empty() {
+            config.fit_memory_limit();
             Ok(config)
         } else {
             Err(problems)
         }
+    }
+
+    /// Caps the budgets that hold spans to shares of `memory_limit`, leaving the rest for the
+    /// agent itself (~12 MB), requests being read, and the allocator; a budget set lower stays.
+    pub fn fit_memory_limit(&mut self) {
+        let limit = self.memory_limit;
+        if limit == 0 {
+            return;
+        }
+        self.queue_max_bytes = self.queue_max_bytes.min(limit / 4);
+        self.sampling.max_held_bytes = self.sampling.max_held_bytes.min(limit / 8);
+        self.local_max_bytes = self.local_max_bytes.min(limit / 4);
     }
 
     /// The address a listener binds: `listen_all` moves loopback listeners to 0.0.0.0.
@@ -886,6 +917,26 @@ mod tests {
         for key in KEYS {
             assert!(Config::default_toml().contains(&env_name(key.name)));
         }
+    }
+
+    #[test]
+    fn a_memory_limit_caps_the_span_budgets() {
+        let env = |k: &str| (k == "SIDETRACE_MEMORY_LIMIT").then(|| "40MiB".to_string());
+        let c = Config::load(None, &env, &[("queue_max_bytes", "2MiB".into())]).unwrap();
+        assert_eq!(c.memory_limit, 40 << 20);
+        assert_eq!(c.queue_max_bytes, 2 << 20, "a budget set lower stays");
+        assert_eq!(c.sampling.max_held_bytes, 5 << 20);
+        assert_eq!(c.local_max_bytes, 10 << 20);
+
+        let c = Config::load(None, &no_env, &[]).unwrap();
+        assert_eq!(c.memory_limit, 0);
+        assert_eq!(
+            c.queue_max_bytes, DEFAULT_QUEUE_MAX_BYTES,
+            "no limit: defaults"
+        );
+
+        let e = Config::load(None, &no_env, &[("memory_limit", "8MiB".into())]).unwrap_err();
+        assert!(e[0].message.contains("16MiB"), "{e:?}");
     }
 
     #[test]

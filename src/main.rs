@@ -14,6 +14,9 @@ use sidetrace::config::{Config, EXIT_CONFIG};
 use tracing::{error, info};
 
 // mimalloc roughly halves allocation cost on the decode and export paths (reference/performance.md).
+// `--features system-allocator` keeps the C library's malloc, so heap profilers (heaptrack) see
+// every allocation.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -54,6 +57,9 @@ struct Flags {
     /// Keep this fraction of traces, consistently by trace ID [env: SIDETRACE_SAMPLING_RATIO]
     #[arg(long, global = true)]
     sampling_ratio: Option<String>,
+    /// Resident memory to stay under, e.g. 64MiB [env: SIDETRACE_MEMORY_LIMIT] [default: 0 = none]
+    #[arg(long, global = true)]
+    memory_limit: Option<String>,
     /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
     #[arg(long, global = true)]
     log_format: Option<String>,
@@ -142,6 +148,7 @@ fn load_config(flags: &Flags) -> Result<Config, ExitCode> {
         ("exporters", &flags.exporters),
         ("log_format", &flags.log_format),
         ("sampling_ratio", &flags.sampling_ratio),
+        ("memory_limit", &flags.memory_limit),
     ] {
         if let Some(v) = value {
             pairs.push((key, v.clone()));

@@ -40,10 +40,11 @@ pub enum RequestOutcome {
     UnsupportedMediaType,
     QueueFull,
     ShuttingDown,
+    MemoryLimit,
 }
 
 impl RequestOutcome {
-    pub const ALL: [RequestOutcome; 7] = [
+    pub const ALL: [RequestOutcome; 8] = [
         RequestOutcome::Ok,
         RequestOutcome::Partial,
         RequestOutcome::Malformed,
@@ -51,6 +52,7 @@ impl RequestOutcome {
         RequestOutcome::UnsupportedMediaType,
         RequestOutcome::QueueFull,
         RequestOutcome::ShuttingDown,
+        RequestOutcome::MemoryLimit,
     ];
 
     pub fn label(self) -> &'static str {
@@ -62,6 +64,7 @@ impl RequestOutcome {
             RequestOutcome::UnsupportedMediaType => "unsupported_media_type",
             RequestOutcome::QueueFull => "queue_full",
             RequestOutcome::ShuttingDown => "shutting_down",
+            RequestOutcome::MemoryLimit => "memory_limit",
         }
     }
 }
@@ -162,6 +165,8 @@ pub struct Metrics {
     cloudwatch_datums: Counters<1>,
     /// The sampler's decisions (it runs behind the queue and owns the counting).
     pub sampling: std::sync::Arc<crate::pipeline::sampler::SamplingStats>,
+    /// Resident memory and the memory limit (the guard the receivers consult).
+    pub memory: std::sync::Arc<crate::pipeline::MemoryGuard>,
 }
 
 /// Distinct rejection codes kept per exporter before further ones count as `other`
@@ -182,6 +187,10 @@ pub struct Gauges {
 impl Metrics {
     pub fn request(&self, protocol: Protocol, outcome: RequestOutcome) {
         self.requests[protocol as usize].add(outcome as usize, 1);
+    }
+
+    pub fn requests(&self, protocol: Protocol, outcome: RequestOutcome) -> u64 {
+        self.requests[protocol as usize].get(outcome as usize)
     }
 
     pub fn spans_received(&self, protocol: Protocol, n: u64) {
@@ -535,6 +544,7 @@ impl Metrics {
             );
         }
         self.sampling.render(o);
+        self.memory.render(o);
         if let Some((traces, bytes)) = g.local_traces {
             header(
                 o,

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
+use sidetrace::model::Protocol;
 use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
-use sidetrace::pipeline::{Pipeline, Queue, SpanMetrics};
+use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, SpanMetrics};
 use sidetrace::proto::*;
 use sidetrace::receivers::{otlp_grpc, otlp_http};
-use sidetrace::telemetry::Metrics;
+use sidetrace::telemetry::{Metrics, RequestOutcome};
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 fn span(trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>, start: u64, end: u64) -> Span {
@@ -339,10 +340,19 @@ async fn stalled_receivers(
     max_spans: usize,
     max_bytes: usize,
 ) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
+    receivers_with_memory(max_spans, max_bytes, MemoryGuard::new(0)).await
+}
+
+async fn receivers_with_memory(
+    max_spans: usize,
+    max_bytes: usize,
+    memory: MemoryGuard,
+) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
     let pipeline = Arc::new(Pipeline::new(
         Arc::new(Queue::new(max_spans, max_bytes)),
         Arc::new(Metrics::default()),
         SpanMetrics::new(SpanMetricsConfig::default()),
+        Arc::new(memory),
     ));
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -451,4 +461,52 @@ async fn refuses_while_shutting_down() {
     .await
     .unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
+}
+
+#[tokio::test]
+async fn over_the_memory_limit_refuses_with_retryable_answers_until_memory_falls() {
+    let memory = MemoryGuard::new(100 << 20);
+    memory.observe(90 << 20); // above the soft limit (80 %)
+    let (pipeline, http, grpc) = receivers_with_memory(1_000, 1 << 20, memory).await;
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(1)]),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let st = rpc_status(r).await;
+    assert_eq!(st.code, code::UNAVAILABLE);
+    assert!(st.message.contains("memory limit"), "{}", st.message);
+    let e = grpc_call(
+        grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request(vec![good_span(1)]),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    use tonic_types::StatusExt;
+    let retry = e.get_details_retry_info().expect("RetryInfo");
+    assert_eq!(retry.retry_delay.unwrap().as_secs(), 1);
+    assert_eq!(pipeline.queue.queued_spans(), 0, "nothing was admitted");
+    let m = &pipeline.metrics;
+    assert_eq!(m.requests(Protocol::Grpc, RequestOutcome::MemoryLimit), 1);
+    assert_eq!(
+        m.requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
+        1
+    );
+
+    pipeline.memory.observe(50 << 20);
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(1)]),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "accepted again once memory falls");
 }

@@ -1,5 +1,6 @@
 //! The pipeline between receivers and exporters: admission (hot path) and the dispatcher (behind the queue).
 
+pub mod memory;
 pub mod queue;
 pub mod sampler;
 pub mod span_metrics;
@@ -15,6 +16,7 @@ use crate::exporters::Exporter;
 use crate::model::Protocol;
 use crate::receivers::decode::Decoded;
 use crate::telemetry::{DropReason, Metrics, RequestOutcome};
+pub use memory::MemoryGuard;
 pub use queue::{PushError, Queue};
 pub use sampler::Sampler;
 pub use span_metrics::SpanMetrics;
@@ -43,6 +45,8 @@ pub enum Refusal {
     QueueFull,
     /// The agent is draining: retry (elsewhere, or after restart).
     ShuttingDown,
+    /// Resident memory is above the soft memory limit: retry after [`RETRY_AFTER`].
+    MemoryLimit,
 }
 
 /// The hot-path side of the pipeline, shared by every receiver.
@@ -52,30 +56,41 @@ pub struct Pipeline {
     pub metrics: Arc<Metrics>,
     /// Sees 100% of admitted spans, before any sampling.
     pub span_metrics: SpanMetrics,
+    pub memory: Arc<MemoryGuard>,
 }
 
 impl Pipeline {
-    pub fn new(queue: Arc<Queue>, metrics: Arc<Metrics>, span_metrics: SpanMetrics) -> Self {
+    pub fn new(
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+        span_metrics: SpanMetrics,
+        memory: Arc<MemoryGuard>,
+    ) -> Self {
         Pipeline {
             queue,
             metrics,
             span_metrics,
+            memory,
         }
     }
 
-    /// Refuses, before any decoding, a request the queue cannot take: under overload the
-    /// receivers answer in microseconds instead of walking bytes they will drop.
+    /// Refuses, before any decoding, a request the queue cannot take or that arrives while
+    /// memory is over the soft limit: under overload the receivers answer in microseconds
+    /// instead of walking bytes they will drop.
     pub fn precheck(&self, protocol: Protocol, body_bytes: usize) -> Result<(), Refusal> {
         let refusal = if self.queue.is_closed() {
             Refusal::ShuttingDown
         } else if !self.queue.might_fit(body_bytes) {
             Refusal::QueueFull
+        } else if self.memory.refusing() {
+            Refusal::MemoryLimit
         } else {
             return Ok(());
         };
         let outcome = match refusal {
             Refusal::QueueFull => RequestOutcome::QueueFull,
             Refusal::ShuttingDown => RequestOutcome::ShuttingDown,
+            Refusal::MemoryLimit => RequestOutcome::MemoryLimit,
         };
         self.metrics.request(protocol, outcome);
         Err(refusal)

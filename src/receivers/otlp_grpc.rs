@@ -98,6 +98,7 @@ fn refusal_status(r: Refusal) -> Status {
         match r {
             Refusal::QueueFull => "sidetrace queue is full; retry later",
             Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
+            Refusal::MemoryLimit => "sidetrace is over its memory limit; retry later",
         },
         ErrorDetails::with_retry_info(Some(RETRY_AFTER)),
     )

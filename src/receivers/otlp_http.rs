@@ -290,6 +290,7 @@ fn refusal_response(enc: Encoding, r: Refusal) -> Response {
     let message = match r {
         Refusal::QueueFull => "sidetrace queue is full; retry later",
         Refusal::ShuttingDown => "sidetrace is shutting down; retry later",
+        Refusal::MemoryLimit => "sidetrace is over its memory limit; retry later",
     };
     status_response(
         enc,
