@@ -714,6 +714,11 @@ fn final_verdict(open: &Open, cfg: &SamplingConfig, forced: bool) -> Option<Verd
 
 /// Copies a run of spans (and, once per request, its resource and scope) into the open trace.
 fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Option<Arc<Origin>>]) {
+    // Exact room: most traces arrive in one run, and doubling growth would let the held memory
+    // reach twice the bytes the hold budget counts.
+    let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
+    open.buf.reserve_exact(bytes);
+    open.spans.reserve_exact(spans.len());
     for s in spans {
         let slot = s.scope as usize;
         let origin = match origins.get_mut(slot) {
