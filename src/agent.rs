@@ -26,6 +26,9 @@ use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler, SpanMetrics};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::telemetry::Metrics;
 
+/// HTTP/2 streams (requests) one OTLP/gRPC connection may have open at once.
+const GRPC_MAX_CONCURRENT_STREAMS: u32 = 32;
+
 /// Where a running agent listens (ports resolved when configured as 0).
 #[derive(Debug, Clone, Copy)]
 pub struct BoundAddrs {
@@ -330,7 +333,11 @@ impl Agent {
         let grpc = tokio::spawn(async move {
             let incoming =
                 tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+            // Each open stream costs a task and tonic's buffers before the read budget sees a
+            // byte (hyper allows 200 a connection: ~20 MB over four connections under a flood);
+            // OTLP exporters send one to ten requests at a time.
             if let Err(e) = tonic::transport::Server::builder()
+                .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
                 .serve_with_incoming_shutdown(grpc_svc, incoming, grpc_stop)
                 .await
             {

@@ -510,3 +510,59 @@ async fn over_the_memory_limit_refuses_with_retryable_answers_until_memory_falls
     .await;
     assert_eq!(r.status(), 200, "accepted again once memory falls");
 }
+
+#[tokio::test]
+async fn request_bodies_past_the_read_budget_are_refused_and_the_budget_is_given_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (pipeline, http, _) = receivers_with_memory(
+        100_000,
+        64 << 20,
+        MemoryGuard::with_read_budget(0, 64 * 1024),
+    )
+    .await;
+    // A slow client: 70 KB of a ~300 KB body sent, the rest held back.
+    let big = request((0..6000).map(|i| good_span((i % 250) as u8 + 1)).collect());
+    assert!(big.len() > 100_000, "{}", big.len());
+    let mut slow = tokio::net::TcpStream::connect(http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        big.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let half = 70 * 1024;
+    slow.write_all(&big[..half]).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pipeline.memory.reading() < 64 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow body was not read"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    // Meanwhile another request finds the budget spent: a retryable refusal, nothing admitted.
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(1)]),
+    )
+    .await;
+    assert_eq!(r.status(), 503);
+    assert!(rpc_status(r).await.message.contains("memory limit"));
+    assert_eq!(
+        pipeline
+            .metrics
+            .requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
+        1
+    );
+    assert_eq!(pipeline.queue.queued_spans(), 0);
+
+    // The slow request was alone when it went past the budget, so it completes.
+    slow.write_all(&big[half..]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(pipeline.queue.queued_spans(), 6000);
+    assert_eq!(pipeline.memory.reading(), 0, "every byte given back");
+}

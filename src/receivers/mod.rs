@@ -6,6 +6,128 @@ pub mod otlp_http;
 pub mod otlp_json;
 
 use std::io::Read;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::pipeline::memory::ReadTicket;
+
+/// A request body whose data frames are counted against the agent's read budget as they
+/// arrive; past the budget it ends with [`OverReadBudget`] and the receiver answers with the
+/// retryable memory-limit refusal.
+#[derive(Debug)]
+pub struct Metered<B> {
+    inner: B,
+    ticket: Arc<ReadTicket>,
+    grpc: Option<GrpcPrefix>,
+}
+
+/// gRPC framing: tonic reserves a message's whole declared length as soon as it has read the
+/// 5-byte prefix, so that length is what must be taken from the budget, before tonic sees it.
+#[derive(Debug, Default)]
+struct GrpcPrefix {
+    head: [u8; 5],
+    seen: usize,
+    /// Bytes of the current message already taken from the budget and not yet arrived.
+    prepaid: u64,
+}
+
+impl<B> Metered<B> {
+    /// Counts data bytes as they arrive (OTLP/HTTP).
+    pub fn new(inner: B, ticket: Arc<ReadTicket>) -> Self {
+        Metered {
+            inner,
+            ticket,
+            grpc: None,
+        }
+    }
+
+    /// Counts each gRPC message's declared length when its prefix arrives (OTLP/gRPC).
+    pub fn grpc(inner: B, ticket: Arc<ReadTicket>) -> Self {
+        Metered {
+            inner,
+            ticket,
+            grpc: Some(GrpcPrefix::default()),
+        }
+    }
+
+    /// The bytes of `data` to take from the budget now.
+    fn charge(&mut self, data: &[u8]) -> u64 {
+        let Some(g) = &mut self.grpc else {
+            return data.len() as u64;
+        };
+        let mut charge = 0u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            if g.prepaid > 0 {
+                let n = (rest.len() as u64).min(g.prepaid);
+                g.prepaid -= n;
+                rest = &rest[n as usize..];
+                continue;
+            }
+            let n = (5 - g.seen).min(rest.len());
+            g.head[g.seen..g.seen + n].copy_from_slice(&rest[..n]);
+            g.seen += n;
+            rest = &rest[n..];
+            charge += n as u64;
+            if g.seen == 5 {
+                let len = u32::from_be_bytes([g.head[1], g.head[2], g.head[3], g.head[4]]);
+                g.seen = 0;
+                g.prepaid = u64::from(len);
+                charge += u64::from(len);
+            }
+        }
+        charge
+    }
+}
+
+/// The body error a [`Metered`] body ends with when the read budget is spent.
+#[derive(Debug, thiserror::Error)]
+#[error("the agent's read budget is spent")]
+pub struct OverReadBudget;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<B> Body for Metered<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = this.charge(d);
+                    if n > 0 && !this.ticket.take(n) {
+                        return Poll::Ready(Some(Err(OverReadBudget.into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// Why a compressed body could not be inflated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -34,6 +156,24 @@ pub fn gunzip_capped(input: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> 
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn grpc_bodies_are_charged_their_declared_length_when_the_prefix_arrives() {
+        let guard = Arc::new(crate::pipeline::MemoryGuard::new(0));
+        let mut m = Metered::grpc((), Arc::new(ReadTicket::new(guard)));
+        let mut msg = vec![0u8, 0, 0, 0, 100];
+        msg.extend([7u8; 100]);
+        // The prefix split across frames; the first frame that completes it pays for the message.
+        assert_eq!(m.charge(&msg[..3]), 3);
+        assert_eq!(m.charge(&msg[3..10]), 2 + 100);
+        assert_eq!(m.charge(&msg[10..]), 0, "already paid");
+        // A second message in the same frame as the end of nothing else.
+        let mut two = vec![0u8, 0, 0, 0, 1, 9];
+        two.extend([0u8, 0, 0, 0, 2, 1, 2]);
+        assert_eq!(m.charge(&two), 5 + 1 + 5 + 2);
+        let mut h = Metered::new((), m.ticket.clone());
+        assert_eq!(h.charge(&[1, 2, 3]), 3, "HTTP bodies pay as they arrive");
+    }
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

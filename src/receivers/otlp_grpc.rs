@@ -17,8 +17,10 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::model::Protocol;
+use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{ExportTracePartialSuccess, ExportTraceServiceResponse};
+use crate::receivers::Metered;
 use crate::receivers::decode::decode_request;
 use crate::telemetry::RequestOutcome;
 
@@ -149,6 +151,16 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let pipeline = self.pipeline.clone();
+        // Refused before a byte of the body is read: under a flood this is what keeps memory flat.
+        if pipeline.memory.refusing() {
+            pipeline
+                .metrics
+                .request(Protocol::Grpc, RequestOutcome::MemoryLimit);
+            let status = refusal_status(Refusal::MemoryLimit);
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        let ticket = Arc::new(ReadTicket::new(pipeline.memory.clone()));
+        let req = req.map(|b| tonic::body::Body::new(Metered::grpc(b, ticket.clone())));
         let mut grpc = Grpc::new(RawCodec)
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip)
@@ -156,6 +168,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
         Box::pin(async move {
             let metrics = pipeline.metrics.clone();
             let mut resp = grpc.unary(ExportMethod(pipeline), req).await;
+            if ticket.refused() {
+                metrics.request(Protocol::Grpc, RequestOutcome::MemoryLimit);
+                return Ok(refusal_status(Refusal::MemoryLimit).into_http());
+            }
+            // The request's bytes stop counting once it is answered (they are queued or gone).
+            drop(ticket);
             // tonic answers an over-limit message with OUT_OF_RANGE, which OTLP clients retry
             // forever; the OTLP spec says RESOURCE_EXHAUSTED (not retryable without RetryInfo).
             if resp.headers().get("grpc-status").is_some_and(|v| v == "11") {

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 
 use crate::model::Protocol;
+use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{
     ExportTracePartialSuccess, ExportTraceServiceResponse, ProtoAny, ProtoDuration, RetryInfo,
@@ -20,7 +21,7 @@ use crate::proto::{
 };
 use crate::receivers::decode::decode_request;
 use crate::receivers::otlp_json::json_to_protobuf;
-use crate::receivers::{InflateError, gunzip_capped};
+use crate::receivers::{InflateError, Metered, gunzip_capped};
 use crate::telemetry::RequestOutcome;
 
 /// OTLP spec: the default URL path for traces.
@@ -213,8 +214,20 @@ async fn export(
             false,
         )
     };
-    let raw: Bytes = match Limited::new(body, s.max_request_bytes).collect().await {
+    // Refused before a byte of the body is read: under a flood this is what keeps memory flat.
+    if s.pipeline.memory.refusing() {
+        metrics.request(protocol, RequestOutcome::MemoryLimit);
+        return refusal_response(enc, Refusal::MemoryLimit);
+    }
+    // Counts this request's bytes against the read budget until the answer is sent.
+    let ticket = Arc::new(ReadTicket::new(s.pipeline.memory.clone()));
+    let metered = Metered::new(body, ticket.clone());
+    let raw: Bytes = match Limited::new(metered, s.max_request_bytes).collect().await {
         Ok(c) => c.to_bytes(),
+        Err(_) if ticket.refused() => {
+            metrics.request(protocol, RequestOutcome::MemoryLimit);
+            return refusal_response(enc, Refusal::MemoryLimit);
+        }
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return too_large("request body");
         }
