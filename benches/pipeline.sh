@@ -6,7 +6,9 @@
 #   RUNS=1 DURATION=5s benches/pipeline.sh b
 #
 # Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray;
-# c = X-Ray export of 100% of spans. AWS is a local fake endpoint (benches/fake_xray.rs).
+# c = X-Ray export of 100% of spans; o = b with --memory-limit $LIMIT (default 48MiB) under ten
+# times b's saturation rate (open loop), to show peak RSS stays under the limit.
+# AWS is a local fake endpoint (benches/fake_xray.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -16,6 +18,7 @@ SPANS=${SPANS:-512}
 AGENT_CPU=${AGENT_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 CONFIGS=${*:-a b c}
+LIMIT=${LIMIT:-48MiB}
 
 cargo build --release --quiet --bin sidetrace
 cargo build --release --quiet --features bench-tools --bin fake-xray
@@ -40,6 +43,8 @@ start_agent() {
        args+=(--sampling-ratio 0.01) ;;
     c) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 1) ;;
+    o) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
+       args+=(--sampling-ratio 0.01 --memory-limit "$LIMIT") ;;
   esac
   local t0; t0=$(date +%s%N)
   "${env[@]}" taskset -c "$AGENT_CPU" "$BIN" "${args[@]}" >/dev/null 2>/tmp/sidetrace-bench-agent.log &
@@ -50,6 +55,7 @@ start_agent() {
 
 printf '%-3s %-4s %12s %14s %9s %9s %9s %9s %9s\n' cfg run "spans/s" "spans/cpu-s" ready_ms idle_MB peak_MB p99_ms fails
 for cfg in $CONFIGS; do
+  [ "$cfg" = o ] && continue
   for run in $(seq 1 "$RUNS"); do
     start_agent "$cfg"
     sleep 1
@@ -79,5 +85,24 @@ if [[ " $CONFIGS " == *" b "* ]]; then
   OUT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" | tail -1)
   echo "open loop at 50% of saturation ($HALF of $SAT spans/s), config b: $OUT"
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+fi
+# Ten times saturation against a memory limit: the peak must stay under it.
+if [[ " $CONFIGS " == *" o "* ]]; then
+  printf '%-3s %-4s %12s %12s %10s %10s %10s\n' cfg run "offered/s" "accepted/s" refused peak_MB limit_MB
+  for run in $(seq 1 "$RUNS"); do
+    start_agent o
+    sleep 1
+    SAT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 3s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+    OUT=$(taskset -c "$LOAD_CPU" timeout 120 "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate $(( SAT * 10 )) --duration "$DURATION" | tail -1)
+    PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
+    LIMIT_B=$(curl -s "http://$ADMIN/metrics" | awk '$1 == "sidetrace_memory_limit_bytes" {print $2}')
+    python3 - "$run" "$OUT" "$SAT" "$PEAK_KB" "$LIMIT_B" <<'PY'
+import json, sys
+run, out, sat, peak, limit = sys.argv[1:]
+r = json.loads(out)
+print(f'o   {run:<4} {int(sat) * 10:12d} {r["spans_per_sec"]:12.0f} {sum(r["failures"].values()):10d} {int(peak)/1024:10.1f} {int(limit)/1048576:10.1f}')
+PY
+    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+  done
 fi
 curl -s "http://$AWS/stats" || true
