@@ -311,9 +311,14 @@ fn check_utf8(
     message: &'static str,
     field: u32,
 ) -> Result<(), DecodeError> {
-    std::str::from_utf8(&buf[r.clone()])
-        .map(drop)
-        .map_err(|_| DecodeError::Utf8 { message, field })
+    let b = &buf[r.clone()];
+    // Nearly every OTLP string is ASCII: the word-at-a-time check inlines, where the full UTF-8
+    // validator is a call per (mostly short) string.
+    if b.is_ascii() || std::str::from_utf8(b).is_ok() {
+        Ok(())
+    } else {
+        Err(DecodeError::Utf8 { message, field })
+    }
 }
 
 /// Checks one nested message against the schema, recursing into sub-messages.
