@@ -214,12 +214,17 @@ impl SamplingStats {
         if new_trace {
             self.traces[d][v.policy as usize].fetch_add(1, Relaxed);
             let mut m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
+            // Looked up by &str first: a String per decided trace was an allocation on the
+            // dispatcher's busiest path.
             let key = if m.len() < MAX_SERVICES_TRACKED || m.contains_key(service) {
                 service
             } else {
                 "other"
             };
-            let e = m.entry(key.to_owned()).or_default();
+            let e = match m.get_mut(key) {
+                Some(e) => e,
+                None => m.entry(key.to_owned()).or_default(),
+            };
             e.0 += u64::from(v.keep);
             e.1 += 1;
         }
@@ -452,25 +457,25 @@ impl Sampler {
             self.stats.record(v, spans.len() as u64, service, false);
             return;
         }
-        let new = !self.open.contains_key(&tid);
-        if new {
-            self.order.push_back((now, tid));
-        }
-        let open = self.open.entry(tid).or_insert_with(|| Open {
-            buf: Vec::new(),
-            spans: Vec::new(),
-            origins: Vec::new(),
-            bytes: OPEN_TRACE_OVERHEAD_BYTES,
-            error: false,
-            slow: false,
-            head: None,
-            entry_seen: false,
-            due: None,
-            service: service.to_owned(),
-        });
-        if new {
-            self.held_bytes += OPEN_TRACE_OVERHEAD_BYTES;
-        }
+        let open = match self.open.entry(tid) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                self.order.push_back((now, tid));
+                self.held_bytes += OPEN_TRACE_OVERHEAD_BYTES;
+                e.insert(Open {
+                    buf: Vec::new(),
+                    spans: Vec::new(),
+                    origins: Vec::new(),
+                    bytes: OPEN_TRACE_OVERHEAD_BYTES,
+                    error: false,
+                    slow: false,
+                    head: None,
+                    entry_seen: false,
+                    due: None,
+                    service: service.to_owned(),
+                })
+            }
+        };
         let mut entry: Option<&SpanInfo> = None;
         for s in spans {
             open.error |= s.is_error();
