@@ -436,15 +436,57 @@ fn find_service_attrs(buf: &[u8], resource: Range<usize>) -> (Range<usize>, Rang
     (service, version)
 }
 
+/// Checks one span attribute (a `KeyValue`, as `check` would) and captures it into `http`:
+/// one walk, where checking and then finding the key again took two (~8 % of (b)'s CPU).
+fn span_attribute(
+    buf: &[u8],
+    kv: Range<usize>,
+    http: &mut HttpInfo,
+    stable: &mut u8,
+) -> Result<(), DecodeError> {
+    const NAME: &str = "KeyValue";
+    let (mut key, mut value) = (None, None);
+    let mut r = Reader::new(buf, kv);
+    while !r.done() {
+        let (field, wt) = r.key()?;
+        match field {
+            1 => {
+                expect(NAME, field, wt, 2)?;
+                let s = r.bytes()?;
+                check_utf8(buf, &s, NAME, field)?;
+                key = Some(s);
+            }
+            2 => {
+                expect(NAME, field, wt, 2)?;
+                let s = r.bytes()?;
+                check(buf, s.clone(), Msg::AnyValue, 1)?;
+                value = Some(s);
+            }
+            3 => {
+                expect(NAME, field, wt, 0)?;
+                r.varint()?;
+            }
+            _ => r.skip(NAME, field, wt)?,
+        }
+    }
+    if let (Some(key), Some(value)) = (key, value) {
+        capture_http(buf, key, value, http, stable);
+    }
+    Ok(())
+}
+
 /// Records one span attribute into `http` when it is one span metrics needs. `stable` remembers
 /// which fields came from the stable semantic-convention names, which win over the old ones.
-fn capture_http(buf: &[u8], kv: Range<usize>, http: &mut HttpInfo, stable: &mut u8) {
+fn capture_http(
+    buf: &[u8],
+    key: Range<usize>,
+    value: Range<usize>,
+    http: &mut HttpInfo,
+    stable: &mut u8,
+) {
     const METHOD: u8 = 1;
     const PATH: u8 = 2;
     const STATUS: u8 = 4;
-    let Some((key, Some(value))) = key_value(buf, kv) else {
-        return;
-    };
     let (field, is_stable) = match &buf[key] {
         b"http.route" => (0, true),
         b"http.request.method" => (METHOD, true),
@@ -653,8 +695,7 @@ impl Walk<'_> {
                 9 => {
                     expect(NAME, field, wt, 2)?;
                     let s = r.bytes()?;
-                    check(buf, s.clone(), Msg::KeyValue, 0)?;
-                    capture_http(buf, s, &mut info.http, &mut stable_http);
+                    span_attribute(buf, s, &mut info.http, &mut stable_http)?;
                 }
                 10 | 12 | 14 => {
                     expect(NAME, field, wt, 0)?;
@@ -879,6 +920,51 @@ mod tests {
             decode_request(Bytes::from_static(&[0x08, 0x01]), Protocol::Grpc),
             Err(DecodeError::WireType { .. })
         ));
+    }
+
+    #[test]
+    fn span_attributes_are_checked_as_strictly_as_any_key_value() {
+        // A non-UTF-8 key, and a value whose nested string is not UTF-8.
+        for (key, value) in [("KEYX", "v"), ("k", "VALX")] {
+            let mut s = span(1, 1, None);
+            s.attributes.push(kv(key, value));
+            let mut raw = request(vec![s]).to_vec();
+            let at = raw
+                .windows(3)
+                .position(|w| w == b"KEY" || w == b"VAL")
+                .unwrap();
+            raw[at] = 0xc0;
+            assert!(
+                matches!(
+                    decode_request(raw.into(), Protocol::Grpc),
+                    Err(DecodeError::Utf8 {
+                        message: "KeyValue" | "AnyValue",
+                        ..
+                    })
+                ),
+                "{key} {value}"
+            );
+        }
+        // The value field sent as a varint: the wire type is refused, naming KeyValue field 2.
+        let mut s = span(1, 1, None);
+        s.attributes.push(kv("k", "MARK"));
+        let mut raw = request(vec![s]).to_vec();
+        let at = raw.windows(4).position(|w| w == b"MARK").unwrap();
+        // KeyValue.value's tag (field 2, wire type 2) sits just before the AnyValue's length,
+        // its tag (0x0a) and the string's length: 0x12 len 0x0a 4 "MARK".
+        assert_eq!(raw[at - 4], 0x12);
+        raw[at - 4] = 0x10;
+        assert!(
+            matches!(
+                decode_request(raw.into(), Protocol::Grpc),
+                Err(DecodeError::WireType {
+                    message: "KeyValue",
+                    field: 2,
+                    ..
+                })
+            ),
+            "wire type"
+        );
     }
 
     #[test]
