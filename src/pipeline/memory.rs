@@ -1,20 +1,23 @@
 //! The memory limit, in the manner of the Collector's `memory_limiter`: a watcher samples the
 //! process's resident memory every [`CHECK_INTERVAL`]; above the soft limit (the limit less a
-//! spike allowance) receivers refuse new requests with the retryable status until it falls again
-//! (mimalloc returns freed pages to the system on its own, after a short delay). The budgets that hold spans
-//! (queue, sampling hold, local store) are sized from the same limit in `config`, so the refusal
-//! is a backstop for what no budget counts (request buffers in flight, allocator retention).
+//! spike allowance) receivers refuse new requests with the retryable status until it falls
+//! again (mimalloc returns freed pages to the system on its own, after a short delay). The
+//! budgets that hold spans (queue, sampling hold, local store) are sized from the same limit in
+//! `config`, and request bodies being read count against a read budget ([`ReadTicket`]), so
+//! the resident check is a backstop for what no budget counts (allocator retention, buffers).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{info, warn};
 
-/// How often resident memory is read: short, because at 400k spans/s a second is ~150 MB of
-/// requests; one read of `/proc/self/status` costs ~10 µs.
+/// How often resident memory is read under a limit: short, because at 400k spans/s a second is
+/// ~150 MB of requests; one read of `/proc/self/status` costs ~10 µs.
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(20);
+/// Without a limit the reading only feeds the `/metrics` gauges: an idle agent wakes once a second.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The soft limit leaves this fraction of the limit for spikes (the Collector's default, 20 %).
 const SPIKE_PERCENT: u64 = 20;
@@ -186,10 +189,15 @@ pub fn resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Checks resident memory until `stop`; runs when a limit is set, and also keeps the
-/// resident-memory gauges current without one.
+/// Checks resident memory until `stop`: every [`CHECK_INTERVAL`] under a limit, and once a
+/// second without one (for the resident-memory gauges).
 pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(CHECK_INTERVAL);
+    let every = if guard.limit == 0 {
+        GAUGE_INTERVAL
+    } else {
+        CHECK_INTERVAL
+    };
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_refusing = false;
     loop {
@@ -208,7 +216,7 @@ pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
                     "Memory above 80 % of memory_limit: refusing new spans (retryable) until it falls."
                 );
             } else {
-                warn!(
+                info!(
                     resident_bytes = guard.rss.load(Ordering::Relaxed),
                     "Memory back under the soft limit: accepting spans again."
                 );

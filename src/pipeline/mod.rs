@@ -45,7 +45,8 @@ pub enum Refusal {
     QueueFull,
     /// The agent is draining: retry (elsewhere, or after restart).
     ShuttingDown,
-    /// Resident memory is above the soft memory limit: retry after [`RETRY_AFTER`].
+    /// Resident memory is above the soft memory limit, or the read budget for request bodies is
+    /// spent: retry after [`RETRY_AFTER`].
     MemoryLimit,
 }
 
