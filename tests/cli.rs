@@ -151,31 +151,6 @@ fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
     );
 }
 
-/// A minimal blocking HTTP/1.1 GET; returns the body.
-fn get(addr: &str, path: &str) -> String {
-    use std::io::Write;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn gauge(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn a_memory_limit_is_reported_with_the_resident_size() {
     let mut agent = spawn_agent(&["--memory-limit", "48MiB"], &[]);
@@ -185,12 +160,11 @@ fn a_memory_limit_is_reported_with_the_resident_size() {
         agent.log
     );
     std::thread::sleep(Duration::from_millis(100));
-    let metrics = get(&agent.admin, "/metrics");
     assert_eq!(
-        gauge(&metrics, "sidetrace_memory_limit_bytes"),
+        agent.metric("sidetrace_memory_limit_bytes"),
         (48 << 20) as f64
     );
-    let reported = gauge(&metrics, "sidetrace_memory_resident_bytes");
+    let reported = agent.metric("sidetrace_memory_resident_bytes");
     let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
     let actual_kb: f64 = status
         .lines()
@@ -207,7 +181,7 @@ fn a_memory_limit_is_reported_with_the_resident_size() {
         "reported {reported}, VmRSS {actual_kb} kB"
     );
     assert_eq!(
-        gauge(&metrics, "sidetrace_queue_capacity_bytes"),
+        agent.metric("sidetrace_queue_capacity_bytes"),
         (12 << 20) as f64,
         "the queue budget is a quarter of the limit"
     );
