@@ -443,6 +443,17 @@ async fn full_queue_refuses_with_retryable_answers_and_stays_bounded() {
 async fn refuses_while_shutting_down() {
     let (pipeline, http, grpc) = stalled_receivers(1_000, 1 << 20).await;
     pipeline.queue.close();
+    let (r, e) = one_span_both_ways(http, grpc).await;
+    assert_eq!(r.status(), 503);
+    assert!(rpc_status(r).await.message.contains("shutting down"));
+    assert_eq!(e.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+/// One single-span request over OTLP/HTTP protobuf and one over gRPC.
+async fn one_span_both_ways(
+    http: SocketAddr,
+    grpc: SocketAddr,
+) -> (reqwest::Response, Result<(), tonic::Status>) {
     let r = post(
         http,
         "application/x-protobuf",
@@ -450,17 +461,9 @@ async fn refuses_while_shutting_down() {
         request(vec![good_span(1)]),
     )
     .await;
-    assert_eq!(r.status(), 503);
-    assert!(rpc_status(r).await.message.contains("shutting down"));
-    let e = grpc_call(
-        grpc,
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        request(vec![good_span(1)]),
-        false,
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(e.code(), tonic::Code::Unavailable);
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    let g = grpc_call(grpc, path, request(vec![good_span(1)]), false).await;
+    (r, g.map(drop))
 }
 
 #[tokio::test]
@@ -468,26 +471,13 @@ async fn over_the_memory_limit_refuses_with_retryable_answers_until_memory_falls
     let memory = MemoryGuard::new(100 << 20);
     memory.observe(90 << 20); // above the soft limit (80 %)
     let (pipeline, http, grpc) = receivers_with_memory(1_000, 1 << 20, memory).await;
-    let r = post(
-        http,
-        "application/x-protobuf",
-        false,
-        request(vec![good_span(1)]),
-    )
-    .await;
+    let (r, e) = one_span_both_ways(http, grpc).await;
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "1");
     let st = rpc_status(r).await;
     assert_eq!(st.code, code::UNAVAILABLE);
     assert!(st.message.contains("memory limit"), "{}", st.message);
-    let e = grpc_call(
-        grpc,
-        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
-        request(vec![good_span(1)]),
-        false,
-    )
-    .await
-    .unwrap_err();
+    let e = e.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     use tonic_types::StatusExt;
     let retry = e.get_details_retry_info().expect("RetryInfo");
