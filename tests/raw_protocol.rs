@@ -504,7 +504,7 @@ async fn over_the_memory_limit_refuses_with_retryable_answers_until_memory_falls
 #[tokio::test]
 async fn request_bodies_past_the_read_budget_are_refused_and_the_budget_is_given_back() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (pipeline, http, _) = receivers_with_memory(
+    let (pipeline, http, grpc) = receivers_with_memory(
         100_000,
         64 << 20,
         MemoryGuard::with_read_budget(0, 64 * 1024),
@@ -530,22 +530,20 @@ async fn request_bodies_past_the_read_budget_are_refused_and_the_budget_is_given
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    // Meanwhile another request finds the budget spent: a retryable refusal, nothing admitted.
-    let r = post(
-        http,
-        "application/x-protobuf",
-        false,
-        request(vec![good_span(1)]),
-    )
-    .await;
+    // Meanwhile other requests, on either protocol (the budget is shared), find it spent: a
+    // retryable refusal, nothing admitted.
+    let (r, e) = one_span_both_ways(http, grpc).await;
     assert_eq!(r.status(), 503);
     assert!(rpc_status(r).await.message.contains("memory limit"));
+    let e = e.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+    assert!(e.message().contains("memory limit"), "{}", e.message());
+    let m = &pipeline.metrics;
     assert_eq!(
-        pipeline
-            .metrics
-            .requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
+        m.requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
         1
     );
+    assert_eq!(m.requests(Protocol::Grpc, RequestOutcome::MemoryLimit), 1);
     assert_eq!(pipeline.queue.queued_spans(), 0);
 
     // The slow request was alone when it went past the budget, so it completes.
