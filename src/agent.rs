@@ -348,14 +348,7 @@ impl Agent {
 
         let http_app = otlp_http::router(pipeline.clone(), config.max_request_bytes);
         let http_stop = stopped(stop_rx.clone());
-        let http = tokio::spawn(async move {
-            if let Err(e) = axum::serve(http_listener, http_app)
-                .with_graceful_shutdown(http_stop)
-                .await
-            {
-                warn!(listener = "otlp_http", error = %e, "OTLP/HTTP server stopped with an error.");
-            }
-        });
+        let http = tokio::spawn(otlp_http::serve(http_listener, http_app, http_stop));
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.

@@ -36,6 +36,66 @@ struct HttpState {
     max_request_bytes: usize,
 }
 
+/// hyper's read buffer per HTTP/1.1 connection. Its default (~400 KB) sits outside the read
+/// budget: a flood over a few dozen connections took the agent 13 MB past a 48 MiB memory limit
+/// (with 64 KiB: 3 MB past; 16 KiB: within it but for one 20 ms check). Closed-loop throughput
+/// was within noise of the default (BENCHMARKS.md, "Memory").
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Serves the OTLP/HTTP routes on `listener` until `stop` resolves, then lets open connections
+/// finish their requests. `axum::serve` with hyper's per-connection settings exposed.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let (draining, _) = tokio::sync::watch::channel(false);
+    // Each connection task holds a clone; `closed()` resolves when the last one ends.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    tokio::pin!(stop);
+    loop {
+        let io = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((io, _)) => io,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(listener = "otlp_http", error = %e, "Accept failed.");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let mut drain = draining.subscribe();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder.http1().max_buf_size(READ_BUFFER_BYTES);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            tokio::pin!(conn);
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    _ = drain.wait_for(|d| *d), if !shutting_down => {
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    let _ = draining.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
 /// The OTLP/HTTP routes, testable without a socket.
 pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Router {
     Router::new()
