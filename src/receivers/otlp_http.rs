@@ -53,9 +53,9 @@ pub async fn serve(
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
+    // Each connection task holds a receiver: `true` asks it to drain, and `closed()` resolves
+    // once the last one has ended.
     let (draining, _) = tokio::sync::watch::channel(false);
-    // Each connection task holds a clone; `closed()` resolves when the last one ends.
-    let (open_tx, open_rx) = tokio::sync::watch::channel(());
     tokio::pin!(stop);
     loop {
         let io = tokio::select! {
@@ -72,7 +72,6 @@ pub async fn serve(
         };
         let service = TowerToHyperService::new(app.clone());
         let mut drain = draining.subscribe();
-        let open = open_rx.clone();
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
             builder.http1().max_buf_size(READ_BUFFER_BYTES);
@@ -88,12 +87,10 @@ pub async fn serve(
                     }
                 }
             }
-            drop(open);
         });
     }
     let _ = draining.send(true);
-    drop(open_rx);
-    open_tx.closed().await;
+    draining.closed().await;
 }
 
 /// The OTLP/HTTP routes, testable without a socket.
