@@ -11,10 +11,9 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::time::Instant;
 
-use crate::model::{Batch, ResourceInfo, ScopeInfo, SpanInfo, TraceId};
+use crate::model::{Batch, SpanInfo, TraceId};
 use crate::pipeline::xray_rules::{RequestAttrs, Rules};
 use crate::proto::{Span, any_value};
 
@@ -26,7 +25,7 @@ pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_OPEN_TRACES: usize = 100_000;
 pub const DEFAULT_MAX_HELD_BYTES: usize = 8 * 1024 * 1024;
 pub const DEFAULT_DECISION_CACHE: usize = 200_000;
-/// Bookkeeping counted per open trace on top of its spans' bytes.
+/// Bookkeeping counted per open trace on top of the requests it holds.
 const OPEN_TRACE_OVERHEAD_BYTES: usize = 160;
 /// OpenTelemetry consistent probability sampling: 56 bits of randomness.
 const RANDOM_BITS: u32 = 56;
@@ -302,34 +301,85 @@ impl SamplingStats {
     }
 }
 
-/// A resource and scope copied out of a request, shared by the held spans that came with them.
+/// A request whose spans some open trace still holds. Held spans stay in the request's own
+/// buffer: copying them out was most of the hold's cost, since nearly every span is held at 1 %
+/// (a trace may still turn out to have an error). Freed when its last open trace is decided.
 #[derive(Debug)]
-struct Origin {
-    resource: Bytes,
-    scope: Bytes,
-    /// `service.name` relative to `resource`.
-    service: Range<u32>,
+struct HeldBatch {
+    batch: Batch,
+    /// Runs of open traces that point into it.
+    live: u32,
+    /// What it counts against `max_held_bytes`: the whole request, however few spans are held.
+    bytes: usize,
 }
 
-#[derive(Debug)]
-struct Held {
-    /// Ranges relative to the trace's own `buf`.
-    info: SpanInfo,
-    origin: u32,
+/// Consecutive spans of one trace in one held request (`seq` numbers the requests held).
+#[derive(Debug, Clone)]
+struct Run {
+    seq: u64,
+    spans: Range<u32>,
 }
 
 #[derive(Debug)]
 struct Open {
-    buf: Vec<u8>,
-    spans: Vec<Held>,
-    origins: Vec<Arc<Origin>>,
-    bytes: usize,
+    /// Most traces arrive in one run: the first needs no allocation.
+    first: Option<Run>,
+    more: Vec<Run>,
+    spans: u32,
     error: bool,
     slow: bool,
     head: Option<Verdict>,
     entry_seen: bool,
     due: Option<Instant>,
-    service: String,
+    service: u32,
+}
+
+impl Open {
+    fn runs(&self) -> impl Iterator<Item = &Run> {
+        self.first.iter().chain(self.more.iter())
+    }
+
+    fn push_run(&mut self, run: Run) {
+        if self.first.is_none() {
+            self.first = Some(run);
+        } else {
+            self.more.push(run);
+        }
+    }
+}
+
+/// Service names of open traces, interned: an open trace carries a number, not a `String`.
+#[derive(Debug, Default)]
+struct Services {
+    ids: HashMap<Box<str>, u32>,
+    names: Vec<Box<str>>,
+}
+
+/// Distinct service names remembered; past it they share one name (and one rate-limit bucket).
+const MAX_SERVICE_NAMES: usize = 1024;
+
+impl Services {
+    fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let name = if self.names.len() + 1 < MAX_SERVICE_NAMES {
+            name
+        } else {
+            "other"
+        };
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    fn name(&self, id: u32) -> &str {
+        self.names.get(id as usize).map_or("", |n| n)
+    }
 }
 
 #[derive(Debug)]
@@ -349,14 +399,31 @@ pub struct Sampler {
     /// Traces whose entry span arrived, by when their grace period ends.
     due: VecDeque<(Instant, TraceId)>,
     decided: Decisions,
+    /// Requests with held spans, oldest first; `held[0]` is number `held_base`. A slot is
+    /// emptied when its last trace is decided and popped once it reaches the front.
+    held: VecDeque<Option<HeldBatch>>,
+    held_base: u64,
     held_bytes: usize,
-    buckets: HashMap<String, Bucket>,
+    services: Services,
+    buckets: HashMap<u32, Bucket>,
     pub stats: Arc<SamplingStats>,
 }
 
 fn is_entry(s: &SpanInfo) -> bool {
     // SERVER and CONSUMER spans start work in this service; a parentless span is a local root.
     s.kind == 2 || s.kind == 5 || !s.has_parent()
+}
+
+/// Per-request state while `admit` walks its runs.
+struct Admission<'a> {
+    batch: &'a Batch,
+    seq: u64,
+    keep: Vec<SpanInfo>,
+    /// Runs of this request that open traces hold.
+    live: u32,
+    /// Interned service of each resource of the request, looked up once.
+    services: Vec<Option<u32>>,
+    finished: Vec<(Open, bool)>,
 }
 
 impl Sampler {
@@ -373,7 +440,10 @@ impl Sampler {
             order: VecDeque::new(),
             due: VecDeque::new(),
             decided,
+            held: VecDeque::new(),
+            held_base: 0,
             held_bytes: 0,
+            services: Services::default(),
             buckets: HashMap::new(),
             stats,
         }
@@ -385,7 +455,8 @@ impl Sampler {
     }
 
     /// Takes one batch off the queue and returns what is kept now: the batch filtered in place
-    /// (sharing its buffer) and, when held traces were decided, one batch rebuilt from them.
+    /// (sharing its buffer) and, when held traces were decided, their spans (sharing the
+    /// buffers of the requests they came in).
     pub fn admit(&mut self, batch: Batch, now: Instant) -> Vec<Batch> {
         if self.is_pass_through() {
             let mut by_trace: Vec<(&TraceId, &SpanInfo)> =
@@ -408,9 +479,14 @@ impl Sampler {
             );
             return vec![batch];
         }
-        let mut keep: Vec<SpanInfo> = Vec::with_capacity(batch.spans.len());
-        let mut released: Vec<Open> = Vec::new();
-        let mut origins: Vec<Option<Arc<Origin>>> = vec![None; batch.scopes.len().max(1)];
+        let mut a = Admission {
+            batch: &batch,
+            seq: self.held_base + self.held.len() as u64,
+            keep: Vec::with_capacity(batch.spans.len()),
+            live: 0,
+            services: vec![None; batch.resources.len()],
+            finished: Vec::new(),
+        };
         let mut i = 0;
         while i < batch.spans.len() {
             let tid = batch.spans[i].trace_id;
@@ -418,61 +494,81 @@ impl Sampler {
             while j < batch.spans.len() && batch.spans[j].trace_id == tid {
                 j += 1;
             }
-            self.run(&batch, i..j, now, &mut keep, &mut released, &mut origins);
+            self.run(&mut a, i..j, now);
             i = j;
         }
-        self.relieve_pressure(&mut released);
-        self.compact_order();
-        self.publish_gauges();
+        let Admission {
+            keep,
+            live,
+            mut finished,
+            ..
+        } = a;
         let mut out = Vec::with_capacity(2);
-        if !keep.is_empty() {
+        if live > 0 {
+            if !keep.is_empty() {
+                out.push(Batch {
+                    protocol: batch.protocol,
+                    buf: batch.buf.clone(),
+                    resources: batch.resources.clone(),
+                    scopes: batch.scopes.clone(),
+                    spans: keep,
+                });
+            }
+            // The span index's spare capacity is memory too (the decoder sizes it by guess).
+            let spare = batch.spans.capacity() - batch.spans.len();
+            let bytes = batch.size_bytes() + spare * std::mem::size_of::<SpanInfo>();
+            self.held_bytes += bytes;
+            self.held.push_back(Some(HeldBatch { batch, live, bytes }));
+        } else if !keep.is_empty() {
             out.push(Batch {
                 spans: keep,
                 ..batch
             });
         }
-        if let Some(b) = rebuild(released) {
-            out.push(b);
+        // Now that this request is in the hold, traces decided in it can let go of it.
+        for (open, _) in &finished {
+            self.release(open);
         }
+        self.relieve_pressure(&mut finished);
+        out.extend(self.finish(finished));
+        self.compact_order();
+        self.publish_gauges();
         out
     }
 
     /// One run of consecutive spans of the same trace.
-    fn run(
-        &mut self,
-        batch: &Batch,
-        run: Range<usize>,
-        now: Instant,
-        keep: &mut Vec<SpanInfo>,
-        released: &mut Vec<Open>,
-        origins: &mut [Option<Arc<Origin>>],
-    ) {
-        let spans = &batch.spans[run];
+    fn run(&mut self, a: &mut Admission<'_>, run: Range<usize>, now: Instant) {
+        let batch = a.batch;
+        let spans = &batch.spans[run.clone()];
         let tid = spans[0].trace_id;
-        let service = batch.service_name(&spans[0]);
         if let Some(v) = self.decided.get(&tid) {
             if v.keep {
-                keep.extend_from_slice(spans);
+                a.keep.extend_from_slice(spans);
             }
-            self.stats.record(v, spans.len() as u64, service, false);
+            self.stats
+                .record(v, spans.len() as u64, batch.service_name(&spans[0]), false);
             return;
         }
+        let services = &mut self.services;
+        let service = match a.services.get_mut(spans[0].resource as usize) {
+            Some(slot) => *slot.get_or_insert_with(|| services.id(batch.service_name(&spans[0]))),
+            None => services.id(batch.service_name(&spans[0])),
+        };
         let open = match self.open.entry(tid) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 self.order.push_back((now, tid));
                 self.held_bytes += OPEN_TRACE_OVERHEAD_BYTES;
                 e.insert(Open {
-                    buf: Vec::new(),
-                    spans: Vec::new(),
-                    origins: Vec::new(),
-                    bytes: OPEN_TRACE_OVERHEAD_BYTES,
+                    first: None,
+                    more: Vec::new(),
+                    spans: 0,
                     error: false,
                     slow: false,
                     head: None,
                     entry_seen: false,
                     due: None,
-                    service: service.to_owned(),
+                    service,
                 })
             }
         };
@@ -524,20 +620,24 @@ impl Sampler {
         match verdict {
             Some(v) => {
                 let open = self.open.remove(&tid).expect("open trace present");
-                self.held_bytes -= open.bytes;
-                let v = self.rate_limit(v, &open.service, now);
-                self.decide(tid, v, open.spans.len() + spans.len(), &open.service, true);
+                self.held_bytes -= OPEN_TRACE_OVERHEAD_BYTES;
+                let v = self.rate_limit(v, open.service, now);
+                let n = open.spans as usize + spans.len();
+                self.decide(tid, v, n, open.service, true);
                 if v.keep {
-                    keep.extend_from_slice(spans);
-                    if !open.spans.is_empty() {
-                        released.push(open);
-                    }
+                    a.keep.extend_from_slice(spans);
+                }
+                if open.first.is_some() {
+                    a.finished.push((open, v.keep));
                 }
             }
             None => {
-                let before = open.bytes;
-                hold(open, batch, spans, origins);
-                self.held_bytes += open.bytes - before;
+                open.spans += spans.len() as u32;
+                open.push_run(Run {
+                    seq: a.seq,
+                    spans: run.start as u32..run.end as u32,
+                });
+                a.live += 1;
                 if open.entry_seen && open.due.is_none() {
                     let due = now + self.cfg.grace.min(MAX_GRACE);
                     open.due = Some(due);
@@ -547,11 +647,11 @@ impl Sampler {
         }
     }
 
-    fn rate_limit(&mut self, v: Verdict, service: &str, now: Instant) -> Verdict {
+    fn rate_limit(&mut self, v: Verdict, service: u32, now: Instant) -> Verdict {
         let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else {
             return v;
         };
-        let b = self.buckets.entry(service.to_owned()).or_insert(Bucket {
+        let b = self.buckets.entry(service).or_insert(Bucket {
             tokens: rate.max(1.0),
             at: now,
         });
@@ -568,8 +668,9 @@ impl Sampler {
         }
     }
 
-    fn decide(&mut self, tid: TraceId, v: Verdict, spans: usize, service: &str, new_trace: bool) {
-        self.stats.record(v, spans as u64, service, new_trace);
+    fn decide(&mut self, tid: TraceId, v: Verdict, spans: usize, service: u32, new_trace: bool) {
+        let name = self.services.name(service);
+        self.stats.record(v, spans as u64, name, new_trace);
         self.decided.insert(&tid, v);
     }
 
@@ -586,8 +687,9 @@ impl Sampler {
         }
     }
 
-    /// Decides (with what is there) the open traces that push the hold over its caps.
-    fn relieve_pressure(&mut self, released: &mut Vec<Open>) {
+    /// Decides (with what is there) the open traces that push the hold over its caps. Held
+    /// bytes fall only when a request's last open trace is decided, so this goes oldest first.
+    fn relieve_pressure(&mut self, finished: &mut Vec<(Open, bool)>) {
         while self.open.len() > self.cfg.max_open_traces
             || self.held_bytes > self.cfg.max_held_bytes
         {
@@ -598,26 +700,94 @@ impl Sampler {
                 self.stats
                     .early
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.close(tid, released, Instant::now());
+                self.close(tid, finished, Instant::now());
             }
         }
     }
 
-    fn close(&mut self, tid: TraceId, released: &mut Vec<Open>, now: Instant) {
+    fn close(&mut self, tid: TraceId, finished: &mut Vec<(Open, bool)>, now: Instant) {
         let Some(mut open) = self.open.remove(&tid) else {
             return;
         };
-        self.held_bytes -= open.bytes;
+        self.held_bytes -= OPEN_TRACE_OVERHEAD_BYTES;
         if open.head.is_none() {
             open.head = self.late_head(&tid, &open, now);
         }
         let v = final_verdict(&open, &self.cfg, true).expect("forced decisions always decide");
-        let v = self.rate_limit(v, &open.service, now);
-        let service = std::mem::take(&mut open.service);
-        self.decide(tid, v, open.spans.len(), &service, true);
-        if v.keep {
-            released.push(open);
+        let v = self.rate_limit(v, open.service, now);
+        self.decide(tid, v, open.spans as usize, open.service, true);
+        self.release(&open);
+        if open.first.is_some() {
+            finished.push((open, v.keep));
         }
+    }
+
+    /// Drops a decided trace's references to the requests it held. A request whose last
+    /// reference this was stops counting now; its slot is emptied by `finish`, after the kept
+    /// spans were taken from it.
+    fn release(&mut self, open: &Open) {
+        for r in open.runs() {
+            let Some(Some(h)) = self.held.get_mut((r.seq - self.held_base) as usize) else {
+                continue;
+            };
+            h.live -= 1;
+            if h.live == 0 {
+                self.held_bytes -= h.bytes;
+            }
+        }
+    }
+
+    /// The kept spans of decided traces, one batch per request they came in (sharing its
+    /// buffer, in the request's order); then frees the requests no open trace holds.
+    fn finish(&mut self, finished: Vec<(Open, bool)>) -> Vec<Batch> {
+        let mut picks: Vec<(u64, Range<u32>)> = Vec::new();
+        let mut done: Vec<u64> = Vec::new();
+        for (open, keep) in &finished {
+            for r in open.runs() {
+                if *keep {
+                    picks.push((r.seq, r.spans.clone()));
+                }
+                done.push(r.seq);
+            }
+        }
+        picks.sort_unstable_by_key(|(seq, r)| (*seq, r.start));
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < picks.len() {
+            let seq = picks[i].0;
+            let held = self
+                .held
+                .get((seq - self.held_base) as usize)
+                .and_then(Option::as_ref);
+            let mut spans = Vec::new();
+            while i < picks.len() && picks[i].0 == seq {
+                let r = &picks[i].1;
+                if let Some(h) = held {
+                    spans.extend_from_slice(&h.batch.spans[r.start as usize..r.end as usize]);
+                }
+                i += 1;
+            }
+            if let Some(h) = held {
+                out.push(Batch {
+                    protocol: h.batch.protocol,
+                    buf: h.batch.buf.clone(),
+                    resources: h.batch.resources.clone(),
+                    scopes: h.batch.scopes.clone(),
+                    spans,
+                });
+            }
+        }
+        for seq in done {
+            let slot = self.held.get_mut((seq - self.held_base) as usize);
+            if let Some(slot) = slot.filter(|s| s.as_ref().is_some_and(|h| h.live == 0)) {
+                *slot = None;
+            }
+        }
+        while matches!(self.held.front(), Some(None)) {
+            self.held.pop_front();
+            self.held_base += 1;
+        }
+        out
     }
 
     /// A head decision for a trace whose entry span never came: rules on the service alone.
@@ -625,7 +795,7 @@ impl Sampler {
         match &self.cfg.head {
             Head::Rules(rules) => {
                 let attrs = RequestAttrs {
-                    service_name: open.service.clone(),
+                    service_name: self.services.name(open.service).to_owned(),
                     ..Default::default()
                 };
                 let random = randomness(tid, "") as f64 / MAX_THRESHOLD as f64;
@@ -645,14 +815,14 @@ impl Sampler {
 
     /// Decides traces whose grace period ended, or that waited `max_wait` without an entry span.
     pub fn tick(&mut self, now: Instant) -> Vec<Batch> {
-        let mut released = Vec::new();
+        let mut finished = Vec::new();
         while let Some(&(due, tid)) = self.due.front() {
             if due > now {
                 break;
             }
             self.due.pop_front();
             if self.open.get(&tid).is_some_and(|o| o.due == Some(due)) {
-                self.close(tid, &mut released, now);
+                self.close(tid, &mut finished, now);
             }
         }
         while let Some(&(first, tid)) = self.order.front() {
@@ -664,21 +834,23 @@ impl Sampler {
                 break;
             }
             self.order.pop_front();
-            self.close(tid, &mut released, now);
+            self.close(tid, &mut finished, now);
         }
+        let out = self.finish(finished);
         self.publish_gauges();
-        rebuild(released).into_iter().collect()
+        out
     }
 
     /// Decides everything still open (shutdown).
     pub fn flush_all(&mut self) -> Vec<Batch> {
-        let mut released = Vec::new();
+        let mut finished = Vec::new();
         let ids: Vec<TraceId> = self.order.drain(..).map(|(_, t)| t).collect();
         for tid in ids {
-            self.close(tid, &mut released, Instant::now());
+            self.close(tid, &mut finished, Instant::now());
         }
+        let out = self.finish(finished);
         self.publish_gauges();
-        rebuild(released).into_iter().collect()
+        out
     }
 
     fn publish_gauges(&self) {
@@ -715,139 +887,6 @@ fn final_verdict(open: &Open, cfg: &SamplingConfig, forced: bool) -> Option<Verd
         }),
         _ => None,
     }
-}
-
-/// Copies a run of spans (and, once per request, its resource and scope) into the open trace.
-fn hold(open: &mut Open, batch: &Batch, spans: &[SpanInfo], origins: &mut [Option<Arc<Origin>>]) {
-    // Exact room: most traces arrive in one run, and doubling growth would let the held memory
-    // reach twice the bytes the hold budget counts.
-    let bytes: usize = spans.iter().map(|s| s.bytes.len()).sum();
-    open.buf.reserve_exact(bytes);
-    open.spans.reserve_exact(spans.len());
-    for s in spans {
-        let slot = s.scope as usize;
-        let origin = match origins.get_mut(slot) {
-            Some(o) => o
-                .get_or_insert_with(|| {
-                    let r = batch.resources.get(s.resource as usize);
-                    let res = r.map_or(0..0, |r| r.resource.clone());
-                    let service = r.map_or(0..0, |r| {
-                        if r.service.is_empty() {
-                            0..0
-                        } else {
-                            r.service.start - res.start..r.service.end - res.start
-                        }
-                    });
-                    let scope = batch.scopes.get(slot).map_or(0..0, |sc| sc.scope.clone());
-                    Arc::new(Origin {
-                        resource: Bytes::copy_from_slice(
-                            &batch.buf[res.start as usize..res.end as usize],
-                        ),
-                        scope: Bytes::copy_from_slice(
-                            &batch.buf[scope.start as usize..scope.end as usize],
-                        ),
-                        service,
-                    })
-                })
-                .clone(),
-            None => Arc::new(Origin {
-                resource: Bytes::new(),
-                scope: Bytes::new(),
-                service: 0..0,
-            }),
-        };
-        let idx = match open.origins.iter().position(|o| Arc::ptr_eq(o, &origin)) {
-            Some(i) => i,
-            None => {
-                open.bytes += origin.resource.len() + origin.scope.len();
-                open.origins.push(origin);
-                open.origins.len() - 1
-            }
-        };
-        let base = open.buf.len() as u32;
-        let rebase = |r: &Range<u32>| {
-            if r.is_empty() {
-                0..0
-            } else {
-                base + (r.start - s.bytes.start)..base + (r.end - s.bytes.start)
-            }
-        };
-        let mut info = s.clone();
-        info.name = rebase(&s.name);
-        info.trace_state = rebase(&s.trace_state);
-        info.bytes = rebase(&s.bytes);
-        info.http.route = rebase(&s.http.route);
-        info.http.method = rebase(&s.http.method);
-        info.http.path = rebase(&s.http.path);
-        open.buf
-            .extend_from_slice(&batch.buf[s.bytes.start as usize..s.bytes.end as usize]);
-        open.bytes += s.bytes.len() + std::mem::size_of::<Held>();
-        open.spans.push(Held {
-            info,
-            origin: idx as u32,
-        });
-    }
-}
-
-/// One batch from decided traces' held spans: their bytes laid end to end, ranges rebuilt.
-fn rebuild(traces: Vec<Open>) -> Option<Batch> {
-    if traces.iter().all(|t| t.spans.is_empty()) {
-        return None;
-    }
-    let mut buf = Vec::with_capacity(traces.iter().map(|t| t.bytes).sum());
-    let (mut resources, mut scopes, mut spans) = (Vec::new(), Vec::new(), Vec::new());
-    for t in traces {
-        let first = resources.len() as u32;
-        for o in &t.origins {
-            let rs = buf.len() as u32;
-            buf.extend_from_slice(&o.resource);
-            let service = if o.service.is_empty() {
-                0..0
-            } else {
-                rs + o.service.start..rs + o.service.end
-            };
-            resources.push(ResourceInfo {
-                resource: rs..buf.len() as u32,
-                service,
-                // Span metrics read it on the hot path only; exporters decode the resource.
-                version: 0..0,
-            });
-            let ss = buf.len() as u32;
-            buf.extend_from_slice(&o.scope);
-            scopes.push(ScopeInfo {
-                scope: ss..buf.len() as u32,
-            });
-        }
-        let base = buf.len() as u32;
-        buf.extend_from_slice(&t.buf);
-        let shift = |r: &Range<u32>| {
-            if r.is_empty() {
-                0..0
-            } else {
-                r.start + base..r.end + base
-            }
-        };
-        for h in t.spans {
-            let mut info = h.info;
-            info.bytes = shift(&info.bytes);
-            info.name = shift(&info.name);
-            info.trace_state = shift(&info.trace_state);
-            info.http.route = shift(&info.http.route);
-            info.http.method = shift(&info.http.method);
-            info.http.path = shift(&info.http.path);
-            info.resource = first + h.origin;
-            info.scope = first + h.origin;
-            spans.push(info);
-        }
-    }
-    let protocol = crate::model::Protocol::Grpc;
-    Some(Batch {
-        protocol,
-        buf: buf.into(),
-        resources,
-        scopes,
-        spans,
-    })
 }
 
 fn attr_str<'a>(span: &'a Span, keys: &[&str]) -> Option<&'a str> {

@@ -480,3 +480,43 @@ async fn held_spans_keep_their_name_and_http_ranges_when_rebuilt() {
     }
     assert_eq!(seen, 3, "the error trace is kept whole");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_request_is_freed_when_its_last_open_trace_is_decided() {
+    // Held spans point into the request they came in: it must stay while any of its traces is
+    // open, count against the hold once, and go when the last one is decided.
+    let mut s = Sampler::new(cfg(Head::Ratio(0.0)), Arc::default());
+    let mut rng = Rng::new(11);
+    let (quick, long) = (tid(&mut rng), tid(&mut rng));
+    let child = |t: TraceId, error: bool| SpanSpec {
+        trace: t,
+        id: 2,
+        parent: Some(1),
+        kind: 3,
+        dur_ms: 1,
+        error,
+    };
+    // `quick` has its entry span (decided after the grace period); `long` only a child.
+    let mut first = trace(quick, 2, 1, false);
+    first.push(child(long, false));
+    let b = batch(&first);
+    let request_bytes =
+        b.size_bytes() + (b.spans.capacity() - b.spans.len()) * std::mem::size_of::<SpanInfo>();
+    assert!(s.admit(b, Instant::now()).is_empty());
+    assert_eq!(s.held.len(), 1);
+    assert_eq!(s.held_bytes, request_bytes + 2 * OPEN_TRACE_OVERHEAD_BYTES);
+
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(s.tick(Instant::now()).is_empty(), "quick: dropped by the ratio");
+    assert_eq!(s.open.len(), 1);
+    assert_eq!(s.held.len(), 1, "long still points into the request");
+    assert_eq!(s.held_bytes, request_bytes + OPEN_TRACE_OVERHEAD_BYTES);
+
+    // An error in a second request keeps `long` whole: its span from each request.
+    let out = s.admit(batch(&[child(long, true)]), Instant::now());
+    assert_eq!(count(&out), 2);
+    assert!(out.iter().flat_map(|b| &b.spans).all(|sp| sp.trace_id == long));
+    assert!(s.held.is_empty(), "both requests freed");
+    assert_eq!(s.held_bytes, 0);
+    assert_eq!(s.held_base, 1, "the second request was never held");
+}
