@@ -361,8 +361,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         name: "sampling.max_held_bytes",
-        default: "8388608",
-        help: "Most bytes held for undecided traces; beyond it the oldest are decided early.",
+        default: "4194304",
+        help: "Most bytes of requests held for undecided traces; beyond it the oldest are decided early.",
     },
     Key {
         name: "sampling.decision_cache",
@@ -921,12 +921,12 @@ mod tests {
 
     #[test]
     fn a_memory_limit_caps_the_span_budgets() {
-        let env = |k: &str| (k == "SIDETRACE_MEMORY_LIMIT").then(|| "40MiB".to_string());
+        let env = |k: &str| (k == "SIDETRACE_MEMORY_LIMIT").then(|| "24MiB".to_string());
         let c = Config::load(None, &env, &[("queue_max_bytes", "2MiB".into())]).unwrap();
-        assert_eq!(c.memory_limit, 40 << 20);
+        assert_eq!(c.memory_limit, 24 << 20);
         assert_eq!(c.queue_max_bytes, 2 << 20, "a budget set lower stays");
-        assert_eq!(c.sampling.max_held_bytes, 5 << 20);
-        assert_eq!(c.local_max_bytes, 10 << 20);
+        assert_eq!(c.sampling.max_held_bytes, 3 << 20);
+        assert_eq!(c.local_max_bytes, 6 << 20);
 
         let c = Config::load(None, &no_env, &[]).unwrap();
         assert_eq!(c.memory_limit, 0);
