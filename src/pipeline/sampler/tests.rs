@@ -507,7 +507,10 @@ async fn a_held_request_is_freed_when_its_last_open_trace_is_decided() {
     assert_eq!(s.held_bytes, request_bytes + 2 * OPEN_TRACE_OVERHEAD_BYTES);
 
     tokio::time::advance(Duration::from_secs(3)).await;
-    assert!(s.tick(Instant::now()).is_empty(), "quick: dropped by the ratio");
+    assert!(
+        s.tick(Instant::now()).is_empty(),
+        "quick: dropped by the ratio"
+    );
     assert_eq!(s.open.len(), 1);
     assert_eq!(s.held.len(), 1, "long still points into the request");
     assert_eq!(s.held_bytes, request_bytes + OPEN_TRACE_OVERHEAD_BYTES);
@@ -515,7 +518,11 @@ async fn a_held_request_is_freed_when_its_last_open_trace_is_decided() {
     // An error in a second request keeps `long` whole: its span from each request.
     let out = s.admit(batch(&[child(long, true)]), Instant::now());
     assert_eq!(count(&out), 2);
-    assert!(out.iter().flat_map(|b| &b.spans).all(|sp| sp.trace_id == long));
+    assert!(
+        out.iter()
+            .flat_map(|b| &b.spans)
+            .all(|sp| sp.trace_id == long)
+    );
     assert!(s.held.is_empty(), "both requests freed");
     assert_eq!(s.held_bytes, 0);
     assert_eq!(s.held_base, 1, "the second request was never held");
