@@ -693,7 +693,7 @@ impl Sampler {
     /// bytes fall only when a request's last open trace is decided, so this goes oldest first.
     fn relieve_pressure(&mut self, finished: &mut Vec<(Open, bool)>) {
         while self.open.len() > self.cfg.max_open_traces
-            || self.held_bytes > self.cfg.max_held_bytes
+            || self.hold_bytes() > self.cfg.max_held_bytes
         {
             let Some((_, tid)) = self.order.pop_front() else {
                 break;
@@ -705,6 +705,12 @@ impl Sampler {
                 self.close(tid, finished, Instant::now());
             }
         }
+    }
+
+    /// Held requests plus their slots: freed slots behind a long-open trace at the front stay
+    /// until it is decided, so they count too (or they could pile up uncounted).
+    fn hold_bytes(&self) -> usize {
+        self.held_bytes + self.held.len() * std::mem::size_of::<Option<HeldBatch>>()
     }
 
     fn close(&mut self, tid: TraceId, finished: &mut Vec<(Open, bool)>, now: Instant) {
@@ -860,7 +866,9 @@ impl Sampler {
         self.stats
             .open_traces
             .store(self.open.len() as u64, Relaxed);
-        self.stats.held_bytes.store(self.held_bytes as u64, Relaxed);
+        self.stats
+            .held_bytes
+            .store(self.hold_bytes() as u64, Relaxed);
     }
 }
 

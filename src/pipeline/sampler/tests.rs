@@ -527,3 +527,38 @@ async fn a_held_request_is_freed_when_its_last_open_trace_is_decided() {
     assert_eq!(s.held_bytes, 0);
     assert_eq!(s.held_base, 1, "the second request was never held");
 }
+
+#[tokio::test(start_paused = true)]
+async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
+    // One trace without an entry span pins the oldest held request; every later request is
+    // decided at its (zero) grace and freed, but its slot stays behind the pinned one.
+    let mut cfg = cfg(Head::Ratio(0.0));
+    cfg.grace = Duration::ZERO;
+    cfg.max_held_bytes = 64 << 10;
+    let mut s = Sampler::new(cfg, Arc::default());
+    let mut rng = Rng::new(12);
+    let pinned = tid(&mut rng);
+    s.admit(
+        batch(&[SpanSpec {
+            trace: pinned,
+            id: 2,
+            parent: Some(1),
+            kind: 3,
+            dur_ms: 1,
+            error: false,
+        }]),
+        Instant::now(),
+    );
+    for _ in 0..2000 {
+        s.admit(batch(&trace(tid(&mut rng), 1, 1, false)), Instant::now());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        s.tick(Instant::now());
+    }
+    let slot = std::mem::size_of::<Option<HeldBatch>>();
+    assert!(
+        s.held.len() <= (64 << 10) / slot + 2,
+        "{} slots of {slot} bytes under a 64 KiB hold",
+        s.held.len()
+    );
+    assert!(!s.open.contains_key(&pinned), "decided early to free them");
+}
