@@ -708,9 +708,15 @@ impl Sampler {
     }
 
     /// Held requests plus their slots: freed slots behind a long-open trace at the front stay
-    /// until it is decided, so they count too (or they could pile up uncounted).
+    /// until it is decided, so they count too (or they could pile up uncounted). Slots at the
+    /// front that no open trace holds any more are about to go and do not count.
     fn hold_bytes(&self) -> usize {
-        self.held_bytes + self.held.len() * std::mem::size_of::<Option<HeldBatch>>()
+        let going = self
+            .held
+            .iter()
+            .take_while(|s| s.as_ref().is_none_or(|h| h.live == 0))
+            .count();
+        self.held_bytes + (self.held.len() - going) * std::mem::size_of::<Option<HeldBatch>>()
     }
 
     fn close(&mut self, tid: TraceId, finished: &mut Vec<(Open, bool)>, now: Instant) {

@@ -535,7 +535,8 @@ async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
     let mut cfg = cfg(Head::Ratio(0.0));
     cfg.grace = Duration::ZERO;
     cfg.max_held_bytes = 64 << 10;
-    let mut s = Sampler::new(cfg, Arc::default());
+    let stats = Arc::new(SamplingStats::default());
+    let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(12);
     let pinned = tid(&mut rng);
     s.admit(
@@ -549,8 +550,16 @@ async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
         }]),
         Instant::now(),
     );
+    let early = || stats.early.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..2000 {
+        let before = early();
         s.admit(batch(&trace(tid(&mut rng), 1, 1, false)), Instant::now());
+        // Deciding the pinned trace frees the slots behind it: the new trace stays open.
+        assert!(
+            early() - before <= 1,
+            "{} decided early at once",
+            early() - before
+        );
         tokio::time::advance(Duration::from_millis(1)).await;
         s.tick(Instant::now());
     }
@@ -561,4 +570,5 @@ async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
         s.held.len()
     );
     assert!(!s.open.contains_key(&pinned), "decided early to free them");
+    assert_eq!(early(), 1, "only the pinned trace was decided early");
 }
