@@ -61,6 +61,18 @@ fn batch(specs: &[SpanSpec]) -> Batch {
         .batch
 }
 
+/// A CLIENT span (id 2) under an entry span (id 1) that is not in the batch.
+fn child(trace: TraceId, error: bool) -> SpanSpec {
+    SpanSpec {
+        trace,
+        id: 2,
+        parent: Some(1),
+        kind: 3,
+        dur_ms: 1,
+        error,
+    }
+}
+
 /// A trace: an entry SERVER span (id 1) and `children` client spans.
 fn trace(t: TraceId, children: u8, dur_ms: u64, error_in_child: bool) -> Vec<SpanSpec> {
     let mut v: Vec<SpanSpec> = (0..children)
@@ -263,16 +275,7 @@ async fn a_hundred_thousand_open_traces_stay_within_the_byte_cap() {
     let mut max_held = 0;
     for _ in 0..100 {
         // 1,000 traces per request, children only: every trace stays open.
-        let specs: Vec<SpanSpec> = (0..1000)
-            .map(|_| SpanSpec {
-                trace: tid(&mut rng),
-                id: 2,
-                parent: Some(1),
-                kind: 3,
-                dur_ms: 1,
-                error: false,
-            })
-            .collect();
+        let specs: Vec<SpanSpec> = (0..1000).map(|_| child(tid(&mut rng), false)).collect();
         s.admit(batch(&specs), Instant::now());
         max_held = max_held.max(s.held_bytes);
         assert!(s.held_bytes <= 8 << 20);
@@ -293,32 +296,12 @@ async fn traces_without_entry_span_are_decided_after_max_wait() {
     cfg.max_wait = Duration::from_secs(5);
     let mut s = Sampler::new(cfg, Arc::default());
     let t = tid(&mut Rng::new(8));
-    let out = s.admit(
-        batch(&[SpanSpec {
-            trace: t,
-            id: 2,
-            parent: Some(1),
-            kind: 3,
-            dur_ms: 1,
-            error: true,
-        }]),
-        Instant::now(),
-    );
+    let out = s.admit(batch(&[child(t, true)]), Instant::now());
     // An error: kept at once, no need to wait.
     assert_eq!(count(&out), 1);
     let t2 = tid(&mut Rng::new(9));
     assert_eq!(
-        count(&s.admit(
-            batch(&[SpanSpec {
-                trace: t2,
-                id: 2,
-                parent: Some(1),
-                kind: 3,
-                dur_ms: 1,
-                error: false
-            }]),
-            Instant::now()
-        )),
+        count(&s.admit(batch(&[child(t2, false)]), Instant::now())),
         0
     );
     tokio::time::advance(Duration::from_secs(4)).await;
@@ -383,17 +366,7 @@ async fn decided_traces_do_not_pile_up_behind_a_long_open_one() {
     c.max_wait = Duration::from_secs(3600);
     let mut s = Sampler::new(c, Arc::default());
     let mut rng = Rng::new(21);
-    s.admit(
-        batch(&[SpanSpec {
-            trace: tid(&mut rng),
-            id: 2,
-            parent: Some(1),
-            kind: 3,
-            dur_ms: 1,
-            error: false,
-        }]),
-        Instant::now(),
-    );
+    s.admit(batch(&[child(tid(&mut rng), false)]), Instant::now());
     for _ in 0..50 {
         let specs: Vec<SpanSpec> = (0..100)
             .flat_map(|_| trace(tid(&mut rng), 0, 1, false))
@@ -488,14 +461,6 @@ async fn a_held_request_is_freed_when_its_last_open_trace_is_decided() {
     let mut s = Sampler::new(cfg(Head::Ratio(0.0)), Arc::default());
     let mut rng = Rng::new(11);
     let (quick, long) = (tid(&mut rng), tid(&mut rng));
-    let child = |t: TraceId, error: bool| SpanSpec {
-        trace: t,
-        id: 2,
-        parent: Some(1),
-        kind: 3,
-        dur_ms: 1,
-        error,
-    };
     // `quick` has its entry span (decided after the grace period); `long` only a child.
     let mut first = trace(quick, 2, 1, false);
     first.push(child(long, false));
@@ -539,17 +504,7 @@ async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
     let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(12);
     let pinned = tid(&mut rng);
-    s.admit(
-        batch(&[SpanSpec {
-            trace: pinned,
-            id: 2,
-            parent: Some(1),
-            kind: 3,
-            dur_ms: 1,
-            error: false,
-        }]),
-        Instant::now(),
-    );
+    s.admit(batch(&[child(pinned, false)]), Instant::now());
     let early = || stats.early.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..2000 {
         let before = early();
