@@ -327,7 +327,6 @@ struct Open {
     /// Most traces arrive in one run: the first needs no allocation.
     first: Option<Run>,
     more: Vec<Run>,
-    spans: u32,
     error: bool,
     slow: bool,
     head: Option<Verdict>,
@@ -339,6 +338,10 @@ struct Open {
 impl Open {
     fn runs(&self) -> impl Iterator<Item = &Run> {
         self.first.iter().chain(self.more.iter())
+    }
+
+    fn held_spans(&self) -> usize {
+        self.runs().map(|r| r.spans.len()).sum()
     }
 
     fn push_run(&mut self, run: Run) {
@@ -564,7 +567,6 @@ impl Sampler {
                 e.insert(Open {
                     first: None,
                     more: Vec::new(),
-                    spans: 0,
                     error: false,
                     slow: false,
                     head: None,
@@ -624,7 +626,7 @@ impl Sampler {
                 let open = self.open.remove(&tid).expect("open trace present");
                 self.held_bytes -= OPEN_TRACE_OVERHEAD_BYTES;
                 let v = self.rate_limit(v, open.service, now);
-                let n = open.spans as usize + spans.len();
+                let n = open.held_spans() + spans.len();
                 self.decide(tid, v, n, open.service, true);
                 if v.keep {
                     a.keep.extend_from_slice(spans);
@@ -634,7 +636,6 @@ impl Sampler {
                 }
             }
             None => {
-                open.spans += spans.len() as u32;
                 open.push_run(Run {
                     seq: a.seq,
                     spans: run.start as u32..run.end as u32,
@@ -708,15 +709,9 @@ impl Sampler {
     }
 
     /// Held requests plus their slots: freed slots behind a long-open trace at the front stay
-    /// until it is decided, so they count too (or they could pile up uncounted). Slots at the
-    /// front that no open trace holds any more are about to go and do not count.
+    /// until it is decided, so they count too (or they could pile up uncounted).
     fn hold_bytes(&self) -> usize {
-        let going = self
-            .held
-            .iter()
-            .take_while(|s| s.as_ref().is_none_or(|h| h.live == 0))
-            .count();
-        self.held_bytes + (self.held.len() - going) * std::mem::size_of::<Option<HeldBatch>>()
+        self.held_bytes + self.held.len() * std::mem::size_of::<Option<HeldBatch>>()
     }
 
     fn close(&mut self, tid: TraceId, finished: &mut Vec<(Open, bool)>, now: Instant) {
@@ -729,7 +724,7 @@ impl Sampler {
         }
         let v = final_verdict(&open, &self.cfg, true).expect("forced decisions always decide");
         let v = self.rate_limit(v, open.service, now);
-        self.decide(tid, v, open.spans as usize, open.service, true);
+        self.decide(tid, v, open.held_spans(), open.service, true);
         self.release(&open);
         if open.first.is_some() {
             finished.push((open, v.keep));
