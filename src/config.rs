@@ -813,6 +813,19 @@ impl Config {
         }
     }
 
+    /// Checks a TOML document alone (no environment, no flags), as `config check -` does.
+    pub fn parse_toml(text: &str, source: &str) -> Result<Config, Vec<Problem>> {
+        let mut config = Config::default();
+        let mut problems = Vec::new();
+        config.apply_toml(text, source, &mut problems);
+        if problems.is_empty() {
+            config.fit_memory_limit();
+            Ok(config)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Caps the budgets that hold spans to shares of `memory_limit`, leaving the rest for the
     /// agent itself (~12 MB), requests being read, and the allocator; a budget set lower stays.
     pub fn fit_memory_limit(&mut self) {

@@ -43,7 +43,9 @@ fn tune_allocator() {}
 #[command(
     name = "sidetrace",
     version,
-    about = "A small, fast tracing agent: OTLP in; local UI, X-Ray and CloudWatch out."
+    about = "A small, fast tracing agent: OTLP in; local UI, X-Ray and CloudWatch out.",
+    // `sidetrace --flag` runs the agent; a subcommand takes only its own flags.
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     #[command(flatten)]
@@ -56,48 +58,59 @@ struct Cli {
 #[derive(Args, Debug, Default)]
 struct Flags {
     /// TOML config file [env: SIDETRACE_CONFIG]
-    #[arg(long, global = true, env = "SIDETRACE_CONFIG", hide_env = true)]
+    #[arg(long, env = "SIDETRACE_CONFIG", hide_env = true)]
     config: Option<PathBuf>,
     /// OTLP/gRPC listen address [env: SIDETRACE_OTLP_GRPC_ADDR] [default: 127.0.0.1:4317]
-    #[arg(long, global = true)]
+    #[arg(long)]
     otlp_grpc_addr: Option<String>,
     /// OTLP/HTTP listen address [env: SIDETRACE_OTLP_HTTP_ADDR] [default: 127.0.0.1:4318]
-    #[arg(long, global = true)]
+    #[arg(long)]
     otlp_http_addr: Option<String>,
     /// Admin address [env: SIDETRACE_ADMIN_ADDR] [default: 127.0.0.1:13133]
-    #[arg(long, global = true)]
+    #[arg(long)]
     admin_addr: Option<String>,
     /// auto, or a comma list of exporters [env: SIDETRACE_EXPORTERS] [default: auto]
-    #[arg(long, global = true)]
+    #[arg(long)]
     exporters: Option<String>,
     /// Bind every listener on 0.0.0.0 [env: SIDETRACE_LISTEN_ALL=true]
-    #[arg(long, global = true)]
+    #[arg(long)]
     listen_all: bool,
     /// Keep this fraction of traces, consistently by trace ID [env: SIDETRACE_SAMPLING_RATIO]
-    #[arg(long, global = true)]
+    #[arg(long)]
     sampling_ratio: Option<String>,
     /// Resident memory to stay under, e.g. 64MiB [env: SIDETRACE_MEMORY_LIMIT] [default: 0 = none]
-    #[arg(long, global = true)]
+    #[arg(long)]
     memory_limit: Option<String>,
     /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
-    #[arg(long, global = true)]
+    #[arg(long)]
     log_format: Option<String>,
     /// Set any config key, e.g. --set local.max_traces=500 (repeatable)
-    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the agent (the default).
-    Run,
+    Run(Flags),
     /// Exit 0 if the local agent answers /healthz, 1 otherwise (for container health checks).
-    Healthcheck,
+    Healthcheck(HealthcheckArgs),
     /// Validate or print configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Send realistic OTLP trace load and report spans/s and latency (a final JSON line).
     Loadgen(LoadgenArgs),
+}
+
+/// Where the agent to check listens: the flag, else the config file and `SIDETRACE_ADMIN_ADDR`.
+#[derive(Args, Debug)]
+struct HealthcheckArgs {
+    /// TOML config file [env: SIDETRACE_CONFIG]
+    #[arg(long, env = "SIDETRACE_CONFIG", hide_env = true)]
+    config: Option<PathBuf>,
+    /// Admin address of the agent [env: SIDETRACE_ADMIN_ADDR] [default: 127.0.0.1:13133]
+    #[arg(long)]
+    admin_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -140,7 +153,7 @@ struct LoadgenArgs {
 
 #[derive(Subcommand, Debug)]
 enum ConfigCommand {
-    /// Validate a TOML config file; lists every problem and exits 64 when invalid.
+    /// Validate a TOML config file (`-`: standard input); lists every problem, exits 64 when invalid.
     Check { file: PathBuf },
     /// Print the full default configuration, with comments.
     Default,
@@ -203,12 +216,23 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
-        Some(Command::Healthcheck) => match load_config(&cli.flags) {
-            Ok(c) => healthcheck(c.admin_addr),
+        Some(Command::Healthcheck(h)) => {
+            let flags = Flags {
+                config: h.config,
+                admin_addr: h.admin_addr,
+                ..Flags::default()
+            };
+            match load_config(&flags) {
+                Ok(c) => healthcheck(c.admin_addr),
+                Err(code) => code,
+            }
+        }
+        Some(Command::Loadgen(args)) => loadgen(args),
+        Some(Command::Run(flags)) => match load_config(&flags) {
+            Ok(c) => run(c),
             Err(code) => code,
         },
-        Some(Command::Loadgen(args)) => loadgen(args),
-        Some(Command::Run) | None => match load_config(&cli.flags) {
+        None => match load_config(&cli.flags) {
             Ok(c) => run(c),
             Err(code) => code,
         },
@@ -216,18 +240,36 @@ fn main() -> ExitCode {
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match Config::load(Some(file), &|_| None, &[]) {
+    let loaded = if file.as_os_str() == "-" {
+        let mut text = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut text) {
+            eprintln!("sidetrace config check: cannot read standard input: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+        Config::parse_toml(&text, "(stdin)")
+    } else {
+        Config::load(Some(file), &|_| None, &[])
+    };
+    match loaded {
         Ok(_) => {
-            out!("{}: valid", file.display());
+            out!("{}: valid", shown(file));
             ExitCode::SUCCESS
         }
         Err(problems) => {
-            out!("{}: {} problem(s)", file.display(), problems.len());
+            out!("{}: {} problem(s)", shown(file), problems.len());
             for p in problems {
                 out!("  - {p}");
             }
             ExitCode::from(EXIT_CONFIG as u8)
         }
+    }
+}
+
+fn shown(file: &std::path::Path) -> String {
+    if file.as_os_str() == "-" {
+        "(stdin)".into()
+    } else {
+        file.display().to_string()
     }
 }
 
