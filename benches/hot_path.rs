@@ -6,11 +6,11 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use sidetrace::model::Protocol;
-use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
-use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, SpanMetrics};
+use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, ReceiverStats};
 use sidetrace::proto::ExportTraceServiceRequest;
 use sidetrace::receivers::decode::decode_request;
-use sidetrace::telemetry::Metrics;
+use sidetrace::telemetry::span_metrics::SpanMetrics;
+use sidetrace::telemetry::span_metrics::SpanMetricsConfig;
 use sidetrace::workload::{Rng, Shape, request};
 
 #[global_allocator]
@@ -39,7 +39,7 @@ fn hot_path(c: &mut Criterion) {
 
     let pipeline = Pipeline::new(
         Arc::new(Queue::new(1 << 20, 1 << 30)),
-        Arc::new(Metrics::default()),
+        Arc::new(ReceiverStats::default()),
         SpanMetrics::new(SpanMetricsConfig::default()),
         Arc::new(MemoryGuard::new(0)),
     );
@@ -100,7 +100,7 @@ fn sampling(c: &mut Criterion) {
         let mut sampler = Sampler::new(cfg, Arc::new(SamplingStats::default()));
         let pipeline = Pipeline::new(
             Arc::new(Queue::new(1 << 20, 1 << 30)),
-            Arc::new(Metrics::default()),
+            Arc::new(ReceiverStats::default()),
             SpanMetrics::new(SpanMetricsConfig::default()),
             Arc::new(MemoryGuard::new(0)),
         );

@@ -4,13 +4,13 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use prost::Message;
 use sidetrace::model::{Batch, Protocol};
-use sidetrace::pipeline::SpanMetrics;
-use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
 use sidetrace::proto::{
     AnyValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans, Span,
     any_value,
 };
 use sidetrace::receivers::decode::decode_request;
+use sidetrace::telemetry::span_metrics::SpanMetrics;
+use sidetrace::telemetry::span_metrics::SpanMetricsConfig;
 use sidetrace::workload::Rng;
 
 #[global_allocator]

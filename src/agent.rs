@@ -1,4 +1,5 @@
-//! Wires one agent together: binds every listener, starts the pipeline, and drains on shutdown.
+//! Lists the components and starts and stops them in order: listeners are bound first, then the
+//! exporters, the dispatcher and the receivers; on shutdown the reverse, within the drain deadline.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,19 +13,17 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::config::XrayMode;
-use crate::exporters::cloudwatch::{CloudwatchClient, CloudwatchExporter, CloudwatchSettings};
-use crate::exporters::retry::RetryPolicy;
-use crate::exporters::xray::otlp_sigv4::{self, OtlpSettings, OtlpSigv4Exporter};
-use crate::exporters::xray::translate::{IndexedKeys, TraceIdPolicy};
-use crate::exporters::xray::{self, TranslateOptions, XrayClient, XrayExporter, XraySettings};
-use crate::exporters::{Console, Exporter, ExporterKind, LocalStore};
+use crate::exporters::cloudwatch::{self, Publisher};
+use crate::exporters::{
+    self, ExporterFamilies, ExporterKind, LocalStore, Running, Shared, console, local_store, xray,
+};
 use crate::pipeline::memory::{self, MemoryGuard};
-use crate::pipeline::sampler::{Head, SamplingConfig, SlowThresholds};
+use crate::pipeline::sampler::{Head, SamplingConfig, SamplingStats, SlowThresholds};
 use crate::pipeline::xray_rules::{self, Rules};
-use crate::pipeline::{self, InFlight, Pipeline, Queue, Sampler, SpanMetrics};
+use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats, Sampler};
 use crate::receivers::{otlp_grpc, otlp_http};
-use crate::telemetry::Metrics;
+use crate::telemetry::Registry;
+use crate::telemetry::span_metrics::SpanMetrics;
 
 /// HTTP/2 streams (requests) one OTLP/gRPC connection may have open at once.
 const GRPC_MAX_CONCURRENT_STREAMS: u32 = 32;
@@ -41,7 +40,8 @@ pub struct BoundAddrs {
 #[derive(Debug)]
 pub struct Agent {
     pub addrs: BoundAddrs,
-    pub metrics: Arc<Metrics>,
+    /// Every component's stats, as `/metrics` renders them.
+    pub registry: Arc<Registry>,
     pub store: Option<Arc<LocalStore>>,
     pub span_metrics: SpanMetrics,
     ready: Arc<AtomicBool>,
@@ -52,20 +52,19 @@ pub struct Agent {
     receivers: Vec<JoinHandle<()>>,
     admin: JoinHandle<()>,
     dispatcher: JoinHandle<()>,
-    /// The CloudWatch exporter's task and its stop signal.
-    cloudwatch: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// The batch exporters' tasks, which end once the dispatcher closed their inputs.
+    exporter_tasks: Vec<JoinHandle<()>>,
+    exporter_stats: Arc<ExporterFamilies>,
+    pipeline_stats: Arc<PipelineStats>,
+    cloudwatch: Option<Publisher>,
     drain_timeout: Duration,
 }
 
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("the X-Ray OTLP mode needs an AWS region (AWS_REGION)")]
-    NoRegion,
-    #[error("the X-Ray OTLP mode found no AWS credentials provider")]
-    NoCredentials,
-    #[error("cannot set up TLS for the X-Ray OTLP endpoint: {0}")]
-    Tls(std::io::Error),
+    #[error(transparent)]
+    Xray(#[from] xray::BuildError),
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         what: &'static str,
@@ -91,116 +90,81 @@ async fn aws_sdk(
 ) -> aws_config::SdkConfig {
     if slot.is_none() {
         let region = crate::config::aws_region(&|v| std::env::var(v).ok());
-        *slot = Some(xray::client::sdk_config(region, config.xray.request_timeout).await);
+        *slot = Some(exporters::aws::sdk_config(region, config.xray.request_timeout).await);
     }
     slot.clone().expect("just loaded")
 }
 
-/// Builds the X-Ray exporter: AWS config from the SDK's default chain, SDK retries off.
-async fn xray_exporter(
+/// The sampler: a ratio, the account's X-Ray rules (polled on their own task), or keep all.
+async fn sampler(
     config: &Config,
-    sdk: &aws_config::SdkConfig,
-    metrics: Arc<Metrics>,
-) -> Result<Exporter, StartError> {
-    let x = &config.xray;
-    let env = |v: &str| std::env::var(v).ok();
-    let retry = RetryPolicy {
-        max_elapsed: x.retry_max_elapsed,
-        ..RetryPolicy::default()
+    exporters: &[ExporterKind],
+    sdk: &mut Option<aws_config::SdkConfig>,
+    sampling_stats: Arc<SamplingStats>,
+) -> Sampler {
+    let head = if let Some(r) = config.sampling.ratio {
+        info!(ratio = r, "Sampling: consistent trace-ID ratio.");
+        Head::Ratio(r)
+    } else if exporters.contains(&ExporterKind::Xray) && config.sampling.xray_rules {
+        let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
+        let client = aws_sdk_xray::Client::new(&aws_sdk(config, sdk).await);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()));
+        tokio::spawn(xray_rules::poll(
+            client,
+            rules.clone(),
+            xray_rules::client_id(seed),
+            config.sampling.xray_targets_interval,
+        ));
+        info!(
+            targets_interval_ms = config.sampling.xray_targets_interval.as_millis() as u64,
+            "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
+        );
+        Head::Rules(rules)
+    } else {
+        Head::All
     };
-    if x.mode == XrayMode::Otlp {
-        let region = sdk
-            .region()
-            .map(|r| r.to_string())
-            .ok_or(StartError::NoRegion)?;
-        let credentials = sdk
-            .credentials_provider()
-            .ok_or(StartError::NoCredentials)?;
-        let settings = OtlpSettings {
-            url: otlp_sigv4::traces_url(&region, &env),
-            region,
-            idle_flush: x.idle_flush,
-            concurrency: x.concurrency,
-            request_timeout: x.request_timeout,
-            retry,
+    let s = &config.sampling;
+    let mut slow = SlowThresholds {
+        default: s.slow_threshold,
+        ..SlowThresholds::default()
+    };
+    for (svc, op, d) in &s.slow_thresholds {
+        match op {
+            Some(op) => slow.by_operation.insert((svc.clone(), op.clone()), *d),
+            None => slow.by_service.insert(svc.clone(), *d),
         };
-        info!(exporter = "xray", mode = "otlp", url = %settings.url, "X-Ray exporter ready (OTLP + SigV4).");
-        let exporter =
-            OtlpSigv4Exporter::new(settings, credentials, metrics).map_err(StartError::Tls)?;
-        return Ok(Exporter::XrayOtlp(Box::new(exporter)));
     }
-    info!(
-        exporter = "xray",
-        mode = "segments",
-        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
-        concurrency = x.concurrency,
-        "X-Ray exporter ready (PutTraceSegments)."
-    );
-    let translate = TranslateOptions {
-        indexed_attributes: IndexedKeys::new(x.indexed_attributes.clone()),
-        index_all_attributes: x.index_all_attributes,
-        trace_id_policy: if x.require_epoch_trace_ids {
-            TraceIdPolicy::RequireRecentEpoch
-        } else {
-            TraceIdPolicy::PassThrough
+    Sampler::new(
+        SamplingConfig {
+            head,
+            keep_errors: s.keep_errors,
+            slow,
+            grace: s.grace,
+            max_wait: s.max_wait,
+            max_open_traces: s.max_open_traces,
+            max_held_bytes: s.max_held_bytes,
+            decision_cache: s.decision_cache,
+            rate_limit: s.rate_limit,
         },
-        ..TranslateOptions::default()
-    };
-    let settings = XraySettings {
-        batch_size: xray::MAX_DOCUMENTS_PER_CALL,
-        idle_flush: x.idle_flush,
-        concurrency: x.concurrency,
-        retry,
-        translate,
-    };
-    Ok(Exporter::Xray(Box::new(XrayExporter::new(
-        XrayClient::new(sdk),
-        settings,
-        metrics,
-    ))))
-}
-
-/// Builds the CloudWatch exporter (AWS config from the SDK's default chain, SDK retries off).
-async fn cloudwatch_exporter(
-    config: &Config,
-    span_metrics: SpanMetrics,
-    metrics: Arc<Metrics>,
-) -> CloudwatchExporter {
-    let c = &config.cloudwatch;
-    let env = |v: &str| std::env::var(v).ok();
-    let sdk = xray::client::sdk_config(crate::config::aws_region(&env), c.request_timeout).await;
-    info!(
-        exporter = "cloudwatch",
-        namespace = %c.namespace,
-        interval_ms = c.interval.as_millis() as u64,
-        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
-        "CloudWatch exporter ready (PutMetricData with Values/Counts)."
-    );
-    let settings = CloudwatchSettings {
-        namespace: c.namespace.clone(),
-        interval: c.interval,
-        retry: RetryPolicy {
-            max_elapsed: c.retry_max_elapsed,
-            ..RetryPolicy::default()
-        },
-    };
-    CloudwatchExporter::new(CloudwatchClient::new(&sdk), settings, span_metrics, metrics)
+        sampling_stats,
+    )
 }
 
 impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
+        let registry = Arc::new(Registry::default());
         let memory = Arc::new(MemoryGuard::new(config.memory_limit as u64));
         // The first reading before any listener is bound, so a limit is in force from the start.
         memory.observe(memory::resident_bytes());
-        let mut metrics = Metrics::default();
-        metrics.memory = memory.clone();
-        let metrics = Arc::new(metrics);
+        let receiver_stats = Arc::new(ReceiverStats::default());
         let queue = Arc::new(Queue::new(config.queue_max_spans, config.queue_max_bytes));
         let span_metrics = SpanMetrics::new(config.span_metrics.clone());
         let pipeline = Arc::new(Pipeline::new(
             queue.clone(),
-            metrics.clone(),
+            receiver_stats.clone(),
             span_metrics.clone(),
             memory.clone(),
         ));
@@ -212,44 +176,60 @@ impl Agent {
                 "Memory limit set: receivers refuse (retryable) above 80 % of it."
             );
         }
+        let pipeline_stats = Arc::new(PipelineStats::default());
+        let sampling_stats = Arc::new(SamplingStats::default());
+        let exporter_stats_list = Vec::new();
+        registry.register(receiver_stats);
+        registry.register(queue.clone());
 
+        // Exporters, in the order each gets a batch. Each input holds at most a quarter of the
+        // queue's bytes: a stalled exporter costs that much memory before it pushes back.
+        let shared = Shared {
+            registry: registry.clone(),
+            span_metrics: span_metrics.clone(),
+            input_bytes: (config.queue_max_bytes / 4).max(1),
+        };
         let mut store = None;
         let mut cloudwatch = None;
         let mut sdk: Option<aws_config::SdkConfig> = None;
-        let mut running: Vec<Exporter> = Vec::with_capacity(exporters.len());
+        let mut running: Vec<Running> = Vec::with_capacity(exporters.len());
+        let mut exporter_stats_list = exporter_stats_list;
         for kind in exporters {
-            running.push(match kind {
-                ExporterKind::Cloudwatch => {
-                    if !config.span_metrics.enabled {
-                        warn!(
-                            exporter = "cloudwatch",
-                            "span_metrics.enabled is false; the CloudWatch exporter has nothing to send and is not started."
-                        );
-                    } else {
-                        let exporter =
-                            cloudwatch_exporter(config, span_metrics.clone(), metrics.clone())
-                                .await;
-                        let (stop, stop_rx) = watch::channel(false);
-                        cloudwatch = Some((stop, tokio::spawn(exporter.run(stop_rx))));
-                    }
-                    continue;
-                }
+            match kind {
                 ExporterKind::Local => {
-                    let s = Arc::new(LocalStore::new(
+                    let (s, r) = local_store::start(
                         config.local_max_traces,
                         config.local_max_bytes,
                         config.local_max_spans_per_trace,
-                    ));
-                    store = Some(s.clone());
-                    Exporter::Local(s)
+                        &shared,
+                    );
+                    store = Some(s);
+                    running.push(r);
                 }
-                ExporterKind::Console => Exporter::Console(Console::stdout(config.console_grace)),
+                ExporterKind::Console => {
+                    running.push(console::start(config.console_grace, &shared))
+                }
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
-                    xray_exporter(config, &sdk, metrics.clone()).await?
+                    running.push(xray::start(&config.xray, &sdk, &shared)?);
                 }
-            });
+                ExporterKind::Cloudwatch if !config.span_metrics.enabled => warn!(
+                    exporter = "cloudwatch",
+                    "span_metrics.enabled is false; the CloudWatch exporter has nothing to send and is not started."
+                ),
+                ExporterKind::Cloudwatch => {
+                    let p = cloudwatch::start(&config.cloudwatch, &shared).await;
+                    exporter_stats_list.push(p.stats.clone());
+                    cloudwatch = Some(p);
+                }
+            }
         }
+        exporter_stats_list.extend(running.iter().map(|r| r.stats.clone()));
+        let exporter_stats = Arc::new(ExporterFamilies(exporter_stats_list));
+        registry.register(exporter_stats.clone());
+        registry.register(pipeline_stats.clone());
+        registry.register(sampling_stats.clone());
+        registry.register(memory.clone());
 
         let grpc_listener = bind("OTLP/gRPC", config.bind_addr(config.otlp_grpc_addr)).await?;
         let http_listener = bind("OTLP/HTTP", config.bind_addr(config.otlp_http_addr)).await?;
@@ -266,61 +246,14 @@ impl Agent {
                 .expect("bound socket has an address"),
         };
 
-        let head = if let Some(r) = config.sampling.ratio {
-            info!(ratio = r, "Sampling: consistent trace-ID ratio.");
-            Head::Ratio(r)
-        } else if exporters.contains(&ExporterKind::Xray) && config.sampling.xray_rules {
-            let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
-            let client = aws_sdk_xray::Client::new(&aws_sdk(config, &mut sdk).await);
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()));
-            tokio::spawn(xray_rules::poll(
-                client,
-                rules.clone(),
-                xray_rules::client_id(seed),
-                config.sampling.xray_targets_interval,
-            ));
-            info!(
-                targets_interval_ms = config.sampling.xray_targets_interval.as_millis() as u64,
-                "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
-            );
-            Head::Rules(rules)
-        } else {
-            Head::All
-        };
-        let s = &config.sampling;
-        let mut slow = SlowThresholds {
-            default: s.slow_threshold,
-            ..SlowThresholds::default()
-        };
-        for (svc, op, d) in &s.slow_thresholds {
-            match op {
-                Some(op) => slow.by_operation.insert((svc.clone(), op.clone()), *d),
-                None => slow.by_service.insert(svc.clone(), *d),
-            };
-        }
-        let sampler = Sampler::new(
-            SamplingConfig {
-                head,
-                keep_errors: s.keep_errors,
-                slow,
-                grace: s.grace,
-                max_wait: s.max_wait,
-                max_open_traces: s.max_open_traces,
-                max_held_bytes: s.max_held_bytes,
-                decision_cache: s.decision_cache,
-                rate_limit: s.rate_limit,
-            },
-            metrics.sampling.clone(),
-        );
-
+        let sampler = sampler(config, exporters, &mut sdk, sampling_stats).await;
+        let (inputs, exporter_tasks): (Vec<_>, Vec<_>) =
+            running.into_iter().map(|r| (r.input, r.task)).unzip();
         let in_flight = Arc::new(InFlight::default());
         let dispatcher = tokio::spawn(pipeline::run_dispatcher(
             queue.clone(),
             sampler,
-            running,
-            metrics.clone(),
+            inputs,
             in_flight.clone(),
         ));
 
@@ -354,8 +287,7 @@ impl Agent {
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
         tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
         let admin_app = admin::router(AdminState {
-            metrics: metrics.clone(),
-            queue: queue.clone(),
+            registry: registry.clone(),
             ready: ready.clone(),
             store: store.clone(),
             span_metrics: span_metrics.clone(),
@@ -374,7 +306,7 @@ impl Agent {
         ready.store(true, Ordering::Release);
         Ok(Agent {
             addrs,
-            metrics,
+            registry,
             store,
             span_metrics,
             ready,
@@ -385,6 +317,9 @@ impl Agent {
             receivers: vec![grpc, http],
             admin,
             dispatcher,
+            exporter_tasks,
+            exporter_stats,
+            pipeline_stats,
             cloudwatch,
             drain_timeout: config.drain_timeout,
         })
@@ -408,12 +343,26 @@ impl Agent {
         for r in self.receivers {
             let _ = tokio::time::timeout_at(deadline, r).await;
         }
-        let mut dispatcher = self.dispatcher;
-        let lost = match tokio::time::timeout_at(deadline, &mut dispatcher).await {
-            Ok(_) => 0,
-            Err(_) => {
-                dispatcher.abort();
-                let lost = pipeline::count_undelivered(&self.queue, &self.in_flight, &self.metrics);
+        // The dispatcher ends once it handed everything on and closed the inputs; each exporter
+        // then flushes and ends.
+        let mut tasks = vec![self.dispatcher];
+        tasks.extend(self.exporter_tasks);
+        let mut late = false;
+        for task in &mut tasks {
+            late = late || tokio::time::timeout_at(deadline, &mut *task).await.is_err();
+        }
+        let lost = match late {
+            false => 0,
+            true => {
+                for task in &tasks {
+                    task.abort();
+                }
+                let lost = pipeline::count_undelivered(
+                    &self.queue,
+                    &self.in_flight,
+                    &self.exporter_stats,
+                    &self.pipeline_stats,
+                );
                 warn!(
                     dropped_spans = lost,
                     reason = "drain_deadline",
@@ -423,7 +372,7 @@ impl Agent {
             }
         };
         // Receivers are stopped, so span metrics are final: publish the last interval.
-        if let Some((stop, mut task)) = self.cloudwatch {
+        if let Some(Publisher { stop, mut task, .. }) = self.cloudwatch {
             let _ = stop.send(true);
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 task.abort();

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::exporters::ExporterKind;
-use crate::pipeline::span_metrics::SpanMetricsConfig;
 use crate::telemetry::LogFormat;
+use crate::telemetry::span_metrics::SpanMetricsConfig;
 
 /// OTLP spec: default gRPC port, on loopback (the Collector's default since v0.104).
 pub const DEFAULT_OTLP_GRPC_ADDR: &str = "127.0.0.1:4317";
@@ -40,7 +40,7 @@ pub const DEFAULT_XRAY_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
 /// CloudWatch exporter: how often span metrics are published (one minute: CloudWatch's
 /// standard resolution, so each datum is one data point per period).
 pub const DEFAULT_CLOUDWATCH_INTERVAL: Duration = Duration::from_secs(60);
-/// Issue 5: the default CloudWatch namespace.
+/// The default CloudWatch namespace.
 pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "Sidetrace";
 /// Per-attempt timeout of one PutMetricData call.
 pub const DEFAULT_CLOUDWATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -558,7 +558,7 @@ fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
         }
         out.push(b);
     }
-    if out.is_empty() || out.len() > crate::pipeline::span_metrics::render::MAX_BUCKETS {
+    if out.is_empty() || out.len() > crate::telemetry::span_metrics::render::MAX_BUCKETS {
         return Err("needs 1 to 200 bounds".into());
     }
     Ok(out)

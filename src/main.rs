@@ -21,8 +21,8 @@ use tracing::{error, info};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long mimalloc keeps freed memory resident before returning it to the system. Its v3
-/// default is 1 s, which at ~150 MB/s of request bytes kept ~18 MB of peak RSS in configuration
-/// (b): 10 ms took that peak from 56 to 38 MB for ~5 % of throughput (BENCHMARKS.md, "Memory").
+/// default is 1 s, which at ~150 MB/s of request bytes kept ~18 MB of peak RSS in the AWS-mode
+/// benchmark: 10 ms took that peak from 56 to 38 MB for ~5 % of throughput (BENCHMARKS.md, "Memory").
 /// `MIMALLOC_PURGE_DELAY` in the environment still wins.
 #[cfg(not(feature = "system-allocator"))]
 #[allow(unsafe_code)]

@@ -1,4 +1,5 @@
-//! The internal batch type the pipeline passes around: the request's bytes plus an index of its spans.
+//! The types every stage shares: the batch (the request's bytes plus an index of its spans), the
+//! decoded-span view, span kind, `origin`, and the bounded label enums of outcomes, rejections and drops.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -31,6 +32,239 @@ impl Protocol {
             Protocol::HttpJson => "http_json",
         }
     }
+}
+
+/// What became of one OTLP request (a label of `sidetrace_receiver_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Ok,
+    Partial,
+    Malformed,
+    TooLarge,
+    UnsupportedMediaType,
+    QueueFull,
+    ShuttingDown,
+    MemoryLimit,
+}
+
+impl RequestOutcome {
+    pub const ALL: [RequestOutcome; 8] = [
+        RequestOutcome::Ok,
+        RequestOutcome::Partial,
+        RequestOutcome::Malformed,
+        RequestOutcome::TooLarge,
+        RequestOutcome::UnsupportedMediaType,
+        RequestOutcome::QueueFull,
+        RequestOutcome::ShuttingDown,
+        RequestOutcome::MemoryLimit,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RequestOutcome::Ok => "ok",
+            RequestOutcome::Partial => "partial",
+            RequestOutcome::Malformed => "malformed",
+            RequestOutcome::TooLarge => "too_large",
+            RequestOutcome::UnsupportedMediaType => "unsupported_media_type",
+            RequestOutcome::QueueFull => "queue_full",
+            RequestOutcome::ShuttingDown => "shutting_down",
+            RequestOutcome::MemoryLimit => "memory_limit",
+        }
+    }
+}
+
+/// Why spans that were accepted did not reach an exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The drain deadline passed at shutdown with the spans still queued.
+    DrainDeadline,
+    /// A span could not be decoded by an exporter (should not happen: the receiver checked it).
+    Undecodable,
+    /// A trace in the local store reached its span cap.
+    TraceSpanCap,
+    /// The destination refused the request in a way retrying cannot fix.
+    PermanentError,
+    /// Retries ran out of their time budget.
+    RetryExhausted,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::DrainDeadline,
+        DropReason::Undecodable,
+        DropReason::TraceSpanCap,
+        DropReason::PermanentError,
+        DropReason::RetryExhausted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::DrainDeadline => "drain_deadline",
+            DropReason::Undecodable => "undecodable",
+            DropReason::TraceSpanCap => "trace_span_cap",
+            DropReason::PermanentError => "permanent_error",
+            DropReason::RetryExhausted => "retry_exhausted",
+        }
+    }
+}
+
+/// Why one span inside a good request was not accepted (reported as OTLP partial success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    InvalidTraceId,
+    InvalidSpanId,
+    InvalidParentSpanId,
+    EndBeforeStart,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 4] = [
+        RejectReason::InvalidTraceId,
+        RejectReason::InvalidSpanId,
+        RejectReason::InvalidParentSpanId,
+        RejectReason::EndBeforeStart,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::InvalidTraceId => "invalid_trace_id",
+            RejectReason::InvalidSpanId => "invalid_span_id",
+            RejectReason::InvalidParentSpanId => "invalid_parent_span_id",
+            RejectReason::EndBeforeStart => "end_before_start",
+        }
+    }
+
+    pub fn explain(self) -> &'static str {
+        match self {
+            RejectReason::InvalidTraceId => "trace_id must be 16 bytes and not all zero",
+            RejectReason::InvalidSpanId => "span_id must be 8 bytes and not all zero",
+            RejectReason::InvalidParentSpanId => "parent_span_id must be empty or 8 bytes",
+            RejectReason::EndBeforeStart => "end_time_unix_nano is before start_time_unix_nano",
+        }
+    }
+}
+
+/// Spans rejected from a request, counted by reason.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub by_reason: [u64; RejectReason::ALL.len()],
+}
+
+impl Rejected {
+    pub fn total(&self) -> u64 {
+        self.by_reason.iter().sum()
+    }
+
+    pub fn add(&mut self, reason: RejectReason) {
+        self.by_reason[reason as usize] += 1;
+    }
+
+    /// The English `error_message` of the partial-success answer.
+    pub fn message(&self) -> String {
+        let parts: Vec<String> = RejectReason::ALL
+            .iter()
+            .filter(|r| self.by_reason[**r as usize] > 0)
+            .map(|r| format!("{} span(s): {}", self.by_reason[*r as usize], r.explain()))
+            .collect();
+        format!(
+            "rejected {} invalid span(s): {}",
+            self.total(),
+            parts.join("; ")
+        )
+    }
+}
+
+/// The result of reading one request: the batch of accepted spans and what was rejected.
+#[derive(Debug)]
+pub struct Decoded {
+    pub batch: Batch,
+    pub rejected: Rejected,
+}
+
+/// OTLP span kind (`Span.SpanKind`) as a bounded label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpanKind {
+    Unspecified,
+    Internal,
+    Server,
+    Client,
+    Producer,
+    Consumer,
+}
+
+impl SpanKind {
+    pub const ALL: [SpanKind; 6] = [
+        SpanKind::Unspecified,
+        SpanKind::Internal,
+        SpanKind::Server,
+        SpanKind::Client,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+    ];
+
+    /// `Span.SpanKind` as sent (out-of-range values count as unspecified).
+    pub fn from_otlp(kind: i32) -> SpanKind {
+        usize::try_from(kind)
+            .ok()
+            .and_then(|k| SpanKind::ALL.get(k).copied())
+            .unwrap_or(SpanKind::Unspecified)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SpanKind::Unspecified => "unspecified",
+            SpanKind::Internal => "internal",
+            SpanKind::Server => "server",
+            SpanKind::Client => "client",
+            SpanKind::Producer => "producer",
+            SpanKind::Consumer => "consumer",
+        }
+    }
+}
+
+/// The X-Ray `origin` (the service type that segments carry and sampling rules match) from a
+/// resource's `cloud.provider`, `cloud.platform` and `aws.ecs.launchtype`: the Collector's
+/// `determineAwsOrigin`. `None` for a resource without attributes or from another cloud.
+pub fn aws_origin(
+    has_attributes: bool,
+    provider: Option<&str>,
+    platform: Option<&str>,
+    launch_type: Option<&str>,
+) -> Option<&'static str> {
+    if !has_attributes || provider.is_some_and(|p| p != "aws") {
+        return None;
+    }
+    Some(match platform? {
+        "aws_app_runner" => "AWS::AppRunner::Service",
+        "aws_eks" => "AWS::EKS::Container",
+        "aws_elastic_beanstalk" => "AWS::ElasticBeanstalk::Environment",
+        "aws_ec2" => "AWS::EC2::Instance",
+        "aws_ecs" => match launch_type {
+            Some("ec2") => "AWS::ECS::EC2",
+            Some("fargate") => "AWS::ECS::Fargate",
+            _ => "AWS::ECS::Container",
+        },
+        _ => return None,
+    })
+}
+
+/// [`aws_origin`] of a decoded resource (the first occurrence of each attribute wins).
+pub fn origin(resource: &Resource) -> Option<&'static str> {
+    use crate::proto::any_value::Value;
+    let (mut provider, mut platform, mut launch) = (None, None, None);
+    for kv in &resource.attributes {
+        let Some(Value::StringValue(v)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) else {
+            continue;
+        };
+        let slot = match kv.key.as_str() {
+            "cloud.provider" => &mut provider,
+            "cloud.platform" => &mut platform,
+            "aws.ecs.launchtype" => &mut launch,
+            _ => continue,
+        };
+        slot.get_or_insert(v.as_str());
+    }
+    aws_origin(!resource.attributes.is_empty(), provider, platform, launch)
 }
 
 /// One resource (with its scopes) inside a batch, as byte ranges into [`Batch::buf`].

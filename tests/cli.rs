@@ -1,6 +1,9 @@
 //! The real binary: --version, config check/default, healthcheck, and a SIGTERM drain that
 //! delivers what was accepted and exits 0.
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::Read;

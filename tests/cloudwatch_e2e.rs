@@ -3,6 +3,9 @@
 //! with GetMetricStatistics and ListMetrics: sample counts equal the spans sent per series, and
 //! the only dimensions are Service and Operation. SIGTERM publishes the last partial interval.
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::BTreeSet;

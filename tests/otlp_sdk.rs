@@ -1,6 +1,9 @@
 //! Real OpenTelemetry SDK clients (Rust `opentelemetry-otlp`) export to a running agent over
 //! gRPC, HTTP/protobuf and HTTP/JSON, gzip or not; `/api/traces` must return what they sent.
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use opentelemetry::trace::{

@@ -1,6 +1,9 @@
 //! Raw-protocol tests: what OTLP clients get back for bad, oversized, partially invalid and
 //! refused requests, over real loopback sockets (HTTP and gRPC).
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::io::Write;
@@ -10,11 +13,12 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use sidetrace::model::Protocol;
-use sidetrace::pipeline::span_metrics::SpanMetricsConfig;
-use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, SpanMetrics};
+use sidetrace::model::RequestOutcome;
+use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, ReceiverStats};
 use sidetrace::proto::*;
 use sidetrace::receivers::{otlp_grpc, otlp_http};
-use sidetrace::telemetry::{Metrics, RequestOutcome};
+use sidetrace::telemetry::span_metrics::SpanMetrics;
+use sidetrace::telemetry::span_metrics::SpanMetricsConfig;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 fn span(trace: Vec<u8>, id: Vec<u8>, parent: Vec<u8>, start: u64, end: u64) -> Span {
@@ -350,7 +354,7 @@ async fn receivers_with_memory(
 ) -> (Arc<Pipeline>, SocketAddr, SocketAddr) {
     let pipeline = Arc::new(Pipeline::new(
         Arc::new(Queue::new(max_spans, max_bytes)),
-        Arc::new(Metrics::default()),
+        Arc::new(ReceiverStats::default()),
         SpanMetrics::new(SpanMetricsConfig::default()),
         Arc::new(memory),
     ));
@@ -483,7 +487,7 @@ async fn over_the_memory_limit_refuses_with_retryable_answers_until_memory_falls
     let retry = e.get_details_retry_info().expect("RetryInfo");
     assert_eq!(retry.retry_delay.unwrap().as_secs(), 1);
     assert_eq!(pipeline.queue.queued_spans(), 0, "nothing was admitted");
-    let m = &pipeline.metrics;
+    let m = &pipeline.stats;
     assert_eq!(m.requests(Protocol::Grpc, RequestOutcome::MemoryLimit), 1);
     assert_eq!(
         m.requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
@@ -538,7 +542,7 @@ async fn request_bodies_past_the_read_budget_are_refused_and_the_budget_is_given
     let e = e.unwrap_err();
     assert_eq!(e.code(), tonic::Code::Unavailable);
     assert!(e.message().contains("memory limit"), "{}", e.message());
-    let m = &pipeline.metrics;
+    let m = &pipeline.stats;
     assert_eq!(
         m.requests(Protocol::HttpProtobuf, RequestOutcome::MemoryLimit),
         1

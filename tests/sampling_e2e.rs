@@ -2,6 +2,9 @@
 //! the ratio keeps arrive, whole), and X-Ray centralised rules served by a local endpoint shaped
 //! like the AWS API reference's examples, read through the real aws-sdk-xray client.
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::{HashMap, HashSet};

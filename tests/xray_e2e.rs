@@ -2,6 +2,9 @@
 //! binary → PutTraceSegments → read back with BatchGetTraces, every document validated; and the
 //! same through a fault-injecting proxy that throttles, fails, stalls or is down for a while.
 
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 mod common;
 
 use std::collections::HashSet;
@@ -475,4 +478,105 @@ async fn stalls_past_the_timeout_are_retried_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_endpoint_that_is_down_for_a_while_loses_nothing() {
     survives(None, 0, Some(Duration::from_secs(3))).await;
+}
+
+/// A trace ID with a current epoch in its first 32 bits, unique per `n`.
+fn fresh_id(n: u64) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
+    id[..4].copy_from_slice(&now.to_be_bytes());
+    id[4..12].copy_from_slice(&(n | 1 << 40).to_be_bytes());
+    id[12..].copy_from_slice(&(std::process::id()).to_be_bytes());
+    id
+}
+
+/// Exporters run on their own tasks: with every X-Ray call hanging (the exporter itself blocked
+/// waiting for a free call slot), the local store, the console and CloudWatch still get theirs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_xray_endpoint_does_not_delay_the_other_exporters() {
+    // X-Ray: accepts connections and never answers.
+    let stall = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stall_url = format!("http://{}", stall.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in stall.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let mut env = aws_env(moto());
+    env.push(("AWS_ENDPOINT_URL_XRAY", stall_url));
+    let mut agent = spawn_agent(
+        &[
+            "--exporters",
+            "xray,local,console,cloudwatch",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "xray.concurrency=2",
+            "--set",
+            "xray.request_timeout=60s",
+            "--set",
+            "cloudwatch.interval=1s",
+            "--set",
+            "console.grace=100ms",
+            "--set",
+            "drain_timeout=2s",
+        ],
+        &env_refs(&env),
+    );
+    // 8 × 50 spans: two calls hang, and the exporter waits for a free slot with more batched.
+    for n in 0..8 {
+        post(&agent, request_with(fresh_id(n), 50)).await;
+    }
+    let marker = fresh_id(99);
+    post(&agent, request_with(marker, 3)).await;
+    let hex_id: String = marker.iter().map(|b| format!("{b:02x}")).collect();
+    let t = Instant::now();
+    loop {
+        let body = common::process::http_get(&agent.admin, &format!("/api/traces/{hex_id}"));
+        if body.contains("op-3") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the local store did not get the trace while X-Ray was stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = |e: &str| {
+        agent.metric(&format!(
+            "sidetrace_exporter_sent_spans_total{{exporter=\"{e}\"}}"
+        ))
+    };
+    assert_eq!(sent("local"), 403.0);
+    assert_eq!(sent("console"), 403.0);
+    // CloudWatch publishes the span metrics of all 403 spans (moto answers it) within ~1 s.
+    while sent("cloudwatch") < 403.0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "CloudWatch did not publish while X-Ray was stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sent("xray"), 0.0, "every X-Ray call hangs");
+    assert!(agent.metric("sidetrace_exporter_pending_spans{exporter=\"xray\"}") > 0.0);
+
+    // The drain deadline passes with X-Ray still stalled: its spans are counted, not lost silently.
+    assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
+    let mut stdout = String::new();
+    use std::io::Read as _;
+    agent
+        .child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(
+        stdout.contains(&format!("{hex_id}  faulty  op-1")),
+        "the console printed the trace: {stdout}"
+    );
 }

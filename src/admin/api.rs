@@ -79,17 +79,6 @@ pub async fn get_trace(State(s): State<AdminState>, Path(trace_id): Path<String>
     }
 }
 
-fn kind_name(kind: i32) -> &'static str {
-    match kind {
-        1 => "internal",
-        2 => "server",
-        3 => "client",
-        4 => "producer",
-        5 => "consumer",
-        _ => "unspecified",
-    }
-}
-
 /// An attribute value as plain JSON (bytes as hex, nested arrays and maps kept).
 pub fn any_json(v: &AnyValue) -> Value {
     use any_value::Value as V;
@@ -136,7 +125,7 @@ pub fn span_json(s: &StoredSpan) -> Value {
         "span_id": hex(&sp.span_id),
         "parent_span_id": id_or_null(&sp.parent_span_id),
         "name": sp.name,
-        "kind": kind_name(sp.kind),
+        "kind": crate::model::SpanKind::from_otlp(sp.kind).label(),
         "service": &*s.service,
         "start_time_unix_nano": sp.start_time_unix_nano,
         "end_time_unix_nano": sp.end_time_unix_nano,

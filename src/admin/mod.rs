@@ -12,14 +12,14 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use crate::exporters::LocalStore;
-use crate::pipeline::{Queue, SpanMetrics};
-use crate::telemetry::{Gauges, Metrics};
+use crate::telemetry::span_metrics::SpanMetrics;
+use crate::telemetry::{Registry, family};
 
 /// Everything the admin endpoints read.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    pub metrics: Arc<Metrics>,
-    pub queue: Arc<Queue>,
+    /// Every component's own stats, rendered on `/metrics`.
+    pub registry: Arc<Registry>,
     /// True once every listener is bound; false again while draining.
     pub ready: Arc<AtomicBool>,
     /// Present in local mode.
@@ -53,15 +53,22 @@ async fn readyz(State(s): State<AdminState>) -> Response {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
-    let gauges = Gauges {
-        ready: s.ready.load(Ordering::Acquire),
-        queue_spans: s.queue.queued_spans(),
-        queue_bytes: s.queue.queued_bytes(),
-        queue_capacity_spans: s.queue.max_spans(),
-        queue_capacity_bytes: s.queue.max_bytes(),
-        local_traces: s.store.as_ref().map(|st| st.stats()),
-    };
-    let mut text = s.metrics.render(&gauges);
+    let mut text = String::with_capacity(16 * 1024);
+    family(
+        &mut text,
+        "sidetrace_build_info",
+        "gauge",
+        "Build information.",
+        [(format!("version=\"{}\"", env!("CARGO_PKG_VERSION")), 1)],
+    );
+    family(
+        &mut text,
+        "sidetrace_ready",
+        "gauge",
+        "1 when every listener is bound and the agent is not draining.",
+        [(String::new(), u64::from(s.ready.load(Ordering::Acquire)))],
+    );
+    text.push_str(&s.registry.render());
     // Thousands of series take milliseconds to render: keep that off the receivers' workers.
     let text = tokio::task::spawn_blocking(move || {
         s.span_metrics.render_prometheus(&mut text);
@@ -91,11 +98,16 @@ mod tests {
     use tower::ServiceExt;
 
     fn state(ready: bool, store: bool) -> AdminState {
+        let registry = Arc::new(Registry::default());
+        registry.register(Arc::new(crate::pipeline::Queue::new(10, 1000)));
+        let store = store.then(|| Arc::new(LocalStore::new(10, 1 << 20, 10)));
+        if let Some(s) = &store {
+            registry.register(s.clone());
+        }
         AdminState {
-            metrics: Arc::new(Metrics::default()),
-            queue: Arc::new(Queue::new(10, 1000)),
+            registry,
             ready: Arc::new(AtomicBool::new(ready)),
-            store: store.then(|| Arc::new(LocalStore::new(10, 1 << 20, 10))),
+            store,
             span_metrics: SpanMetrics::new(Default::default()),
         }
     }

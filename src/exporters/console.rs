@@ -2,10 +2,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, TraceId, hex};
 
 /// Most traces the console follows at once; beyond it the oldest is printed as it stands.
@@ -28,6 +30,7 @@ pub struct Console {
     order: VecDeque<TraceId>,
     grace: Duration,
     out: Box<dyn Write + Send>,
+    stats: Arc<ExporterStats>,
 }
 
 impl std::fmt::Debug for Console {
@@ -45,7 +48,13 @@ impl Console {
             order: VecDeque::new(),
             grace,
             out,
+            stats: ExporterStats::new("console"),
         }
+    }
+
+    /// The span accounting of the `console` exporter.
+    pub fn exporter_stats(&self) -> Arc<ExporterStats> {
+        self.stats.clone()
     }
 
     pub fn stdout(grace: Duration) -> Self {
@@ -138,6 +147,28 @@ impl Console {
     }
 }
 
+/// Starts the `console` exporter: a line per finished trace on stdout.
+pub fn start(grace: Duration, shared: &Shared) -> Running {
+    let console = Console::stdout(grace);
+    let stats = console.exporter_stats();
+    crate::exporters::spawn(console, stats, shared.input_bytes)
+}
+
+impl Export for Console {
+    async fn export(&mut self, batch: &Batch, now: Instant) {
+        self.observe(batch, now);
+        self.stats.sent(batch.spans.len() as u64);
+    }
+
+    async fn tick(&mut self, now: Instant) {
+        self.flush_due(now);
+    }
+
+    async fn shutdown(&mut self) {
+        self.flush_all();
+    }
+}
+
 /// "850µs", "12.3ms", "1.20s".
 pub fn format_duration(nanos: u64) -> String {
     if nanos < 1_000_000 {
@@ -152,7 +183,7 @@ pub fn format_duration(nanos: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct Sink(Arc<Mutex<Vec<u8>>>);

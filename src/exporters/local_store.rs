@@ -3,9 +3,12 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::model::{Batch, TraceId};
+use tokio::time::Instant;
+
+use crate::exporters::{Export, ExporterStats, Running, Shared};
+use crate::model::{Batch, DropReason, TraceId};
 use crate::proto::{InstrumentationScope, Resource, Span};
-use crate::telemetry::{DropReason, Metrics};
+use crate::telemetry::{Counters, Stats, family};
 
 /// One span as the store keeps it, with its resource and scope shared among its batch's spans.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ struct Inner {
 #[derive(Debug)]
 pub struct LocalStore {
     inner: Mutex<Inner>,
+    stats: Arc<ExporterStats>,
+    evicted: Counters<1>,
     max_traces: usize,
     max_bytes: usize,
     max_spans_per_trace: usize,
@@ -70,6 +75,8 @@ impl LocalStore {
     pub fn new(max_traces: usize, max_bytes: usize, max_spans_per_trace: usize) -> Self {
         LocalStore {
             inner: Mutex::new(Inner::default()),
+            stats: ExporterStats::new("local"),
+            evicted: Counters::default(),
             max_traces,
             max_bytes,
             max_spans_per_trace,
@@ -82,7 +89,7 @@ impl LocalStore {
     }
 
     /// Stores every span of a batch (decoded off the hot path, here behind the queue).
-    pub fn insert(&self, batch: &Batch, metrics: &Metrics, exporter: usize) {
+    pub fn insert(&self, batch: &Batch) {
         let (spans, undecodable) = batch.decode_all();
         let decoded = spans.into_iter().map(|d| {
             let stored = StoredSpan {
@@ -97,7 +104,7 @@ impl LocalStore {
                 stored,
             )
         });
-        metrics.spans_dropped(exporter, DropReason::Undecodable, undecodable);
+        self.stats.dropped(DropReason::Undecodable, undecodable);
 
         let (mut stored, mut capped, mut evicted) = (0u64, 0u64, 0u64);
         let mut inner = self.lock();
@@ -126,9 +133,14 @@ impl LocalStore {
             }
         }
         drop(inner);
-        metrics.spans_exported(exporter, stored);
-        metrics.spans_dropped(exporter, DropReason::TraceSpanCap, capped);
-        metrics.local_evicted(evicted);
+        self.stats.sent(stored);
+        self.stats.dropped(DropReason::TraceSpanCap, capped);
+        self.evicted.add(0, evicted);
+    }
+
+    /// The span accounting of the `local` exporter.
+    pub fn exporter_stats(&self) -> Arc<ExporterStats> {
+        self.stats.clone()
     }
 
     /// (traces, approximate bytes) held now.
@@ -169,6 +181,57 @@ impl LocalStore {
         let mut spans = inner.traces.get(trace_id)?.spans.clone();
         spans.sort_by_key(|s| s.span.start_time_unix_nano);
         Some(spans)
+    }
+}
+
+impl Stats for LocalStore {
+    fn render(&self, o: &mut String) {
+        let (traces, bytes) = self.stats();
+        family(
+            o,
+            "sidetrace_local_store_traces",
+            "gauge",
+            "Traces held by the local store.",
+            [(String::new(), traces as u64)],
+        );
+        family(
+            o,
+            "sidetrace_local_store_bytes",
+            "gauge",
+            "Approximate bytes held by the local store.",
+            [(String::new(), bytes as u64)],
+        );
+        family(
+            o,
+            "sidetrace_local_store_evicted_traces_total",
+            "counter",
+            "Traces evicted (oldest first) to stay within the store's caps.",
+            [(String::new(), self.evicted.get(0))],
+        );
+    }
+}
+
+/// Starts the `local` exporter; the store it fills is what the admin API and UI read.
+pub fn start(
+    max_traces: usize,
+    max_bytes: usize,
+    max_spans_per_trace: usize,
+    shared: &Shared,
+) -> (Arc<LocalStore>, Running) {
+    let store = Arc::new(LocalStore::new(max_traces, max_bytes, max_spans_per_trace));
+    shared.registry.register(store.clone());
+    let stats = store.exporter_stats();
+    let running = crate::exporters::spawn(LocalExporter(store.clone()), stats, shared.input_bytes);
+    (store, running)
+}
+
+/// The `local` exporter: every kept batch goes into the store that the admin API reads.
+#[derive(Debug)]
+pub struct LocalExporter(pub Arc<LocalStore>);
+
+impl Export for LocalExporter {
+    async fn export(&mut self, batch: &Batch, _now: Instant) {
+        self.0.insert(batch);
     }
 }
 

@@ -10,7 +10,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::telemetry::DropReason;
+use crate::model::DropReason;
 
 /// Error codes AWS uses for throttling (aws-runtime's `THROTTLING_ERRORS` plus X-Ray's own).
 const THROTTLING_CODES: &[&str] = &[

@@ -99,9 +99,10 @@ impl MemoryGuard {
         }
         over
     }
+}
 
-    /// Prometheus text for the memory gauges and counters.
-    pub fn render(&self, o: &mut String) {
+impl crate::telemetry::Stats for MemoryGuard {
+    fn render(&self, o: &mut String) {
         use std::fmt::Write as _;
         let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let _ = writeln!(
@@ -228,6 +229,7 @@ pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::Stats;
 
     #[test]
     fn refuses_above_the_soft_limit_and_reports_the_hard_one() {

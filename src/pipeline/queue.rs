@@ -146,6 +146,36 @@ impl Queue {
     }
 }
 
+impl crate::telemetry::Stats for Queue {
+    fn render(&self, o: &mut String) {
+        use crate::telemetry::family;
+        for (name, help, v) in [
+            (
+                "sidetrace_queue_spans",
+                "Spans waiting in the pipeline queue.",
+                self.queued_spans(),
+            ),
+            (
+                "sidetrace_queue_bytes",
+                "Bytes waiting in the pipeline queue.",
+                self.queued_bytes(),
+            ),
+            (
+                "sidetrace_queue_capacity_spans",
+                "Span budget of the pipeline queue.",
+                self.max_spans(),
+            ),
+            (
+                "sidetrace_queue_capacity_bytes",
+                "Byte budget of the pipeline queue.",
+                self.max_bytes(),
+            ),
+        ] {
+            family(o, name, "gauge", help, [(String::new(), v as u64)]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

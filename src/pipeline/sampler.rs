@@ -24,7 +24,7 @@ pub const MAX_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_OPEN_TRACES: usize = 100_000;
 /// Enough for the 2 s grace up to ~5,000 spans/s (held requests stay whole, ~400 bytes a span
-/// with their index); busier agents decide early (counted). 8 MiB cost ~4 MB of (b)'s peak RSS.
+/// with their index); busier agents decide early (counted). 8 MiB cost ~4 MB of peak RSS (BENCHMARKS.md, "Holds by reference").
 pub const DEFAULT_MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DECISION_CACHE: usize = 200_000;
 /// Bookkeeping counted per open trace on top of the requests it holds.
@@ -238,9 +238,10 @@ impl SamplingStats {
     pub fn spans(&self, keep: bool, policy: Policy) -> u64 {
         self.spans[usize::from(!keep)][policy as usize].load(std::sync::atomic::Ordering::Relaxed)
     }
+}
 
-    /// Prometheus text for the sampling counters.
-    pub fn render(&self, o: &mut String) {
+impl crate::telemetry::Stats for SamplingStats {
+    fn render(&self, o: &mut String) {
         use std::fmt::Write as _;
         use std::sync::atomic::Ordering::Relaxed;
         for (name, what, c) in [
@@ -941,7 +942,7 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
         .unwrap_or_default();
     RequestAttrs {
         service_name: batch.service_name(entry).to_owned(),
-        service_type: crate::exporters::xray::translate::origin(&resource)
+        service_type: crate::model::origin(&resource)
             .unwrap_or_default()
             .to_owned(),
         host,

@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::model::{Batch, HttpInfo, Protocol, ResourceInfo, ScopeInfo, SpanInfo};
+use crate::model::{
+    Batch, Decoded, HttpInfo, Protocol, RejectReason, Rejected, ResourceInfo, ScopeInfo, SpanInfo,
+};
 
 /// Deepest nesting of `AnyValue` arrays/maps accepted (prost's own recursion limit is 100).
 pub const MAX_NESTING_DEPTH: u32 = 64;
@@ -35,79 +37,6 @@ pub enum DecodeError {
     TooDeep,
     #[error("more than {} spans or resources in one request", u32::MAX)]
     TooMany,
-}
-
-/// Why one span inside a good request was not accepted (reported as OTLP partial success).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RejectReason {
-    InvalidTraceId,
-    InvalidSpanId,
-    InvalidParentSpanId,
-    EndBeforeStart,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 4] = [
-        RejectReason::InvalidTraceId,
-        RejectReason::InvalidSpanId,
-        RejectReason::InvalidParentSpanId,
-        RejectReason::EndBeforeStart,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            RejectReason::InvalidTraceId => "invalid_trace_id",
-            RejectReason::InvalidSpanId => "invalid_span_id",
-            RejectReason::InvalidParentSpanId => "invalid_parent_span_id",
-            RejectReason::EndBeforeStart => "end_before_start",
-        }
-    }
-
-    fn explain(self) -> &'static str {
-        match self {
-            RejectReason::InvalidTraceId => "trace_id must be 16 bytes and not all zero",
-            RejectReason::InvalidSpanId => "span_id must be 8 bytes and not all zero",
-            RejectReason::InvalidParentSpanId => "parent_span_id must be empty or 8 bytes",
-            RejectReason::EndBeforeStart => "end_time_unix_nano is before start_time_unix_nano",
-        }
-    }
-}
-
-/// Spans rejected from a request, counted by reason.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Rejected {
-    pub by_reason: [u64; 4],
-}
-
-impl Rejected {
-    pub fn total(&self) -> u64 {
-        self.by_reason.iter().sum()
-    }
-
-    fn add(&mut self, reason: RejectReason) {
-        self.by_reason[reason as usize] += 1;
-    }
-
-    /// The English `error_message` of the partial-success answer.
-    pub fn message(&self) -> String {
-        let parts: Vec<String> = RejectReason::ALL
-            .iter()
-            .filter(|r| self.by_reason[**r as usize] > 0)
-            .map(|r| format!("{} span(s): {}", self.by_reason[*r as usize], r.explain()))
-            .collect();
-        format!(
-            "rejected {} invalid span(s): {}",
-            self.total(),
-            parts.join("; ")
-        )
-    }
-}
-
-/// The result of reading one request: the batch of accepted spans and what was rejected.
-#[derive(Debug)]
-pub struct Decoded {
-    pub batch: Batch,
-    pub rejected: Rejected,
 }
 
 struct Reader<'a> {
@@ -437,7 +366,7 @@ fn find_service_attrs(buf: &[u8], resource: Range<usize>) -> (Range<usize>, Rang
 }
 
 /// Checks one span attribute (a `KeyValue`, as `check` would) and captures it into `http`:
-/// one walk, where checking and then finding the key again took two (~8 % of (b)'s CPU).
+/// one walk, where checking and then finding the key again took two (~8 % of the agent's CPU in BENCHMARKS.md, "Decode").
 fn span_attribute(
     buf: &[u8],
     kv: Range<usize>,

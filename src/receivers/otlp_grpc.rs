@@ -17,12 +17,12 @@ use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::model::Protocol;
+use crate::model::RequestOutcome;
 use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use crate::receivers::Metered;
 use crate::receivers::decode::decode_request;
-use crate::telemetry::RequestOutcome;
 
 /// The gRPC method path of OTLP trace export.
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -78,7 +78,7 @@ pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResp
     }
     let decoded = decode_request(body, Protocol::Grpc).map_err(|e| {
         pipeline
-            .metrics
+            .stats
             .request(Protocol::Grpc, RequestOutcome::Malformed);
         Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}"))
     })?;
@@ -154,7 +154,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
         // Refused before a byte of the body is read: under a flood this is what keeps memory flat.
         if pipeline.memory.refusing() {
             pipeline
-                .metrics
+                .stats
                 .request(Protocol::Grpc, RequestOutcome::MemoryLimit);
             let status = refusal_status(Refusal::MemoryLimit);
             return Box::pin(async move { Ok(status.into_http()) });
@@ -166,7 +166,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
             .send_compressed(CompressionEncoding::Gzip)
             .apply_max_message_size_config(Some(self.max_request_bytes), None);
         Box::pin(async move {
-            let metrics = pipeline.metrics.clone();
+            let metrics = pipeline.stats.clone();
             let mut resp = grpc.unary(ExportMethod(pipeline), req).await;
             if ticket.refused() {
                 metrics.request(Protocol::Grpc, RequestOutcome::MemoryLimit);

@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 
 use crate::model::Protocol;
+use crate::model::RequestOutcome;
 use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{
@@ -22,7 +23,6 @@ use crate::proto::{
 use crate::receivers::decode::decode_request;
 use crate::receivers::otlp_json::json_to_protobuf;
 use crate::receivers::{InflateError, Metered, gunzip_capped};
-use crate::telemetry::RequestOutcome;
 
 /// OTLP spec: the default URL path for traces.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -217,7 +217,7 @@ async fn export(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let metrics = &s.pipeline.metrics;
+    let metrics = &s.pipeline.stats;
     let enc_or_default = media_type(&headers).unwrap_or(Encoding::Protobuf);
     if method != Method::POST {
         let mut r = status_response(

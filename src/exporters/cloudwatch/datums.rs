@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::pipeline::span_metrics::hdr::{self, Histogram};
+use crate::telemetry::span_metrics::hdr::{self, Histogram};
 
 /// PutMetricData: distinct values per datum (`Values`/`Counts` arrays).
 pub const MAX_VALUES_PER_DATUM: usize = 150;
@@ -12,7 +12,7 @@ pub const MAX_VALUES_PER_DATUM: usize = 150;
 pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
 /// PutMetricData: 1 MB per HTTP POST (taken as 10^6 bytes of uncompressed body).
 pub const MAX_REQUEST_BYTES: usize = 1_000_000;
-/// Issue 5: CloudWatch's percentiles must stay within 1% of the histogram's own.
+/// CloudWatch's percentiles must stay within 1% of the histogram's own.
 pub const MAX_RELATIVE_ERROR: f64 = 0.01;
 /// CloudWatch metric names.
 pub const LATENCY: &str = "Latency";

@@ -14,16 +14,138 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::exporters::ExporterKind;
+use crate::config::CloudwatchConfig;
 use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
-use crate::pipeline::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
-use crate::telemetry::{DropReason, Metrics, PublishOutcome};
+use crate::exporters::{ExporterStats, Shared};
+use crate::model::DropReason;
+use crate::telemetry::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
+use crate::telemetry::{Counters, Stats, family};
 pub use client::CloudwatchClient;
 use datums::{Datum, Groups, SeriesDelta};
 
-const KIND: usize = ExporterKind::Cloudwatch as usize;
+/// What became of one PutMetricData attempt (a label of `sidetrace_cloudwatch_requests_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Ok,
+    /// A retryable failure; the request is tried again.
+    Retried,
+    /// Refused in a way retrying cannot fix; its data is dropped.
+    PermanentError,
+    /// Still failing when the retry budget ran out; its data goes out with the next publish.
+    RetryExhausted,
+}
+
+impl PublishOutcome {
+    pub const ALL: [PublishOutcome; 4] = [
+        PublishOutcome::Ok,
+        PublishOutcome::Retried,
+        PublishOutcome::PermanentError,
+        PublishOutcome::RetryExhausted,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PublishOutcome::Ok => "ok",
+            PublishOutcome::Retried => "retried",
+            PublishOutcome::PermanentError => "permanent_error",
+            PublishOutcome::RetryExhausted => "retry_exhausted",
+        }
+    }
+}
+
+/// CloudWatch's own counters beside the shared exporter ones.
+#[derive(Debug, Default)]
+pub struct CloudwatchStats {
+    requests: Counters<{ PublishOutcome::ALL.len() }>,
+    datums: Counters<1>,
+}
+
+impl CloudwatchStats {
+    pub fn request(&self, outcome: PublishOutcome) {
+        self.requests.add(outcome as usize, 1);
+    }
+
+    pub fn requests(&self, outcome: PublishOutcome) -> u64 {
+        self.requests.get(outcome as usize)
+    }
+
+    pub fn datums_sent(&self, n: u64) {
+        self.datums.add(0, n);
+    }
+
+    pub fn datums(&self) -> u64 {
+        self.datums.get(0)
+    }
+}
+
+impl Stats for CloudwatchStats {
+    fn render(&self, o: &mut String) {
+        family(
+            o,
+            "sidetrace_cloudwatch_requests_total",
+            "counter",
+            "PutMetricData attempts by outcome.",
+            PublishOutcome::ALL
+                .iter()
+                .map(|r| (format!("outcome=\"{}\"", r.label()), self.requests(*r))),
+        );
+        family(
+            o,
+            "sidetrace_cloudwatch_sent_datums_total",
+            "counter",
+            "Metric datums CloudWatch accepted.",
+            [(String::new(), self.datums())],
+        );
+    }
+}
+
+/// The CloudWatch exporter's task and its stop signal (it publishes once more when stopped).
+#[derive(Debug)]
+pub struct Publisher {
+    pub stop: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+    pub stats: Arc<ExporterStats>,
+}
+
+/// Starts the CloudWatch exporter on its own task (AWS config from the SDK's default chain).
+pub async fn start(c: &CloudwatchConfig, shared: &Shared) -> Publisher {
+    let env = |v: &str| std::env::var(v).ok();
+    let sdk =
+        crate::exporters::aws::sdk_config(crate::config::aws_region(&env), c.request_timeout).await;
+    info!(
+        exporter = "cloudwatch",
+        namespace = %c.namespace,
+        interval_ms = c.interval.as_millis() as u64,
+        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
+        "CloudWatch exporter ready (PutMetricData with Values/Counts)."
+    );
+    let settings = CloudwatchSettings {
+        namespace: c.namespace.clone(),
+        interval: c.interval,
+        retry: RetryPolicy {
+            max_elapsed: c.retry_max_elapsed,
+            ..RetryPolicy::default()
+        },
+    };
+    let stats = ExporterStats::new("cloudwatch");
+    let cloudwatch = Arc::new(CloudwatchStats::default());
+    shared.registry.register(cloudwatch.clone());
+    let exporter = CloudwatchExporter::new(
+        CloudwatchClient::new(&sdk),
+        settings,
+        shared.span_metrics.clone(),
+        stats.clone(),
+        cloudwatch,
+    );
+    let (stop, stop_rx) = watch::channel(false);
+    Publisher {
+        stop,
+        task: tokio::spawn(exporter.run(stop_rx)),
+        stats,
+    }
+}
 
 /// How the exporter publishes.
 #[derive(Debug, Clone)]
@@ -138,7 +260,8 @@ pub struct CloudwatchExporter {
     client: CloudwatchClient,
     settings: CloudwatchSettings,
     span_metrics: SpanMetrics,
-    metrics: Arc<Metrics>,
+    stats: Arc<ExporterStats>,
+    cloudwatch: Arc<CloudwatchStats>,
     published: HashMap<SeriesKey, Totals>,
     seed: u64,
 }
@@ -148,13 +271,15 @@ impl CloudwatchExporter {
         client: CloudwatchClient,
         settings: CloudwatchSettings,
         span_metrics: SpanMetrics,
-        metrics: Arc<Metrics>,
+        stats: Arc<ExporterStats>,
+        cloudwatch: Arc<CloudwatchStats>,
     ) -> Self {
         CloudwatchExporter {
             client,
             settings,
             span_metrics,
-            metrics,
+            stats,
+            cloudwatch,
             published: HashMap::new(),
             seed: 0x2545_f491_4f6c_dd1d,
         }
@@ -203,18 +328,16 @@ impl CloudwatchExporter {
             let spans: u64 = members.iter().map(|i| deltas[*i].requests).sum();
             let commit = match self.send(&request, timestamp).await {
                 Sent::Ok => {
-                    self.metrics.cloudwatch_datums_sent(request.len() as u64);
-                    self.metrics.spans_exported(KIND, spans);
+                    self.cloudwatch.datums_sent(request.len() as u64);
+                    self.stats.sent(spans);
                     true
                 }
                 Sent::Permanent => {
-                    self.metrics
-                        .spans_dropped(KIND, DropReason::PermanentError, spans);
+                    self.stats.dropped(DropReason::PermanentError, spans);
                     true
                 }
                 Sent::Exhausted if last => {
-                    self.metrics
-                        .spans_dropped(KIND, DropReason::RetryExhausted, spans);
+                    self.stats.dropped(DropReason::RetryExhausted, spans);
                     true
                 }
                 Sent::Exhausted => false,
@@ -234,7 +357,7 @@ impl CloudwatchExporter {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1);
         let mut backoff = Backoff::new(self.settings.retry.clone(), self.seed);
-        let m = &self.metrics;
+        let m = &self.cloudwatch;
         loop {
             match self
                 .client
@@ -242,7 +365,7 @@ impl CloudwatchExporter {
                 .await
             {
                 Ok(()) => {
-                    m.cloudwatch_request(PublishOutcome::Ok);
+                    m.request(PublishOutcome::Ok);
                     return Sent::Ok;
                 }
                 Err(ExportError::Retryable {
@@ -251,18 +374,18 @@ impl CloudwatchExporter {
                     after,
                 }) => match backoff.next_delay(after) {
                     Some(delay) => {
-                        m.cloudwatch_request(PublishOutcome::Retried);
+                        m.request(PublishOutcome::Retried);
                         debug!(exporter = "cloudwatch", reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "PutMetricData failed; retrying.");
                         tokio::time::sleep(delay).await;
                     }
                     None => {
-                        m.cloudwatch_request(PublishOutcome::RetryExhausted);
+                        m.request(PublishOutcome::RetryExhausted);
                         warn!(exporter = "cloudwatch", reason, datums = request.len(), error = %message, "PutMetricData kept failing; retry budget spent, the data goes out with the next publish.");
                         return Sent::Exhausted;
                     }
                 },
                 Err(ExportError::Permanent { code, message }) => {
-                    m.cloudwatch_request(PublishOutcome::PermanentError);
+                    m.request(PublishOutcome::PermanentError);
                     warn!(exporter = "cloudwatch", code = %code, datums = request.len(), error = %message, "PutMetricData refused the request; dropping its data.");
                     return Sent::Permanent;
                 }

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 
 use super::*;
-use crate::pipeline::span_metrics::SpanMetricsConfig;
-use crate::pipeline::span_metrics::tests::{batch, span};
+use crate::telemetry::span_metrics::SpanMetricsConfig;
+use crate::telemetry::span_metrics::tests::{batch, span};
 
 const OK: &str = r#"<PutMetricDataResponse xmlns="http://monitoring.amazonaws.com/doc/2010-08-01/"><ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></PutMetricDataResponse>"#;
 
@@ -88,11 +88,23 @@ async fn fake_endpoint(script: Vec<(u16, String)>) -> (String, Arc<Mutex<Fake>>)
     (url, fake)
 }
 
-async fn exporter(
-    url: &str,
-    span_metrics: SpanMetrics,
-    metrics: Arc<Metrics>,
-) -> CloudwatchExporter {
+/// The exporter's two sets of counters, as the tests read them.
+#[derive(Debug, Clone)]
+struct Counts {
+    stats: Arc<ExporterStats>,
+    cloudwatch: Arc<CloudwatchStats>,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts {
+            stats: ExporterStats::new("cloudwatch"),
+            cloudwatch: Arc::default(),
+        }
+    }
+}
+
+async fn exporter(url: &str, span_metrics: SpanMetrics, metrics: Counts) -> CloudwatchExporter {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -111,7 +123,13 @@ async fn exporter(
             max_elapsed: Duration::from_millis(100),
         },
     };
-    CloudwatchExporter::new(CloudwatchClient::new(&sdk), settings, span_metrics, metrics)
+    CloudwatchExporter::new(
+        CloudwatchClient::new(&sdk),
+        settings,
+        span_metrics,
+        metrics.stats,
+        metrics.cloudwatch,
+    )
 }
 
 fn get<'a>(form: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -190,7 +208,7 @@ fn record_some(m: &SpanMetrics, ok: usize, faults: usize) {
 async fn publishes_distributions_and_counts_per_service_and_operation() {
     let (url, fake) = fake_endpoint(vec![]).await;
     let m = SpanMetrics::new(SpanMetricsConfig::default());
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Counts::default();
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     record_some(&m, 300, 20);
     e.publish(false).await;
@@ -227,9 +245,9 @@ async fn publishes_distributions_and_counts_per_service_and_operation() {
         second.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
         Some(5.0)
     );
-    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Ok), 2);
-    assert_eq!(metrics.cloudwatch_datums(), 10);
-    assert_eq!(metrics.exported(KIND), 325);
+    assert_eq!(metrics.cloudwatch.requests(PublishOutcome::Ok), 2);
+    assert_eq!(metrics.cloudwatch.datums(), 10);
+    assert_eq!(metrics.stats.sent_spans(), 325);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -251,7 +269,7 @@ async fn the_size_estimate_bounds_the_real_request_body() {
         }
     }
     m.record(&batch(vec![("svc with spaces & ünïcode", "", spans)]));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Counts::default();
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     let expected: usize = {
         let groups = Groups::get();
@@ -285,56 +303,56 @@ async fn throttling_is_retried_and_an_outage_is_carried_over_not_lost() {
     let unavailable = (503, error_xml("ServiceUnavailable"));
     let (url, fake) = fake_endpoint(vec![throttle]).await;
     let m = SpanMetrics::new(SpanMetricsConfig::default());
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Counts::default();
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     record_some(&m, 10, 0);
     e.publish(false).await;
-    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Retried), 1);
-    assert_eq!(metrics.cloudwatch_requests(PublishOutcome::Ok), 1);
-    assert_eq!(metrics.exported(KIND), 10);
+    assert_eq!(metrics.cloudwatch.requests(PublishOutcome::Retried), 1);
+    assert_eq!(metrics.cloudwatch.requests(PublishOutcome::Ok), 1);
+    assert_eq!(metrics.stats.sent_spans(), 10);
 
     // The second publish meets an outage longer than its retry budget.
     fake.lock().unwrap().script = std::iter::repeat_n(unavailable, 500).collect();
     record_some(&m, 7, 0);
     e.publish(false).await;
     assert_eq!(
-        metrics.cloudwatch_requests(PublishOutcome::RetryExhausted),
+        metrics.cloudwatch.requests(PublishOutcome::RetryExhausted),
         1
     );
-    assert_eq!(metrics.exported(KIND), 10);
+    assert_eq!(metrics.stats.sent_spans(), 10);
     fake.lock().unwrap().script.clear();
     record_some(&m, 1, 0);
     e.publish(false).await;
     // The 7 spans of the failed interval went out with the next one.
-    assert_eq!(metrics.exported(KIND), 18);
+    assert_eq!(metrics.stats.sent_spans(), 18);
     let f = fake.lock().unwrap();
     let last = datums_of(&f.bodies.last().unwrap().0);
     assert_eq!(
         last.iter().find(|d| d.0 == "Requests").and_then(|d| d.4),
         Some(8.0)
     );
-    assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 0);
+    assert_eq!(metrics.stats.dropped_spans(DropReason::RetryExhausted), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_refusal_drops_and_counts_and_the_last_publish_counts_what_it_could_not_send() {
     let (url, fake) = fake_endpoint(vec![(400, error_xml("InvalidParameterValue"))]).await;
     let m = SpanMetrics::new(SpanMetricsConfig::default());
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Counts::default();
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     record_some(&m, 4, 0);
     e.publish(false).await;
     assert_eq!(
-        metrics.cloudwatch_requests(PublishOutcome::PermanentError),
+        metrics.cloudwatch.requests(PublishOutcome::PermanentError),
         1
     );
-    assert_eq!(metrics.dropped(KIND, DropReason::PermanentError), 4);
+    assert_eq!(metrics.stats.dropped_spans(DropReason::PermanentError), 4);
     record_some(&m, 3, 0);
     fake.lock().unwrap().script =
         std::iter::repeat_n((500, error_xml("InternalServiceFault")), 500).collect();
     e.publish(true).await;
-    assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 3);
-    assert_eq!(metrics.exported(KIND), 0);
+    assert_eq!(metrics.stats.dropped_spans(DropReason::RetryExhausted), 3);
+    assert_eq!(metrics.stats.sent_spans(), 0);
 }
 
 #[test]

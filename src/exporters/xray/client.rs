@@ -1,7 +1,5 @@
 //! The PutTraceSegments call through aws-sdk-xray, with errors classified where they are born.
 
-use std::time::Duration;
-
 use aws_sdk_xray::config::http::HttpResponse;
 use aws_sdk_xray::error::SdkError;
 use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
@@ -23,35 +21,6 @@ pub struct Unprocessed {
 #[derive(Debug, Clone)]
 pub struct XrayClient {
     client: aws_sdk_xray::Client,
-}
-
-/// The one HTTP client of every AWS SDK client (one connection pool, root certificates loaded
-/// once, on first use).
-pub fn http_client() -> crate::exporters::aws_http::LazyClient {
-    static CLIENT: std::sync::OnceLock<crate::exporters::aws_http::LazyClient> =
-        std::sync::OnceLock::new();
-    CLIENT.get_or_init(Default::default).clone()
-}
-
-/// Loads region, credentials and endpoint the SDK's way: environment (`AWS_REGION`,
-/// `AWS_ENDPOINT_URL[_XRAY]`, keys), profile files, web identity, ECS task role, instance profile.
-pub async fn sdk_config(
-    region: Option<String>,
-    request_timeout: Duration,
-) -> aws_config::SdkConfig {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client())
-        .retry_config(aws_config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(request_timeout)
-                .build(),
-        );
-    if let Some(r) = region {
-        loader = loader.region(aws_config::Region::new(r));
-    }
-    loader.load().await
 }
 
 impl XrayClient {

@@ -4,22 +4,130 @@
 pub mod client;
 pub mod otlp_sigv4;
 pub mod translate;
+#[cfg(any(test, feature = "test-support"))]
 pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::exporters::ExporterKind;
+use crate::config::{XrayConfig, XrayMode};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
-use crate::model::{Batch, hex};
-use crate::telemetry::{DropReason, Metrics};
+use crate::exporters::{Export, ExporterStats, Running, Shared};
+use crate::model::{Batch, DropReason, hex};
+use crate::telemetry::{Counters, Stats, family};
 pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
 pub use translate::{TranslateOptions, to_segment};
 
-const KIND: usize = ExporterKind::Xray as usize;
+/// X-Ray's own counters beside the shared exporter ones.
+#[derive(Debug, Default)]
+pub struct XrayStats {
+    /// Documents trimmed to fit 64 KB, and indexed attributes moved to metadata by the cap.
+    trimmed_documents: Counters<1>,
+    annotations_over_cap: Counters<1>,
+}
+
+impl XrayStats {
+    pub fn trimmed(&self, annotations_over_cap: u64, trimmed: bool) {
+        self.annotations_over_cap.add(0, annotations_over_cap);
+        self.trimmed_documents.add(0, u64::from(trimmed));
+    }
+}
+
+impl Stats for XrayStats {
+    fn render(&self, o: &mut String) {
+        family(
+            o,
+            "sidetrace_xray_trimmed_documents_total",
+            "counter",
+            "X-Ray documents trimmed (metadata first) to stay under 64 KB.",
+            [(String::new(), self.trimmed_documents.get(0))],
+        );
+        family(
+            o,
+            "sidetrace_xray_annotations_over_cap_total",
+            "counter",
+            "Indexed attributes written as metadata because a document reached 50 annotations.",
+            [(String::new(), self.annotations_over_cap.get(0))],
+        );
+    }
+}
+
+/// Why the X-Ray exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the X-Ray OTLP mode needs an AWS region (AWS_REGION)")]
+    NoRegion,
+    #[error("the X-Ray OTLP mode found no AWS credentials provider")]
+    NoCredentials,
+    #[error("cannot set up TLS for the X-Ray OTLP endpoint: {0}")]
+    Tls(std::io::Error),
+}
+
+/// Starts the X-Ray exporter: PutTraceSegments (`xray.mode=segments`), or OTLP + SigV4.
+pub fn start(
+    x: &XrayConfig,
+    sdk: &aws_config::SdkConfig,
+    shared: &Shared,
+) -> Result<Running, BuildError> {
+    let env = |v: &str| std::env::var(v).ok();
+    let retry = RetryPolicy {
+        max_elapsed: x.retry_max_elapsed,
+        ..RetryPolicy::default()
+    };
+    let stats = ExporterStats::new("xray");
+    if x.mode == XrayMode::Otlp {
+        let region = sdk
+            .region()
+            .map(|r| r.to_string())
+            .ok_or(BuildError::NoRegion)?;
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(BuildError::NoCredentials)?;
+        let settings = otlp_sigv4::OtlpSettings {
+            url: otlp_sigv4::traces_url(&region, &env),
+            region,
+            idle_flush: x.idle_flush,
+            concurrency: x.concurrency,
+            request_timeout: x.request_timeout,
+            retry,
+        };
+        info!(exporter = "xray", mode = "otlp", url = %settings.url, "X-Ray exporter ready (OTLP + SigV4).");
+        let exporter = otlp_sigv4::OtlpSigv4Exporter::new(settings, credentials, stats.clone())
+            .map_err(BuildError::Tls)?;
+        return Ok(crate::exporters::spawn(exporter, stats, shared.input_bytes));
+    }
+    info!(
+        exporter = "xray",
+        mode = "segments",
+        region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
+        concurrency = x.concurrency,
+        "X-Ray exporter ready (PutTraceSegments)."
+    );
+    let translate = TranslateOptions {
+        indexed_attributes: translate::IndexedKeys::new(x.indexed_attributes.clone()),
+        index_all_attributes: x.index_all_attributes,
+        trace_id_policy: if x.require_epoch_trace_ids {
+            translate::TraceIdPolicy::RequireRecentEpoch
+        } else {
+            translate::TraceIdPolicy::PassThrough
+        },
+        ..TranslateOptions::default()
+    };
+    let settings = XraySettings {
+        batch_size: MAX_DOCUMENTS_PER_CALL,
+        idle_flush: x.idle_flush,
+        concurrency: x.concurrency,
+        retry,
+        translate,
+    };
+    let xray = Arc::new(XrayStats::default());
+    shared.registry.register(xray.clone());
+    let exporter = XrayExporter::new(XrayClient::new(sdk), settings, stats.clone(), xray);
+    Ok(crate::exporters::spawn(exporter, stats, shared.input_bytes))
+}
 
 /// How the exporter batches and sends.
 #[derive(Debug, Clone)]
@@ -42,12 +150,13 @@ struct PendingDoc {
     span_id: Option<String>,
 }
 
-/// The X-Ray exporter's state on the dispatcher task; sends run on their own tasks.
+/// The X-Ray exporter's state on its own task; sends run on tasks of their own.
 #[derive(Debug)]
 pub struct XrayExporter {
     client: XrayClient,
     settings: XraySettings,
-    metrics: Arc<Metrics>,
+    stats: Arc<ExporterStats>,
+    xray: Arc<XrayStats>,
     buf: Vec<u8>,
     pending: Vec<PendingDoc>,
     oldest: Option<Instant>,
@@ -55,24 +164,65 @@ pub struct XrayExporter {
 }
 
 impl XrayExporter {
-    pub fn new(client: XrayClient, settings: XraySettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        client: XrayClient,
+        settings: XraySettings,
+        stats: Arc<ExporterStats>,
+        xray: Arc<XrayStats>,
+    ) -> Self {
         XrayExporter {
             sends: Sends::new(settings.concurrency),
             client,
             settings,
-            metrics,
+            stats,
+            xray,
             buf: Vec::with_capacity(16 * 1024),
             pending: Vec::with_capacity(MAX_DOCUMENTS_PER_CALL),
             oldest: None,
         }
     }
 
+    async fn push(&mut self, doc: PendingDoc, now: Instant) {
+        if doc.span_id.is_some() {
+            self.stats.pending_add(1);
+        }
+        self.pending.push(doc);
+        self.oldest.get_or_insert(now);
+        if self.pending.len() >= self.settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL) {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let docs = std::mem::take(&mut self.pending);
+        self.oldest = None;
+        let (client, stats, retry) = (
+            self.client.clone(),
+            self.stats.clone(),
+            self.settings.retry.clone(),
+        );
+        self.sends
+            .spawn(|seed| {
+                Sender {
+                    client,
+                    stats,
+                    backoff: Backoff::new(retry, seed),
+                }
+                .send(docs)
+            })
+            .await;
+    }
+}
+
+impl Export for XrayExporter {
     /// Translates a batch into documents and sends every full batch; waits (backpressure) only
     /// when all `concurrency` calls are busy.
-    pub async fn export(&mut self, batch: &Batch, now: Instant) {
+    async fn export(&mut self, batch: &Batch, now: Instant) {
         let (spans, undecodable) = batch.decode_all();
-        self.metrics
-            .spans_dropped(KIND, DropReason::Undecodable, undecodable);
+        self.stats.dropped(DropReason::Undecodable, undecodable);
         self.settings.translate.now_unix_secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -86,8 +236,8 @@ impl XrayExporter {
                 &mut self.buf,
             ) {
                 Ok(t) => {
-                    self.metrics
-                        .xray_trimmed(u64::from(t.annotations_over_cap), t.trim.is_some());
+                    self.xray
+                        .trimmed(u64::from(t.annotations_over_cap), t.trim.is_some());
                     for (n, range) in t.documents().iter().enumerate() {
                         // The translator writes UTF-8 (its inputs were validated on receipt):
                         // one validation pass, not the lossy decoder's chunk walk (~1 % of (b)).
@@ -103,25 +253,14 @@ impl XrayExporter {
                 }
                 Err(e) => {
                     debug!(exporter = "xray", reason = e.reason(), error = %e, "Span not translatable; rejected.");
-                    self.metrics.spans_rejected_by(KIND, e.reason(), 1);
+                    self.stats.rejected(e.reason(), 1);
                 }
             }
         }
     }
 
-    async fn push(&mut self, doc: PendingDoc, now: Instant) {
-        if doc.span_id.is_some() {
-            self.metrics.exporter_pending_add(KIND, 1);
-        }
-        self.pending.push(doc);
-        self.oldest.get_or_insert(now);
-        if self.pending.len() >= self.settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL) {
-            self.flush().await;
-        }
-    }
-
     /// Sends a partial batch whose oldest document has waited `idle_flush`.
-    pub async fn tick(&mut self, now: Instant) {
+    async fn tick(&mut self, now: Instant) {
         if self
             .oldest
             .is_some_and(|t| now.duration_since(t) >= self.settings.idle_flush)
@@ -130,32 +269,9 @@ impl XrayExporter {
         }
     }
 
-    async fn flush(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let docs = std::mem::take(&mut self.pending);
-        self.oldest = None;
-        let (client, metrics, retry) = (
-            self.client.clone(),
-            self.metrics.clone(),
-            self.settings.retry.clone(),
-        );
-        self.sends
-            .spawn(|seed| {
-                Sender {
-                    client,
-                    metrics,
-                    backoff: Backoff::new(retry, seed),
-                }
-                .send(docs)
-            })
-            .await;
-    }
-
     /// Sends what is batched and waits for every call in flight (the agent bounds this wait
     /// with its drain deadline).
-    pub async fn shutdown(&mut self) {
+    async fn shutdown(&mut self) {
         self.flush().await;
         self.sends.wait_all().await;
     }
@@ -164,7 +280,7 @@ impl XrayExporter {
 /// One batch's journey: call, retry what is retryable, account for every span.
 struct Sender {
     client: XrayClient,
-    metrics: Arc<Metrics>,
+    stats: Arc<ExporterStats>,
     backoff: Backoff,
 }
 
@@ -177,9 +293,9 @@ impl Sender {
             client.put(jsons.clone())
         })
         .await;
-        let m = &self.metrics;
+        let m = &self.stats;
         // Pending first, so "sent" never runs ahead of what is still held.
-        m.exporter_pending_add(KIND, -(spans as i64));
+        m.pending_add(-(spans as i64));
         match result {
             Ok(unprocessed) => {
                 let mut rejected = 0;
@@ -190,13 +306,13 @@ impl Sender {
                         .any(|d| d.span_id.as_deref() == Some(u.id.as_str()))
                     {
                         rejected += 1;
-                        m.spans_rejected_by(KIND, &u.error_code, 1);
+                        m.rejected(&u.error_code, 1);
                     }
                     warn!(exporter = "xray", id = %u.id, code = %u.error_code, message = %u.message, "X-Ray rejected a segment document.");
                 }
-                m.spans_exported(KIND, spans - rejected);
+                m.sent(spans - rejected);
             }
-            Err(reason) => m.spans_dropped(KIND, reason, spans),
+            Err(reason) => m.dropped(reason, spans),
         }
     }
 }

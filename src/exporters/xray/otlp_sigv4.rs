@@ -19,11 +19,10 @@ use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use tokio::time::Instant;
 
-use crate::exporters::ExporterKind;
 use crate::exporters::retry::{self, Backoff, ExportError, RetryPolicy, Sends};
+use crate::exporters::{Export, ExporterStats};
 use crate::model::Batch;
 use crate::proto::ExportTraceServiceResponse;
-use crate::telemetry::Metrics;
 
 /// Endpoint limits (docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch-OTLPEndpoint.html).
 pub const MAX_SPANS_PER_REQUEST: usize = 10_000;
@@ -31,8 +30,6 @@ pub const MAX_REQUEST_BYTES: usize = 5_000_000;
 pub const MAX_SPAN_BYTES: usize = 200_000;
 /// The SigV4 service name of the X-Ray OTLP endpoint.
 pub const SIGNING_SERVICE: &str = "xray";
-
-const KIND: usize = ExporterKind::Xray as usize;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -72,7 +69,7 @@ pub struct OtlpSigv4Exporter {
     settings: OtlpSettings,
     credentials: SharedCredentialsProvider,
     client: HttpsClient,
-    metrics: Arc<Metrics>,
+    stats: Arc<ExporterStats>,
     pending: Pending,
     sends: Sends,
 }
@@ -104,7 +101,7 @@ impl OtlpSigv4Exporter {
     pub fn new(
         settings: OtlpSettings,
         credentials: SharedCredentialsProvider,
-        metrics: Arc<Metrics>,
+        stats: Arc<ExporterStats>,
     ) -> Result<Self, std::io::Error> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_provider_and_native_roots(
@@ -119,46 +116,9 @@ impl OtlpSigv4Exporter {
             settings,
             credentials,
             client,
-            metrics,
+            stats,
             pending: Pending::default(),
         })
-    }
-
-    /// Splices the batch's spans into requests, flushing whenever a limit would be passed.
-    pub async fn export(&mut self, batch: &Batch, now: Instant) {
-        let buf = &batch.buf[..];
-        let slice = |r: &std::ops::Range<u32>| &buf[r.start as usize..r.end as usize];
-        let mut i = 0;
-        while i < batch.spans.len() {
-            // Spans of one (resource, scope) pair are contiguous in a batch.
-            let (res, scope) = (batch.spans[i].resource, batch.spans[i].scope);
-            let mut j = i;
-            while j < batch.spans.len()
-                && batch.spans[j].resource == res
-                && batch.spans[j].scope == scope
-            {
-                j += 1;
-            }
-            let resource = batch
-                .resources
-                .get(res as usize)
-                .map_or(&[][..], |r| slice(&r.resource));
-            let scope_bytes = batch
-                .scopes
-                .get(scope as usize)
-                .map_or(&[][..], |s| slice(&s.scope));
-            let mut group: Vec<&[u8]> = Vec::with_capacity(j - i);
-            for info in &batch.spans[i..j] {
-                let span = slice(&info.bytes);
-                if span.len() > MAX_SPAN_BYTES {
-                    self.metrics.spans_rejected_by(KIND, "span_too_large", 1);
-                    continue;
-                }
-                group.push(span);
-            }
-            self.add_group(resource, scope_bytes, &group, now).await;
-            i = j;
-        }
     }
 
     async fn add_group(
@@ -186,8 +146,7 @@ impl OtlpSigv4Exporter {
             if take == 0 {
                 if self.pending.spans == 0 {
                     // Cannot happen with spans ≤ 200 KB, but never loop forever.
-                    self.metrics
-                        .spans_rejected_by(KIND, "span_too_large", spans.len() as u64);
+                    self.stats.rejected("span_too_large", spans.len() as u64);
                     return;
                 }
                 self.flush().await;
@@ -208,18 +167,8 @@ impl OtlpSigv4Exporter {
             put_field(&mut self.pending.body, 1, &rs);
             self.pending.spans += take;
             self.pending.oldest.get_or_insert(now);
-            self.metrics.exporter_pending_add(KIND, take as i64);
+            self.stats.pending_add(take as i64);
             spans = &spans[take..];
-        }
-    }
-
-    pub async fn tick(&mut self, now: Instant) {
-        if self
-            .pending
-            .oldest
-            .is_some_and(|t| now.duration_since(t) >= self.settings.idle_flush)
-        {
-            self.flush().await;
         }
     }
 
@@ -232,13 +181,62 @@ impl OtlpSigv4Exporter {
             client: self.client.clone(),
             credentials: self.credentials.clone(),
             settings: self.settings.clone(),
-            metrics: self.metrics.clone(),
+            stats: self.stats.clone(),
         };
         let (body, spans) = (Bytes::from(pending.body), pending.spans as u64);
         self.sends.spawn(|seed| call.send(body, spans, seed)).await;
     }
+}
 
-    pub async fn shutdown(&mut self) {
+impl Export for OtlpSigv4Exporter {
+    /// Splices the batch's spans into requests, flushing whenever a limit would be passed.
+    async fn export(&mut self, batch: &Batch, now: Instant) {
+        let buf = &batch.buf[..];
+        let slice = |r: &std::ops::Range<u32>| &buf[r.start as usize..r.end as usize];
+        let mut i = 0;
+        while i < batch.spans.len() {
+            // Spans of one (resource, scope) pair are contiguous in a batch.
+            let (res, scope) = (batch.spans[i].resource, batch.spans[i].scope);
+            let mut j = i;
+            while j < batch.spans.len()
+                && batch.spans[j].resource == res
+                && batch.spans[j].scope == scope
+            {
+                j += 1;
+            }
+            let resource = batch
+                .resources
+                .get(res as usize)
+                .map_or(&[][..], |r| slice(&r.resource));
+            let scope_bytes = batch
+                .scopes
+                .get(scope as usize)
+                .map_or(&[][..], |s| slice(&s.scope));
+            let mut group: Vec<&[u8]> = Vec::with_capacity(j - i);
+            for info in &batch.spans[i..j] {
+                let span = slice(&info.bytes);
+                if span.len() > MAX_SPAN_BYTES {
+                    self.stats.rejected("span_too_large", 1);
+                    continue;
+                }
+                group.push(span);
+            }
+            self.add_group(resource, scope_bytes, &group, now).await;
+            i = j;
+        }
+    }
+
+    async fn tick(&mut self, now: Instant) {
+        if self
+            .pending
+            .oldest
+            .is_some_and(|t| now.duration_since(t) >= self.settings.idle_flush)
+        {
+            self.flush().await;
+        }
+    }
+
+    async fn shutdown(&mut self) {
         self.flush().await;
         self.sends.wait_all().await;
     }
@@ -248,7 +246,7 @@ struct Call {
     client: HttpsClient,
     credentials: SharedCredentialsProvider,
     settings: OtlpSettings,
-    metrics: Arc<Metrics>,
+    stats: Arc<ExporterStats>,
 }
 
 impl Call {
@@ -257,15 +255,15 @@ impl Call {
         let mut backoff = Backoff::new(self.settings.retry.clone(), seed);
         let result =
             retry::deliver(&mut backoff, "xray", spans, || this.attempt(body.clone())).await;
-        let m = &self.metrics;
-        m.exporter_pending_add(KIND, -(spans as i64));
+        let m = &self.stats;
+        m.pending_add(-(spans as i64));
         match result {
             Ok(rejected) => {
                 let rejected = rejected.min(spans);
-                m.spans_rejected_by(KIND, "otlp_partial_success", rejected);
-                m.spans_exported(KIND, spans - rejected);
+                m.rejected("otlp_partial_success", rejected);
+                m.sent(spans - rejected);
             }
-            Err(reason) => m.spans_dropped(KIND, reason, spans),
+            Err(reason) => m.dropped(reason, spans),
         }
     }
 
@@ -382,10 +380,10 @@ pub fn sign_request<B>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::DropReason;
     use crate::model::Protocol;
     use crate::proto::ExportTraceServiceRequest;
     use crate::receivers::decode::decode_request;
-    use crate::telemetry::DropReason;
     use crate::workload::{Rng, Shape, request};
 
     #[test]
@@ -422,7 +420,7 @@ mod tests {
         let batch = decode_request(req.encode_to_vec().into(), Protocol::Grpc)
             .unwrap()
             .batch;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = ExporterStats::new("xray");
         let settings = OtlpSettings {
             url: "http://127.0.0.1:9/v1/traces".into(),
             region: "us-east-1".into(),
@@ -477,7 +475,7 @@ mod tests {
         let batch = decode_request(req.encode_to_vec().into(), Protocol::Grpc)
             .unwrap()
             .batch;
-        let metrics = Arc::new(Metrics::default());
+        let metrics = ExporterStats::new("xray");
         let settings = OtlpSettings {
             url: "http://127.0.0.1:9/v1/traces".into(),
             region: "us-east-1".into(),
@@ -499,7 +497,7 @@ mod tests {
         assert!(x.pending.body.len() <= MAX_REQUEST_BYTES);
         x.shutdown().await;
         // Nothing listens on port 9 and the retry budget is zero: all 25,000 are counted as dropped.
-        assert_eq!(metrics.dropped(KIND, DropReason::RetryExhausted), 25_000);
-        assert_eq!(metrics.exporters_pending(), 0);
+        assert_eq!(metrics.dropped_spans(DropReason::RetryExhausted), 25_000);
+        assert_eq!(metrics.pending(), 0);
     }
 }

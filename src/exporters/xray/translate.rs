@@ -14,6 +14,7 @@ mod write;
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::model::SpanKind;
 use crate::proto::{AnyValue, InstrumentationScope, Resource, Span, any_value::Value};
 
 use attrs::{Block, Key, Known, Res, is_resource_key, is_scalar, str_of};
@@ -224,7 +225,7 @@ pub fn to_segment(
     let begin = out.len();
     let roles: &[Role] = match (ctx.local_root, ctx.kind) {
         (false, _) => &[Role::Normal],
-        (true, Kind::Server | Kind::Internal) => &[Role::LocalRootSegment],
+        (true, SpanKind::Server | SpanKind::Internal) => &[Role::LocalRootSegment],
         (true, _) => &[Role::LocalRootDependency, Role::LocalRootService],
     };
     for (n, role) in roles.iter().enumerate() {
@@ -241,11 +242,6 @@ pub fn to_segment(
         }
     }
     Ok(report)
-}
-
-/// The segment `origin` (the X-Ray service type that sampling rules match) of a resource.
-pub fn origin(resource: &Resource) -> Option<&'static str> {
-    Res::new(resource).origin()
 }
 
 /// `1-` + 8 hex (the time part) + `-` + 24 hex, as X-Ray writes trace IDs.
@@ -325,29 +321,6 @@ fn derived_id(span: &[u8; 8], n: u64) -> [u8; 8] {
     if z == 0 { 1u64 } else { z }.to_be_bytes()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unspecified,
-    Internal,
-    Server,
-    Client,
-    Producer,
-    Consumer,
-}
-
-impl Kind {
-    fn of(k: i32) -> Kind {
-        match k {
-            1 => Kind::Internal,
-            2 => Kind::Server,
-            3 => Kind::Client,
-            4 => Kind::Producer,
-            5 => Kind::Consumer,
-            _ => Kind::Unspecified,
-        }
-    }
-}
-
 /// Where `cause` comes from.
 enum Cause<'a> {
     None,
@@ -370,7 +343,7 @@ struct Ctx<'a> {
     opts: &'a TranslateOptions,
     known: Known<'a>,
     ids: Ids,
-    kind: Kind,
+    kind: SpanKind,
     local_root: bool,
     aws_sdk: bool,
     in_progress: bool,
@@ -389,7 +362,7 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn new(span: &'a Span, res: &'a Res<'a>, opts: &'a TranslateOptions, ids: Ids) -> Self {
         let known = Known::new(&span.attributes);
-        let kind = Kind::of(span.kind);
+        let kind = SpanKind::from_otlp(span.kind);
         let aws_sdk = known.str(Key::RpcSystem) == Some(AWS_API);
         let status = span.status.as_ref();
         let is_error = status.is_some_and(|s| s.code == STATUS_ERROR);
@@ -521,14 +494,14 @@ fn make_cause<'a>(
     span: &'a Span,
     k: &Known<'a>,
     res: &Res<'_>,
-    kind: Kind,
+    kind: SpanKind,
     aws_sdk: bool,
     is_error: bool,
 ) -> Cause<'a> {
     let is_failure =
         |name: &str| name == "exception" || (aws_sdk && name == "HTTP request failure");
     if span.events.iter().any(|e| is_failure(&e.name)) {
-        let remote = matches!(kind, Kind::Client | Kind::Producer);
+        let remote = matches!(kind, SpanKind::Client | SpanKind::Producer);
         let language = res.sdk_language.unwrap_or("");
         let mut list = Vec::new();
         for event in &span.events {
@@ -643,9 +616,9 @@ impl<'c, 'a> Doc<'c, 'a> {
         };
         // Deviation: CONSUMER segments (and LOCAL_ROOT INTERNAL ones) are named like SERVER ones,
         // after the local service, as contrib#43432 asks; the Collector only does so for LOCAL_ROOT.
-        let service_like = matches!(kind, Kind::Server | Kind::Consumer)
-            || (c.local_root && kind == Kind::Internal);
-        let remote_like = matches!(kind, Kind::Client | Kind::Producer);
+        let service_like = matches!(kind, SpanKind::Server | SpanKind::Consumer)
+            || (c.local_root && kind == SpanKind::Internal);
+        let remote_like = matches!(kind, SpanKind::Client | SpanKind::Producer);
         let (mut name, from_aws_service) = match role {
             Role::LocalRootDependency => c.name(false, true, false),
             _ => c.name(service_like, remote_like, service_like),
@@ -663,21 +636,24 @@ impl<'c, 'a> Doc<'c, 'a> {
         }
         let subsegment = match role {
             Role::Normal => {
-                !matches!(kind, Kind::Server | Kind::Consumer) && c.ids.parent.is_some()
+                !matches!(kind, SpanKind::Server | SpanKind::Consumer) && c.ids.parent.is_some()
             }
             Role::LocalRootDependency => true,
             Role::LocalRootSegment | Role::LocalRootService => false,
         };
         let mut namespace = if c.aws_sdk || from_aws_service {
             Some("aws")
-        } else if matches!(kind, Kind::Client | Kind::Producer) {
+        } else if matches!(kind, SpanKind::Client | SpanKind::Producer) {
             Some("remote")
         } else {
             None
         };
         if namespace.is_none()
             && subsegment
-            && matches!(kind, Kind::Client | Kind::Producer | Kind::Consumer)
+            && matches!(
+                kind,
+                SpanKind::Client | SpanKind::Producer | SpanKind::Consumer
+            )
             && c.known.has(Key::AwsRemoteService)
         {
             namespace = Some("remote");
@@ -688,8 +664,8 @@ impl<'c, 'a> Doc<'c, 'a> {
             Role::Normal => {}
         }
         let links = match role {
-            Role::LocalRootDependency => kind != Kind::Consumer,
-            Role::LocalRootService => kind == Kind::Consumer,
+            Role::LocalRootDependency => kind != SpanKind::Consumer,
+            Role::LocalRootService => kind == SpanKind::Consumer,
             _ => true,
         };
         let mut doc = Doc {

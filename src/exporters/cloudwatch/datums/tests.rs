@@ -1,8 +1,8 @@
 //! Datum tests: the 1% guarantee, the per-datum and per-request limits, deltas.
 
 use super::*;
-use crate::pipeline::span_metrics::hdr::{INDEX_COUNT, highest_value};
-use crate::pipeline::span_metrics::tests::{distributions, exact_quantile};
+use crate::telemetry::span_metrics::hdr::{INDEX_COUNT, highest_value};
+use crate::telemetry::span_metrics::tests::{distributions, exact_quantile};
 
 #[test]
 fn every_group_value_is_within_one_percent_of_what_it_stands_for() {

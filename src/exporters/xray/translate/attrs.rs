@@ -374,20 +374,11 @@ impl<'a> Res<'a> {
 
     /// Collector `determineAwsOrigin`.
     pub(super) fn origin(&self) -> Option<&'static str> {
-        if self.attrs.is_empty() || self.is_other_cloud() {
-            return None;
-        }
-        Some(match self.platform? {
-            "aws_app_runner" => "AWS::AppRunner::Service",
-            "aws_eks" => "AWS::EKS::Container",
-            "aws_elastic_beanstalk" => "AWS::ElasticBeanstalk::Environment",
-            "aws_ec2" => "AWS::EC2::Instance",
-            "aws_ecs" => match self.launch_type {
-                Some("ec2") => "AWS::ECS::EC2",
-                Some("fargate") => "AWS::ECS::Fargate",
-                _ => "AWS::ECS::Container",
-            },
-            _ => return None,
-        })
+        crate::model::aws_origin(
+            !self.attrs.is_empty(),
+            self.provider,
+            self.platform,
+            self.launch_type,
+        )
     }
 }

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use crate::proto::{AnyValue, KeyValue, Span, any_value::Value};
 
-use super::Kind;
 use super::attrs::{Key, Known, int_of, str_of};
+use crate::model::SpanKind;
 
 #[derive(Clone, Copy)]
 /// A port as sent: string or integer (both occur in the wild).
@@ -51,7 +51,7 @@ pub(super) fn is_ip(s: &str) -> bool {
 impl<'a> Http<'a> {
     /// `None` unless one of the attributes that make an HTTP span is present (Collector `hasHTTP`);
     /// the client IP prefers `client.address`, then `http.client_ip`, then the peer address.
-    pub(super) fn new(k: &Known<'a>, kind: Kind, span: &'a Span) -> Option<Self> {
+    pub(super) fn new(k: &Known<'a>, kind: SpanKind, span: &'a Span) -> Option<Self> {
         use Key::*;
         let has_http = [
             HttpMethod,
@@ -122,7 +122,7 @@ impl<'a> Http<'a> {
 impl<'a> Url<'a> {
     /// SERVER spans name their own host (`http.host`, `http.server_name`, `net.host.name`,
     /// `host.name`, `server.address`); other kinds the peer (`http.host`, `net.peer.name`, `net.peer.ip`).
-    pub(super) fn new(k: &Known<'a>, kind: Kind) -> Self {
+    pub(super) fn new(k: &Known<'a>, kind: SpanKind) -> Self {
         use Key::*;
         let full = k.str(HttpUrl).or_else(|| k.str(UrlFull));
         let scheme = k
@@ -131,7 +131,7 @@ impl<'a> Url<'a> {
             .unwrap_or("http");
         let (host, port) = match k.str(HttpHost) {
             Some(host) => (host, None),
-            None if kind == Kind::Server => (
+            None if kind == SpanKind::Server => (
                 k.str(HttpServerName)
                     .or_else(|| k.str(NetHostName))
                     .or_else(|| k.str(HostName))

@@ -18,16 +18,17 @@ use std::sync::{Arc, Mutex, Weak};
 
 use foldhash::fast::RandomState;
 
+pub use crate::model::SpanKind;
 use crate::model::{Batch, SpanInfo};
 pub use hdr::{Cell, Histogram};
-pub use operation::{Kind, StatusClass};
+pub use operation::StatusClass;
 
-/// Issue 5: series kept per service before further label sets share its overflow series.
+/// Series kept per service before further label sets share its overflow series.
 pub const DEFAULT_MAX_SERIES_PER_SERVICE: usize = 500;
 /// Services tracked before further ones share the `_overflow` service (service names come from
 /// outside, so they are capped too).
 pub const DEFAULT_MAX_SERVICES: usize = 100;
-/// Issue 5: Prometheus bucket bounds, seconds: 1 ms … 60 s.
+/// Prometheus bucket bounds, seconds: 1 ms … 60 s.
 pub const DEFAULT_BUCKETS_SECONDS: [f64; 15] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -74,7 +75,7 @@ pub struct SeriesLabels {
     /// Empty unless `service_version` is on.
     pub version: Box<str>,
     pub operation: Box<str>,
-    pub kind: Kind,
+    pub kind: SpanKind,
     pub status: StatusClass,
 }
 
@@ -98,7 +99,7 @@ struct ServiceEntry {
     /// Series created for this service (overflow series not included).
     series: usize,
     /// Overflow series by (kind, status), created on first need.
-    overflow: HashMap<(Kind, StatusClass), u32>,
+    overflow: HashMap<(SpanKind, StatusClass), u32>,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +114,7 @@ struct Parts<'a> {
     service: &'a str,
     version: &'a str,
     operation: &'a str,
-    kind: Kind,
+    kind: SpanKind,
     status: StatusClass,
 }
 
@@ -126,7 +127,7 @@ fn split_key(key: &[u8]) -> Parts<'_> {
         service,
         version,
         operation,
-        kind: Kind::ALL[tail[0] as usize],
+        kind: SpanKind::ALL[tail[0] as usize],
         status: StatusClass::ALL[tail[1] as usize],
     }
 }
@@ -423,7 +424,7 @@ impl LocalShard {
                 .copied()
                 .unwrap_or(u32::MAX);
             let header = u64::from(service)
-                | (Kind::from_otlp(span.kind) as u64) << 32
+                | (SpanKind::from_otlp(span.kind) as u64) << 32
                 | (StatusClass::of(span) as u64) << 40;
             let route = &span.http.route;
             let (header, built) = if route.is_empty() {
@@ -513,7 +514,7 @@ fn write_key(batch: &Batch, span: &SpanInfo, with_version: bool, key: &mut Vec<u
         key.push(b'_');
     }
     key.push(SEP);
-    key.push(Kind::from_otlp(span.kind) as u8);
+    key.push(SpanKind::from_otlp(span.kind) as u8);
     key.push(StatusClass::of(span) as u8);
 }
 

@@ -15,47 +15,6 @@ const KNOWN_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
-/// OTLP span kind as a bounded label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Unspecified,
-    Internal,
-    Server,
-    Client,
-    Producer,
-    Consumer,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 6] = [
-        Kind::Unspecified,
-        Kind::Internal,
-        Kind::Server,
-        Kind::Client,
-        Kind::Producer,
-        Kind::Consumer,
-    ];
-
-    /// `Span.SpanKind` as sent (out-of-range values count as unspecified).
-    pub fn from_otlp(kind: i32) -> Kind {
-        usize::try_from(kind)
-            .ok()
-            .and_then(|k| Kind::ALL.get(k).copied())
-            .unwrap_or(Kind::Unspecified)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Unspecified => "unspecified",
-            Kind::Internal => "internal",
-            Kind::Server => "server",
-            Kind::Client => "client",
-            Kind::Producer => "producer",
-            Kind::Consumer => "consumer",
-        }
-    }
-}
-
 /// The outcome class of a span, as X-Ray defines them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum StatusClass {
@@ -234,6 +193,7 @@ fn is_uuid(seg: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::SpanKind;
 
     #[test]
     fn method_codes_follow_the_known_methods() {
@@ -286,8 +246,8 @@ mod tests {
 
     #[test]
     fn kinds_and_classes() {
-        assert_eq!(Kind::from_otlp(2), Kind::Server);
-        assert_eq!(Kind::from_otlp(9), Kind::Unspecified);
-        assert_eq!(Kind::from_otlp(-1), Kind::Unspecified);
+        assert_eq!(SpanKind::from_otlp(2), SpanKind::Server);
+        assert_eq!(SpanKind::from_otlp(9), SpanKind::Unspecified);
+        assert_eq!(SpanKind::from_otlp(-1), SpanKind::Unspecified);
     }
 }

@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use once_cell::race::OnceBox;
 
-/// Issue 5: three significant digits (relative bucket width ≤ 1/1024 above 2,048 µs).
+/// Three significant digits (relative bucket width ≤ 1/1024 above 2,048 µs).
 pub const SIGNIFICANT_DIGITS: u32 = 3;
-/// Issue 5: the largest value tracked, 1 h in µs; longer spans are counted as 1 h.
+/// The largest value tracked, 1 h in µs; longer spans are counted as 1 h.
 pub const MAX_VALUE_US: u64 = 3_600_000_000;
 /// HdrHistogram: `sub_bucket_count` = 2 × 10^digits rounded up to a power of two = 2^11.
 const SUB_BUCKET_BITS: u32 = 11;
