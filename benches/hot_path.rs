@@ -69,7 +69,7 @@ criterion_group!(benches, hot_path);
 /// trace, entry span first): off (pass-through), ratio 1% head-only, ratio 1% + keep errors
 /// (drops held until their grace ends or the hold cap decides them), X-Ray rules + keep errors.
 fn sampling(c: &mut Criterion) {
-    use sidetrace::pipeline::sampler::{Head, Sampler, SamplingConfig, SamplingStats};
+    use sidetrace::pipeline::sampler::{Head, Policies, Sampler, SamplingStats};
     use sidetrace::pipeline::xray_rules::Rules;
     use std::sync::Mutex;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -92,10 +92,10 @@ fn sampling(c: &mut Criterion) {
         ("xray_rules_keep_errors", rules(), true),
     ];
     for (name, head, keep_errors) in cases {
-        let cfg = SamplingConfig {
+        let cfg = Policies {
             head,
             keep_errors,
-            ..SamplingConfig::keep_all()
+            ..Policies::keep_all()
         };
         let mut sampler = Sampler::new(cfg, Arc::new(SamplingStats::default()));
         let pipeline = Pipeline::new(

@@ -8,9 +8,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use sidetrace::agent::Agent;
-use sidetrace::config::{Config, EXIT_CONFIG};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
+use sidetrace::agent::config::KeyInfo;
+use sidetrace::agent::{Agent, Config};
+use sidetrace::config::{EXIT_CONFIG, env_name, flag_name};
 use tracing::{error, info};
 
 // mimalloc roughly halves allocation cost on the decode and export paths (reference/performance.md).
@@ -54,39 +55,111 @@ struct Cli {
     command: Option<Command>,
 }
 
-/// Flags of the interface contract; each also reads its `SIDETRACE_*` twin (flags win).
-#[derive(Args, Debug, Default)]
+/// The agent's flags: `--config`, `--set`, and one per config key declared as a flag, whose help,
+/// env twin and default come from that key's declaration. Flags beat the environment.
+#[derive(Debug, Default, Clone)]
 struct Flags {
-    /// TOML config file [env: SIDETRACE_CONFIG]
-    #[arg(long, env = "SIDETRACE_CONFIG", hide_env = true)]
     config: Option<PathBuf>,
-    /// OTLP/gRPC listen address [env: SIDETRACE_OTLP_GRPC_ADDR] [default: 127.0.0.1:4317]
-    #[arg(long)]
-    otlp_grpc_addr: Option<String>,
-    /// OTLP/HTTP listen address [env: SIDETRACE_OTLP_HTTP_ADDR] [default: 127.0.0.1:4318]
-    #[arg(long)]
-    otlp_http_addr: Option<String>,
-    /// Admin address [env: SIDETRACE_ADMIN_ADDR] [default: 127.0.0.1:13133]
-    #[arg(long)]
-    admin_addr: Option<String>,
-    /// auto, or a comma list of exporters [env: SIDETRACE_EXPORTERS] [default: auto]
-    #[arg(long)]
-    exporters: Option<String>,
-    /// Bind every listener on 0.0.0.0 [env: SIDETRACE_LISTEN_ALL=true]
-    #[arg(long)]
-    listen_all: bool,
-    /// Keep this fraction of traces, consistently by trace ID [env: SIDETRACE_SAMPLING_RATIO]
-    #[arg(long)]
-    sampling_ratio: Option<String>,
-    /// Resident memory to stay under, e.g. 64MiB [env: SIDETRACE_MEMORY_LIMIT] [default: 0 = none]
-    #[arg(long)]
-    memory_limit: Option<String>,
-    /// text or json [env: SIDETRACE_LOG_FORMAT] [default: text]
-    #[arg(long)]
-    log_format: Option<String>,
-    /// Set any config key, e.g. --set local.max_traces=500 (repeatable)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    /// (key, value) for each key flag given.
+    pairs: Vec<(&'static str, String)>,
     set: Vec<String>,
+}
+
+/// The flag of one config key: `--otlp-grpc-addr <ADDR>`, its help from the declaration.
+fn key_arg(key: &KeyInfo) -> Arg {
+    let arg = Arg::new(flag_name(key.name))
+        .long(flag_name(key.name))
+        .help(format!(
+            "{} [env: {}] [default: {}]",
+            key.help.trim_end_matches('.'),
+            env_name(key.name),
+            match key.default.trim_matches('"') {
+                "" => "none",
+                d => d,
+            }
+        ));
+    if key.unit == "BOOL" {
+        arg.action(ArgAction::SetTrue)
+    } else {
+        arg.value_name(key.unit)
+    }
+}
+
+fn config_arg() -> Arg {
+    Arg::new("config")
+        .long("config")
+        .env("SIDETRACE_CONFIG")
+        .hide_env(true)
+        .value_parser(clap::value_parser!(PathBuf))
+        .value_name("FILE")
+        .help("TOML config file [env: SIDETRACE_CONFIG]")
+}
+
+fn key_pairs(m: &ArgMatches, keys: impl Iterator<Item = KeyInfo>) -> Vec<(&'static str, String)> {
+    let mut pairs = Vec::new();
+    for k in keys {
+        let id = flag_name(k.name);
+        if k.unit == "BOOL" {
+            if m.get_flag(&id) {
+                pairs.push((k.name, "true".to_string()));
+            }
+        } else if let Some(v) = m.get_one::<String>(&id) {
+            pairs.push((k.name, v.clone()));
+        }
+    }
+    pairs
+}
+
+impl FromArgMatches for Flags {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Flags {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            pairs: key_pairs(m, Config::keys().into_iter().filter(|k| k.flag)),
+            set: m
+                .get_many::<String>("set")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Flags::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl Args for Flags {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let keys = Config::keys();
+        let mut every = String::from(
+            "Set any config key, e.g. --set local.max_traces=500 (repeatable). Every key, with its default and env twin:\n",
+        );
+        for k in &keys {
+            every.push_str(&format!(
+                "  {} = {}  [env: {}]\n      {}\n",
+                k.name,
+                k.default,
+                env_name(k.name),
+                k.help
+            ));
+        }
+        let mut cmd = cmd.arg(config_arg());
+        for k in keys.iter().filter(|k| k.flag) {
+            cmd = cmd.arg(key_arg(k));
+        }
+        cmd.arg(
+            Arg::new("set")
+                .long("set")
+                .value_name("KEY=VALUE")
+                .action(ArgAction::Append)
+                .help("Set any config key, e.g. --set local.max_traces=500 (repeatable; --help lists every key)")
+                .long_help(every),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Flags::augment_args(cmd)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -103,14 +176,40 @@ enum Command {
 }
 
 /// Where the agent to check listens: the flag, else the config file and `SIDETRACE_ADMIN_ADDR`.
-#[derive(Args, Debug)]
-struct HealthcheckArgs {
-    /// TOML config file [env: SIDETRACE_CONFIG]
-    #[arg(long, env = "SIDETRACE_CONFIG", hide_env = true)]
-    config: Option<PathBuf>,
-    /// Admin address of the agent [env: SIDETRACE_ADMIN_ADDR] [default: 127.0.0.1:13133]
-    #[arg(long)]
-    admin_addr: Option<String>,
+#[derive(Debug, Default, Clone)]
+struct HealthcheckArgs(Flags);
+
+impl FromArgMatches for HealthcheckArgs {
+    fn from_arg_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(HealthcheckArgs(Flags {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            pairs: key_pairs(m, admin_key().into_iter()),
+            set: Vec::new(),
+        }))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &ArgMatches) -> Result<(), clap::Error> {
+        *self = HealthcheckArgs::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+fn admin_key() -> Option<KeyInfo> {
+    Config::keys().into_iter().find(|k| k.name == "admin_addr")
+}
+
+impl Args for HealthcheckArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let cmd = cmd.arg(config_arg());
+        match admin_key() {
+            Some(k) => cmd.arg(key_arg(&k)),
+            None => cmd,
+        }
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        HealthcheckArgs::augment_args(cmd)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -172,23 +271,7 @@ fn env(name: &str) -> Option<String> {
 }
 
 fn load_config(flags: &Flags) -> Result<Config, ExitCode> {
-    let mut pairs: Vec<(&str, String)> = Vec::new();
-    for (key, value) in [
-        ("otlp_grpc_addr", &flags.otlp_grpc_addr),
-        ("otlp_http_addr", &flags.otlp_http_addr),
-        ("admin_addr", &flags.admin_addr),
-        ("exporters", &flags.exporters),
-        ("log_format", &flags.log_format),
-        ("sampling_ratio", &flags.sampling_ratio),
-        ("memory_limit", &flags.memory_limit),
-    ] {
-        if let Some(v) = value {
-            pairs.push((key, v.clone()));
-        }
-    }
-    if flags.listen_all {
-        pairs.push(("listen_all", "true".into()));
-    }
+    let mut pairs: Vec<(&str, String)> = flags.pairs.clone();
     for kv in &flags.set {
         match kv.split_once('=') {
             Some((k, v)) => pairs.push((k.trim(), v.to_string())),
@@ -216,17 +299,10 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Some(Command::Config(ConfigCommand::Check { file })) => check_config(&file),
-        Some(Command::Healthcheck(h)) => {
-            let flags = Flags {
-                config: h.config,
-                admin_addr: h.admin_addr,
-                ..Flags::default()
-            };
-            match load_config(&flags) {
-                Ok(c) => healthcheck(c.admin_addr),
-                Err(code) => code,
-            }
-        }
+        Some(Command::Healthcheck(HealthcheckArgs(flags))) => match load_config(&flags) {
+            Ok(c) => healthcheck(c.admin.admin_addr),
+            Err(code) => code,
+        },
         Some(Command::Loadgen(args)) => loadgen(args),
         Some(Command::Run(flags)) => match load_config(&flags) {
             Ok(c) => run(c),
@@ -372,7 +448,7 @@ fn healthcheck(mut addr: SocketAddr) -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    sidetrace::telemetry::init_logging(config.log_format);
+    sidetrace::telemetry::init_logging(config.agent.log_format);
     let (exporters, why) = config.resolve_exporters(&env);
     let names: Vec<&str> = exporters.iter().map(|e| e.label()).collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

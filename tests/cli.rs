@@ -190,3 +190,22 @@ fn a_memory_limit_is_reported_with_the_resident_size() {
     );
     assert_eq!(agent.terminate(Duration::from_secs(10)).code(), Some(0));
 }
+
+#[test]
+fn help_lists_every_config_key_and_flag_from_its_declaration() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for key in sidetrace::agent::Config::keys() {
+        let env = sidetrace::config::env_name(key.name);
+        assert!(
+            help.contains(&format!("  {} = {}  [env: {env}]", key.name, key.default)),
+            "--help does not list {}",
+            key.name
+        );
+        if key.flag {
+            let flag = format!("--{}", sidetrace::config::flag_name(key.name));
+            assert!(help.contains(&flag), "--help lacks {flag}");
+        }
+    }
+}

@@ -90,7 +90,7 @@ async fn rpc_status(r: reqwest::Response) -> RpcStatus {
 
 #[tokio::test]
 async fn http_bad_requests_get_spec_answers() {
-    let agent = common::start_local(|c| c.max_request_bytes = 64 * 1024).await;
+    let agent = common::start_local(|c| c.receivers.max_request_bytes = 64 * 1024).await;
     let addr = agent.addrs.otlp_http;
 
     let r = post(
@@ -286,7 +286,7 @@ async fn grpc_call(
 
 #[tokio::test]
 async fn grpc_bad_requests_get_spec_codes() {
-    let agent = common::start_local(|c| c.max_request_bytes = 64 * 1024).await;
+    let agent = common::start_local(|c| c.receivers.max_request_bytes = 64 * 1024).await;
     let addr = agent.addrs.otlp_grpc;
     let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 

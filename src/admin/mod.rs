@@ -15,6 +15,32 @@ use crate::exporters::LocalStore;
 use crate::telemetry::span_metrics::SpanMetrics;
 use crate::telemetry::{Registry, family};
 
+/// Admin port, the Collector's health_check extension port.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:13133";
+
+/// The `admin_addr` key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub admin_addr: std::net::SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("default address parses"),
+        }
+    }
+}
+
+impl crate::config::Section for AdminConfig {
+    const KEYS: &'static [crate::config::Key<Self>] = &[crate::config::Key::<Self>::addr(
+        "admin_addr",
+        "Admin address: /healthz, /readyz, /metrics, /api/traces and the local UI.",
+        |c| &mut c.admin_addr,
+    )
+    .flag()];
+}
+
 /// Everything the admin endpoints read.
 #[derive(Debug, Clone)]
 pub struct AdminState {

@@ -7,8 +7,34 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::{Key, Section};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, TraceId, hex};
+
+/// How long the console waits after a trace's last span for stragglers before printing it.
+pub const DEFAULT_CONSOLE_GRACE: Duration = Duration::from_secs(1);
+
+/// The `console.*` keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleConfig {
+    pub grace: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            grace: DEFAULT_CONSOLE_GRACE,
+        }
+    }
+}
+
+impl Section for ConsoleConfig {
+    const KEYS: &'static [Key<Self>] = &[Key::<Self>::duration(
+        "console.grace",
+        "Console: wait this long after a trace's root span for late spans before printing it.",
+        |c| &mut c.grace,
+    )];
+}
 
 /// Most traces the console follows at once; beyond it the oldest is printed as it stands.
 pub const MAX_PENDING_TRACES: usize = 10_000;
@@ -148,8 +174,8 @@ impl Console {
 }
 
 /// Starts the `console` exporter: a line per finished trace on stdout.
-pub fn start(grace: Duration, shared: &Shared) -> Running {
-    let console = Console::stdout(grace);
+pub fn start(c: &ConsoleConfig, shared: &Shared) -> Running {
+    let console = Console::stdout(c.grace);
     let stats = console.exporter_stats();
     crate::exporters::spawn(console, stats, shared.input_bytes)
 }

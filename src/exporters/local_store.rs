@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
+use crate::config::{Key, Section};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, DropReason, TraceId};
 use crate::proto::{InstrumentationScope, Resource, Span};
@@ -63,6 +64,49 @@ pub struct LocalStore {
     max_traces: usize,
     max_bytes: usize,
     max_spans_per_trace: usize,
+}
+
+/// Local store caps (local mode is for a developer's machine, so generous but bounded).
+pub const DEFAULT_LOCAL_MAX_TRACES: usize = 10_000;
+pub const DEFAULT_LOCAL_MAX_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_LOCAL_MAX_SPANS_PER_TRACE: usize = 10_000;
+
+/// The `local.*` keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalConfig {
+    pub max_traces: usize,
+    pub max_bytes: usize,
+    pub max_spans_per_trace: usize,
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            max_traces: DEFAULT_LOCAL_MAX_TRACES,
+            max_bytes: DEFAULT_LOCAL_MAX_BYTES,
+            max_spans_per_trace: DEFAULT_LOCAL_MAX_SPANS_PER_TRACE,
+        }
+    }
+}
+
+impl Section for LocalConfig {
+    const KEYS: &'static [Key<Self>] = &[
+        Key::<Self>::count(
+            "local.max_traces",
+            "Local store: most traces kept (oldest evicted first).",
+            |c| &mut c.max_traces,
+        ),
+        Key::<Self>::count(
+            "local.max_bytes",
+            "Local store: approximate memory cap in bytes.",
+            |c| &mut c.max_bytes,
+        ),
+        Key::<Self>::count(
+            "local.max_spans_per_trace",
+            "Local store: most spans kept for one trace.",
+            |c| &mut c.max_spans_per_trace,
+        ),
+    ];
 }
 
 /// Fixed per-span overhead added to the encoded size when accounting memory.
@@ -212,13 +256,12 @@ impl Stats for LocalStore {
 }
 
 /// Starts the `local` exporter; the store it fills is what the admin API and UI read.
-pub fn start(
-    max_traces: usize,
-    max_bytes: usize,
-    max_spans_per_trace: usize,
-    shared: &Shared,
-) -> (Arc<LocalStore>, Running) {
-    let store = Arc::new(LocalStore::new(max_traces, max_bytes, max_spans_per_trace));
+pub fn start(c: &LocalConfig, shared: &Shared) -> (Arc<LocalStore>, Running) {
+    let store = Arc::new(LocalStore::new(
+        c.max_traces,
+        c.max_bytes,
+        c.max_spans_per_trace,
+    ));
     shared.registry.register(store.clone());
     let stats = store.exporter_stats();
     let running = crate::exporters::spawn(LocalExporter(store.clone()), stats, shared.input_bytes);

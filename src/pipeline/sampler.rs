@@ -70,9 +70,9 @@ impl SlowThresholds {
     }
 }
 
-/// The sampling settings.
+/// The policies a sampler applies, built from [`config::SamplingConfig`] and the chosen head.
 #[derive(Debug, Clone)]
-pub struct SamplingConfig {
+pub struct Policies {
     pub head: Head,
     pub keep_errors: bool,
     pub slow: SlowThresholds,
@@ -85,9 +85,9 @@ pub struct SamplingConfig {
     pub rate_limit: Option<f64>,
 }
 
-impl SamplingConfig {
+impl Policies {
     pub fn keep_all() -> Self {
-        SamplingConfig {
+        Policies {
             head: Head::All,
             keep_errors: true,
             slow: SlowThresholds::default(),
@@ -397,7 +397,7 @@ struct Bucket {
 /// The sampling stage. Owned by the dispatcher task: no locks on its state.
 #[derive(Debug)]
 pub struct Sampler {
-    cfg: SamplingConfig,
+    cfg: Policies,
     ratio_threshold: u64,
     open: HashMap<TraceId, Open>,
     /// First-seen order of open traces (stale IDs are skipped when popped).
@@ -433,7 +433,7 @@ struct Admission<'a> {
 }
 
 impl Sampler {
-    pub fn new(cfg: SamplingConfig, stats: Arc<SamplingStats>) -> Self {
+    pub fn new(cfg: Policies, stats: Arc<SamplingStats>) -> Self {
         let decided = Decisions::new(cfg.decision_cache);
         let ratio_threshold = match cfg.head {
             Head::Ratio(r) => threshold(r),
@@ -875,7 +875,7 @@ impl Sampler {
 }
 
 /// The decision for an open trace, if one can be made now (`forced`: it must be).
-fn final_verdict(open: &Open, cfg: &SamplingConfig, forced: bool) -> Option<Verdict> {
+fn final_verdict(open: &Open, cfg: &Policies, forced: bool) -> Option<Verdict> {
     if let Some(h) = open.head.filter(|h| h.keep) {
         return Some(h);
     }
@@ -953,6 +953,7 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
     }
 }
 
+pub mod config;
 mod decisions;
 use decisions::Decisions;
 

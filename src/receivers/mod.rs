@@ -1,4 +1,5 @@
-//! Receivers: OTLP over gRPC and HTTP (protobuf and JSON). They decode and hand off to the pipeline.
+//! Receivers: OTLP over gRPC and HTTP (protobuf and JSON). They decode and hand off to the
+//! pipeline; here are their shared settings, the metered request body and the one gunzip.
 
 pub mod decode;
 pub mod otlp_grpc;
@@ -13,7 +14,56 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::config::{Key, Section};
 use crate::pipeline::memory::ReadTicket;
+
+/// OTLP spec: default gRPC port, on loopback (the Collector's default since v0.104).
+pub const DEFAULT_OTLP_GRPC_ADDR: &str = "127.0.0.1:4317";
+/// OTLP spec: default HTTP port.
+pub const DEFAULT_OTLP_HTTP_ADDR: &str = "127.0.0.1:4318";
+/// gRPC's customary 4 MiB message cap, applied after decompression to both OTLP protocols.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// Where the receivers listen and how large a request they take.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiversConfig {
+    pub otlp_grpc_addr: std::net::SocketAddr,
+    pub otlp_http_addr: std::net::SocketAddr,
+    pub max_request_bytes: usize,
+}
+
+impl Default for ReceiversConfig {
+    fn default() -> Self {
+        let addr = |s: &str| s.parse().expect("default address parses");
+        ReceiversConfig {
+            otlp_grpc_addr: addr(DEFAULT_OTLP_GRPC_ADDR),
+            otlp_http_addr: addr(DEFAULT_OTLP_HTTP_ADDR),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+        }
+    }
+}
+
+type K = Key<ReceiversConfig>;
+
+impl Section for ReceiversConfig {
+    const KEYS: &'static [K] = &[
+        K::addr("otlp_grpc_addr", "OTLP/gRPC listen address.", |c| {
+            &mut c.otlp_grpc_addr
+        })
+        .flag(),
+        K::addr(
+            "otlp_http_addr",
+            "OTLP/HTTP listen address (POST /v1/traces, protobuf or JSON, gzip).",
+            |c| &mut c.otlp_http_addr,
+        )
+        .flag(),
+        K::count(
+            "max_request_bytes",
+            "Largest OTLP request accepted, after decompression (bytes; KiB/MiB suffixes allowed).",
+            |c| &mut c.max_request_bytes,
+        ),
+    ];
+}
 
 /// A request body whose data frames are counted against the agent's read budget as they
 /// arrive; past the budget it ends with [`OverReadBudget`] and the receiver answers with the

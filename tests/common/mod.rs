@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use sidetrace::agent::Agent;
-use sidetrace::config::Config;
+use sidetrace::agent::Config;
 use sidetrace::exporters::ExporterKind;
 
 /// A config with every listener on 127.0.0.1:0.
@@ -14,7 +14,7 @@ pub fn test_config() -> Config {
     for key in ["otlp_grpc_addr", "otlp_http_addr", "admin_addr"] {
         c.set(key, "127.0.0.1:0").unwrap();
     }
-    c.drain_timeout = Duration::from_secs(5);
+    c.pipeline.drain_timeout = Duration::from_secs(5);
     c
 }
 

@@ -7,6 +7,7 @@
 //! data (late rather than lost). A permanent refusal drops it (counted).
 
 pub mod client;
+pub mod config;
 pub mod datums;
 
 use std::collections::HashMap;
@@ -16,13 +17,13 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::config::CloudwatchConfig;
 use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
 use crate::exporters::{ExporterStats, Shared};
 use crate::model::DropReason;
 use crate::telemetry::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::CloudwatchClient;
+pub use config::CloudwatchConfig;
 use datums::{Datum, Groups, SeriesDelta};
 
 /// What became of one PutMetricData attempt (a label of `sidetrace_cloudwatch_requests_total`).

@@ -2,6 +2,7 @@
 //! with jittered backoff; every span ends as sent, rejected (by X-Ray's code) or dropped (by reason).
 
 pub mod client;
+pub mod config;
 pub mod otlp_sigv4;
 pub mod translate;
 #[cfg(any(test, feature = "test-support"))]
@@ -13,12 +14,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::config::{XrayConfig, XrayMode};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, DropReason, hex};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
+pub use config::{XrayConfig, XrayMode};
 pub use translate::{TranslateOptions, to_segment};
 
 /// X-Ray's own counters beside the shared exporter ones.

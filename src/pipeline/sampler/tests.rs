@@ -96,10 +96,10 @@ fn trace(t: TraceId, children: u8, dur_ms: u64, error_in_child: bool) -> Vec<Spa
     v
 }
 
-fn cfg(head: Head) -> SamplingConfig {
-    SamplingConfig {
+fn cfg(head: Head) -> Policies {
+    Policies {
         head,
-        ..SamplingConfig::keep_all()
+        ..Policies::keep_all()
     }
 }
 

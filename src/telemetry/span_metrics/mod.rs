@@ -68,6 +68,66 @@ impl Default for SpanMetricsConfig {
     }
 }
 
+/// Bucket bounds in seconds: positive, finite, strictly ascending, at most 200.
+pub fn parse_buckets(text: &str) -> Result<Vec<f64>, String> {
+    let mut out: Vec<f64> = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let b: f64 = part
+            .parse()
+            .map_err(|_| format!("{part:?} is not a number of seconds"))?;
+        if !(b.is_finite() && b > 0.0) {
+            return Err(format!("{part:?}: bounds must be positive seconds"));
+        }
+        if out.last().is_some_and(|last| *last >= b) {
+            return Err("bounds must be strictly ascending".into());
+        }
+        out.push(b);
+    }
+    if out.is_empty() || out.len() > render::MAX_BUCKETS {
+        return Err("needs 1 to 200 bounds".into());
+    }
+    Ok(out)
+}
+
+type K = crate::config::Key<SpanMetricsConfig>;
+
+impl crate::config::Section for SpanMetricsConfig {
+    const KEYS: &'static [K] = &[
+        K::bool(
+            "span_metrics.enabled",
+            "Span metrics: latency histograms and counters from every span, before sampling (/metrics, /api/metrics, CloudWatch).",
+            |c| &mut c.enabled,
+        ),
+        K::count(
+            "span_metrics.max_series_per_service",
+            "Span metrics: series kept per service; further label sets share the service's _overflow series.",
+            |c| &mut c.max_series_per_service,
+        ),
+        K::count(
+            "span_metrics.max_services",
+            "Span metrics: services tracked; further services share the _overflow service.",
+            |c| &mut c.max_services,
+        ),
+        K::bool(
+            "span_metrics.service_version",
+            "Span metrics: add the resource's service.version as a label and CloudWatch dimension (compare a canary with the stable version).",
+            |c| &mut c.service_version,
+        ),
+        K::custom(
+            "span_metrics.buckets",
+            "Span metrics: Prometheus histogram bucket bounds (le), in seconds, ascending.",
+            |c, v| {
+                c.buckets_seconds = parse_buckets(v)?;
+                Ok(())
+            },
+            |c| {
+                let b: Vec<String> = c.buckets_seconds.iter().map(|b| b.to_string()).collect();
+                crate::config::parse::toml_string(&b.join(","))
+            },
+        ),
+    ];
+}
+
 /// The labels of one series.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesLabels {

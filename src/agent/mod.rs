@@ -11,14 +11,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub mod config;
+
+pub use config::Config;
+
 use crate::admin::{self, AdminState};
-use crate::config::Config;
 use crate::exporters::cloudwatch::{self, Publisher};
 use crate::exporters::{
     self, ExporterFamilies, ExporterKind, LocalStore, Running, Shared, console, local_store, xray,
 };
 use crate::pipeline::memory::{self, MemoryGuard};
-use crate::pipeline::sampler::{Head, SamplingConfig, SamplingStats, SlowThresholds};
+use crate::pipeline::sampler::{Head, Policies, SamplingStats, SlowThresholds};
 use crate::pipeline::xray_rules::{self, Rules};
 use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats, Sampler};
 use crate::receivers::{otlp_grpc, otlp_http};
@@ -137,7 +140,7 @@ async fn sampler(
         };
     }
     Sampler::new(
-        SamplingConfig {
+        Policies {
             head,
             keep_errors: s.keep_errors,
             slow,
@@ -156,11 +159,14 @@ impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
         let registry = Arc::new(Registry::default());
-        let memory = Arc::new(MemoryGuard::new(config.memory_limit as u64));
+        let memory = Arc::new(MemoryGuard::new(config.pipeline.memory_limit as u64));
         // The first reading before any listener is bound, so a limit is in force from the start.
         memory.observe(memory::resident_bytes());
         let receiver_stats = Arc::new(ReceiverStats::default());
-        let queue = Arc::new(Queue::new(config.queue_max_spans, config.queue_max_bytes));
+        let queue = Arc::new(Queue::new(
+            config.pipeline.queue_max_spans,
+            config.pipeline.queue_max_bytes,
+        ));
         let span_metrics = SpanMetrics::new(config.span_metrics.clone());
         let pipeline = Arc::new(Pipeline::new(
             queue.clone(),
@@ -168,10 +174,10 @@ impl Agent {
             span_metrics.clone(),
             memory.clone(),
         ));
-        if config.memory_limit > 0 {
+        if config.pipeline.memory_limit > 0 {
             info!(
-                memory_limit_bytes = config.memory_limit,
-                queue_max_bytes = config.queue_max_bytes,
+                memory_limit_bytes = config.pipeline.memory_limit,
+                queue_max_bytes = config.pipeline.queue_max_bytes,
                 sampling_max_held_bytes = config.sampling.max_held_bytes,
                 "Memory limit set: receivers refuse (retryable) above 80 % of it."
             );
@@ -187,7 +193,7 @@ impl Agent {
         let shared = Shared {
             registry: registry.clone(),
             span_metrics: span_metrics.clone(),
-            input_bytes: (config.queue_max_bytes / 4).max(1),
+            input_bytes: (config.pipeline.queue_max_bytes / 4).max(1),
         };
         let mut store = None;
         let mut cloudwatch = None;
@@ -197,18 +203,11 @@ impl Agent {
         for kind in exporters {
             match kind {
                 ExporterKind::Local => {
-                    let (s, r) = local_store::start(
-                        config.local_max_traces,
-                        config.local_max_bytes,
-                        config.local_max_spans_per_trace,
-                        &shared,
-                    );
+                    let (s, r) = local_store::start(&config.local, &shared);
                     store = Some(s);
                     running.push(r);
                 }
-                ExporterKind::Console => {
-                    running.push(console::start(config.console_grace, &shared))
-                }
+                ExporterKind::Console => running.push(console::start(&config.console, &shared)),
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
                     running.push(xray::start(&config.xray, &sdk, &shared)?);
@@ -231,9 +230,17 @@ impl Agent {
         registry.register(sampling_stats.clone());
         registry.register(memory.clone());
 
-        let grpc_listener = bind("OTLP/gRPC", config.bind_addr(config.otlp_grpc_addr)).await?;
-        let http_listener = bind("OTLP/HTTP", config.bind_addr(config.otlp_http_addr)).await?;
-        let admin_listener = bind("admin", config.bind_addr(config.admin_addr)).await?;
+        let grpc_listener = bind(
+            "OTLP/gRPC",
+            config.bind_addr(config.receivers.otlp_grpc_addr),
+        )
+        .await?;
+        let http_listener = bind(
+            "OTLP/HTTP",
+            config.bind_addr(config.receivers.otlp_http_addr),
+        )
+        .await?;
+        let admin_listener = bind("admin", config.bind_addr(config.admin.admin_addr)).await?;
         let addrs = BoundAddrs {
             otlp_grpc: grpc_listener
                 .local_addr()
@@ -261,7 +268,8 @@ impl Agent {
         let (stop_admin, admin_stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
 
-        let grpc_svc = otlp_grpc::TraceService::new(pipeline.clone(), config.max_request_bytes);
+        let grpc_svc =
+            otlp_grpc::TraceService::new(pipeline.clone(), config.receivers.max_request_bytes);
         let grpc_stop = stopped(stop_rx.clone());
         let grpc = tokio::spawn(async move {
             let incoming =
@@ -279,7 +287,7 @@ impl Agent {
         });
         info!(listener = "otlp_grpc", addr = %addrs.otlp_grpc, "Listening for OTLP/gRPC.");
 
-        let http_app = otlp_http::router(pipeline.clone(), config.max_request_bytes);
+        let http_app = otlp_http::router(pipeline.clone(), config.receivers.max_request_bytes);
         let http_stop = stopped(stop_rx.clone());
         let http = tokio::spawn(otlp_http::serve(http_listener, http_app, http_stop));
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
@@ -321,7 +329,7 @@ impl Agent {
             exporter_stats,
             pipeline_stats,
             cloudwatch,
-            drain_timeout: config.drain_timeout,
+            drain_timeout: config.pipeline.drain_timeout,
         })
     }
 

@@ -1,0 +1,196 @@
+//! The `sampling_ratio` and `sampling.*` keys.
+
+use std::time::Duration;
+
+use crate::config::{Key, Section, parse_duration};
+use crate::pipeline::sampler::{
+    DEFAULT_DECISION_CACHE, DEFAULT_GRACE, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_OPEN_TRACES,
+    DEFAULT_MAX_WAIT, MAX_GRACE,
+};
+use crate::pipeline::xray_rules::TARGETS_INTERVAL;
+
+/// How traces are sampled (see `pipeline::sampler`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingConfig {
+    /// A consistent trace-ID ratio in [0, 1]; overrides X-Ray rules.
+    pub ratio: Option<f64>,
+    /// Use X-Ray centralised rules when exporting to X-Ray and no ratio is set.
+    pub xray_rules: bool,
+    pub keep_errors: bool,
+    pub slow_threshold: Option<Duration>,
+    /// `service=duration` or `service:operation=duration`.
+    pub slow_thresholds: Vec<(String, Option<String>, Duration)>,
+    pub grace: Duration,
+    pub max_wait: Duration,
+    pub max_open_traces: usize,
+    pub max_held_bytes: usize,
+    pub decision_cache: usize,
+    /// Traces kept per second per service; `None` = unlimited.
+    pub rate_limit: Option<f64>,
+    /// How often X-Ray sampling targets are fetched and statistics reported.
+    pub xray_targets_interval: Duration,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        SamplingConfig {
+            ratio: None,
+            xray_rules: true,
+            keep_errors: true,
+            slow_threshold: None,
+            slow_thresholds: Vec::new(),
+            grace: DEFAULT_GRACE,
+            max_wait: DEFAULT_MAX_WAIT,
+            max_open_traces: DEFAULT_MAX_OPEN_TRACES,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
+            decision_cache: DEFAULT_DECISION_CACHE,
+            rate_limit: None,
+            xray_targets_interval: TARGETS_INTERVAL,
+        }
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a number between 0 and 1")),
+    }
+}
+
+fn parse_slow_list(text: &str) -> Result<Vec<(String, Option<String>, Duration)>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            let (key, d) = e
+                .rsplit_once('=')
+                .ok_or_else(|| format!("{e:?} is not service[:operation]=duration"))?;
+            let d = parse_duration(d)?;
+            Ok(match key.split_once(':') {
+                Some((svc, op)) => (svc.trim().to_owned(), Some(op.trim().to_owned()), d),
+                None => (key.trim().to_owned(), None, d),
+            })
+        })
+        .collect()
+}
+
+fn show_opt_duration(d: Option<Duration>) -> String {
+    crate::config::parse::toml_string(
+        &d.map(crate::config::parse::show_duration)
+            .unwrap_or_default(),
+    )
+}
+
+type K = Key<SamplingConfig>;
+
+impl Section for SamplingConfig {
+    const KEYS: &'static [K] = &[
+        K::custom(
+            "sampling_ratio",
+            "Keep this fraction (0-1) of traces, chosen consistently by trace ID in every agent; unset: X-Ray rules in AWS mode, everything locally.",
+            |c, v| {
+                c.ratio = if v.trim().is_empty() { None } else { Some(parse_ratio(v)?) };
+                Ok(())
+            },
+            |c| crate::config::parse::toml_string(&c.ratio.map(|r| r.to_string()).unwrap_or_default()),
+        )
+        .with_value_name("RATIO")
+        .flag(),
+        K::bool(
+            "sampling.xray_rules",
+            "In AWS mode without sampling_ratio, apply the account's X-Ray sampling rules (default rule: 1 trace/s + 5%); false keeps everything.",
+            |c| &mut c.xray_rules,
+        ),
+        K::bool(
+            "sampling.keep_errors",
+            "Keep every trace with an error, fault or throttle, whatever the ratio or rules said.",
+            |c| &mut c.keep_errors,
+        ),
+        K::custom(
+            "sampling.slow_threshold",
+            "Keep every trace whose entry span takes longer than this (e.g. 1s); empty: off.",
+            |c, v| {
+                c.slow_threshold = if v.trim().is_empty() || v.trim() == "off" {
+                    None
+                } else {
+                    Some(parse_duration(v)?)
+                };
+                Ok(())
+            },
+            |c| show_opt_duration(c.slow_threshold),
+        ),
+        K::custom(
+            "sampling.slow_thresholds",
+            "Per service or operation: \"checkout=500ms,checkout:GET /cart=200ms\".",
+            |c, v| {
+                c.slow_thresholds = parse_slow_list(v)?;
+                Ok(())
+            },
+            |c| {
+                let items: Vec<String> = c
+                    .slow_thresholds
+                    .iter()
+                    .map(|(svc, op, d)| {
+                        let d = crate::config::parse::show_duration(*d);
+                        match op {
+                            Some(op) => format!("{svc}:{op}={d}"),
+                            None => format!("{svc}={d}"),
+                        }
+                    })
+                    .collect();
+                crate::config::parse::toml_string(&items.join(","))
+            },
+        ),
+        K::custom(
+            "sampling.grace",
+            "Hold a trace this long after its entry span for late spans before deciding (at most 30s).",
+            |c, v| {
+                let d = parse_duration(v)?;
+                if d > MAX_GRACE {
+                    return Err("must be at most 30s".into());
+                }
+                c.grace = d;
+                Ok(())
+            },
+            |c| crate::config::parse::toml_string(&crate::config::parse::show_duration(c.grace)),
+        ),
+        K::duration(
+            "sampling.max_wait",
+            "Decide traces whose entry span never arrives after this long.",
+            |c| &mut c.max_wait,
+        ),
+        K::count(
+            "sampling.max_open_traces",
+            "Most traces held undecided; beyond it the oldest are decided early (counted).",
+            |c| &mut c.max_open_traces,
+        ),
+        K::count(
+            "sampling.max_held_bytes",
+            "Most bytes of requests held for undecided traces; beyond it the oldest are decided early.",
+            |c| &mut c.max_held_bytes,
+        ),
+        K::count(
+            "sampling.decision_cache",
+            "Trace decisions remembered so late spans follow them (4 bytes each).",
+            |c| &mut c.decision_cache,
+        ),
+        K::custom(
+            "sampling.rate_limit",
+            "Most traces kept per second per service (0: no limit), a safety valve against a noisy service.",
+            |c, v| {
+                let r: f64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{v:?} is not a number of traces per second"))?;
+                c.rate_limit = (r > 0.0).then_some(r);
+                Ok(())
+            },
+            |c| c.rate_limit.map_or("0".into(), |r| r.to_string()),
+        ),
+        K::duration(
+            "sampling.xray_targets_interval",
+            "How often X-Ray sampling targets are fetched and rule statistics reported.",
+            |c| &mut c.xray_targets_interval,
+        ),
+    ];
+}
