@@ -3,9 +3,11 @@
 //! slow ones (JSON, HTTP to AWS, retries) never run on the receivers' or each other's time.
 
 pub mod aws;
+pub mod batching;
 pub mod cloudwatch;
 pub mod console;
 pub mod local_store;
+pub mod otlp;
 pub mod retry;
 pub mod stats;
 pub mod xray;

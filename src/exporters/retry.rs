@@ -207,13 +207,16 @@ impl Sends {
     }
 }
 
-/// Runs `attempt` until it succeeds, fails permanently, or the backoff's time budget is spent;
-/// the error says which drop reason the request's spans are counted under.
+/// The one retry loop of every exporter: runs `attempt` until it succeeds, fails permanently,
+/// or the backoff's time budget is spent, calling `on_retry` before each retry. The error says
+/// which drop reason the request's `items` (spans, or datums) come under; what the caller then
+/// does with them (drop, or carry over) is its own.
 pub async fn deliver<T, F, Fut>(
     backoff: &mut Backoff,
     exporter: &'static str,
-    spans: u64,
+    items: u64,
     mut attempt: F,
+    mut on_retry: impl FnMut(),
 ) -> Result<T, DropReason>
 where
     F: FnMut() -> Fut,
@@ -228,16 +231,17 @@ where
                 after,
             }) => match backoff.next_delay(after) {
                 Some(delay) => {
+                    on_retry();
                     debug!(exporter, reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "Export failed; retrying.");
                     tokio::time::sleep(delay).await;
                 }
                 None => {
-                    warn!(exporter, reason, spans, error = %message, "Export kept failing; retry budget spent, dropping the request.");
+                    warn!(exporter, reason, items, error = %message, "Export kept failing; retry budget spent.");
                     return Err(DropReason::RetryExhausted);
                 }
             },
             Err(ExportError::Permanent { code, message }) => {
-                warn!(exporter, code = %code, spans, error = %message, "Destination refused the request; dropping it.");
+                warn!(exporter, code = %code, items, error = %message, "Destination refused the request; dropping it.");
                 return Err(DropReason::PermanentError);
             }
         }

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use crate::exporters::retry::{Backoff, ExportError, RetryPolicy};
+use crate::exporters::retry::{self, Backoff, RetryPolicy};
 use crate::exporters::{ExporterStats, Shared};
 use crate::model::DropReason;
 use crate::telemetry::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
@@ -358,38 +358,32 @@ impl CloudwatchExporter {
             .wrapping_mul(6_364_136_223_846_793_005)
             .wrapping_add(1);
         let mut backoff = Backoff::new(self.settings.retry.clone(), self.seed);
-        let m = &self.cloudwatch;
-        loop {
-            match self
-                .client
-                .put(&self.settings.namespace, request, timestamp)
-                .await
-            {
-                Ok(()) => {
-                    m.request(PublishOutcome::Ok);
-                    return Sent::Ok;
-                }
-                Err(ExportError::Retryable {
-                    reason,
-                    message,
-                    after,
-                }) => match backoff.next_delay(after) {
-                    Some(delay) => {
-                        m.request(PublishOutcome::Retried);
-                        debug!(exporter = "cloudwatch", reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "PutMetricData failed; retrying.");
-                        tokio::time::sleep(delay).await;
-                    }
-                    None => {
-                        m.request(PublishOutcome::RetryExhausted);
-                        warn!(exporter = "cloudwatch", reason, datums = request.len(), error = %message, "PutMetricData kept failing; retry budget spent, the data goes out with the next publish.");
-                        return Sent::Exhausted;
-                    }
-                },
-                Err(ExportError::Permanent { code, message }) => {
-                    m.request(PublishOutcome::PermanentError);
-                    warn!(exporter = "cloudwatch", code = %code, datums = request.len(), error = %message, "PutMetricData refused the request; dropping its data.");
-                    return Sent::Permanent;
-                }
+        let (m, client, namespace) = (&self.cloudwatch, &self.client, &self.settings.namespace);
+        let result = retry::deliver(
+            &mut backoff,
+            "cloudwatch",
+            request.len() as u64,
+            || client.put(namespace, request, timestamp),
+            || m.request(PublishOutcome::Retried),
+        )
+        .await;
+        match result {
+            Ok(()) => {
+                m.request(PublishOutcome::Ok);
+                Sent::Ok
+            }
+            Err(DropReason::PermanentError) => {
+                m.request(PublishOutcome::PermanentError);
+                Sent::Permanent
+            }
+            Err(_) => {
+                m.request(PublishOutcome::RetryExhausted);
+                warn!(
+                    exporter = "cloudwatch",
+                    datums = request.len(),
+                    "The span metrics not yet published go out with the next publish."
+                );
+                Sent::Exhausted
             }
         }
     }

@@ -3,7 +3,7 @@
 
 pub mod client;
 pub mod config;
-pub mod otlp_sigv4;
+pub mod otlp_mode;
 pub mod translate;
 #[cfg(any(test, feature = "test-support"))]
 pub mod validate;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::exporters::batching::{BatchLimits, Batcher};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, DropReason, hex};
@@ -87,17 +88,22 @@ pub fn start(
         let credentials = sdk
             .credentials_provider()
             .ok_or(BuildError::NoCredentials)?;
-        let settings = otlp_sigv4::OtlpSettings {
-            url: otlp_sigv4::traces_url(&region, &env),
+        let url = otlp_mode::traces_url(&region, &env);
+        info!(exporter = "xray", mode = "otlp", url = %url, "X-Ray exporter ready (OTLP + SigV4).");
+        let signer = crate::exporters::otlp::Signer {
+            credentials: credentials.clone(),
             region,
-            idle_flush: x.idle_flush,
-            concurrency: x.concurrency,
-            request_timeout: x.request_timeout,
-            retry,
+            service: otlp_mode::SIGNING_SERVICE,
         };
-        info!(exporter = "xray", mode = "otlp", url = %settings.url, "X-Ray exporter ready (OTLP + SigV4).");
-        let exporter = otlp_sigv4::OtlpSigv4Exporter::new(settings, credentials, stats.clone())
+        let sender = crate::exporters::otlp::HttpSender::new(url, x.request_timeout, Some(signer))
             .map_err(BuildError::Tls)?;
+        let exporter = otlp_mode::OtlpModeExporter::new(
+            sender,
+            x.idle_flush,
+            x.concurrency,
+            retry,
+            stats.clone(),
+        );
         return Ok(crate::exporters::spawn(exporter, stats, shared.input_bytes));
     }
     info!(
@@ -159,8 +165,7 @@ pub struct XrayExporter {
     stats: Arc<ExporterStats>,
     xray: Arc<XrayStats>,
     buf: Vec<u8>,
-    pending: Vec<PendingDoc>,
-    oldest: Option<Instant>,
+    batch: Batcher<PendingDoc>,
     sends: Sends,
 }
 
@@ -171,6 +176,12 @@ impl XrayExporter {
         stats: Arc<ExporterStats>,
         xray: Arc<XrayStats>,
     ) -> Self {
+        // Documents per call are the batch's weight; PutTraceSegments caps them, not bytes.
+        let batch = Batcher::new(BatchLimits {
+            max_weight: settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL),
+            max_bytes: usize::MAX,
+            idle: settings.idle_flush,
+        });
         XrayExporter {
             sends: Sends::new(settings.concurrency),
             client,
@@ -178,8 +189,7 @@ impl XrayExporter {
             stats,
             xray,
             buf: Vec::with_capacity(16 * 1024),
-            pending: Vec::with_capacity(MAX_DOCUMENTS_PER_CALL),
-            oldest: None,
+            batch,
         }
     }
 
@@ -187,19 +197,17 @@ impl XrayExporter {
         if doc.span_id.is_some() {
             self.stats.pending_add(1);
         }
-        self.pending.push(doc);
-        self.oldest.get_or_insert(now);
-        if self.pending.len() >= self.settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL) {
+        let bytes = doc.json.len();
+        if self.batch.push(doc, 1, bytes, now) {
             self.flush().await;
         }
     }
 
     async fn flush(&mut self) {
-        if self.pending.is_empty() {
+        let Some(taken) = self.batch.take() else {
             return;
-        }
-        let docs = std::mem::take(&mut self.pending);
-        self.oldest = None;
+        };
+        let docs = taken.items;
         let (client, stats, retry) = (
             self.client.clone(),
             self.stats.clone(),
@@ -262,10 +270,7 @@ impl Export for XrayExporter {
 
     /// Sends a partial batch whose oldest document has waited `idle_flush`.
     async fn tick(&mut self, now: Instant) {
-        if self
-            .oldest
-            .is_some_and(|t| now.duration_since(t) >= self.settings.idle_flush)
-        {
+        if self.batch.is_due(now) {
             self.flush().await;
         }
     }
@@ -290,9 +295,13 @@ impl Sender {
         let spans = docs.iter().filter(|d| d.span_id.is_some()).count() as u64;
         let jsons: Vec<String> = docs.iter().map(|d| d.json.clone()).collect();
         let client = &self.client;
-        let result = retry::deliver(&mut self.backoff, "xray", spans, || {
-            client.put(jsons.clone())
-        })
+        let result = retry::deliver(
+            &mut self.backoff,
+            "xray",
+            spans,
+            || client.put(jsons.clone()),
+            || {},
+        )
         .await;
         let m = &self.stats;
         // Pending first, so "sent" never runs ahead of what is still held.
