@@ -69,8 +69,8 @@ criterion_group!(benches, hot_path);
 /// trace, entry span first): off (pass-through), ratio 1% head-only, ratio 1% + keep errors
 /// (drops held until their grace ends or the hold cap decides them), X-Ray rules + keep errors.
 fn sampling(c: &mut Criterion) {
+    use sidetrace::exporters::xray::rules::Rules;
     use sidetrace::pipeline::sampler::{Head, Policies, Sampler, SamplingStats};
-    use sidetrace::pipeline::xray_rules::Rules;
     use std::sync::Mutex;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()

@@ -66,6 +66,23 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Serves the admin routes on `listener` until `stop` resolves.
+pub fn start(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let app = router(state);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::warn!(listener = "admin", error = %e, "Admin server stopped with an error.");
+        }
+    })
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

@@ -1,9 +1,10 @@
-//! Lists the components and starts and stops them in order: listeners are bound first, then the
-//! exporters, the dispatcher and the receivers; on shutdown the reverse, within the drain deadline.
+//! Lists the components and starts and stops them in order: exporters first, then the listeners
+//! are bound, the dispatcher, receivers and admin started. On shutdown receivers stop admitting,
+//! the pipeline drains into the exporters, CloudWatch publishes its last interval, admin stops.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -21,15 +22,11 @@ use crate::exporters::{
     self, ExporterFamilies, ExporterKind, LocalStore, Running, Shared, console, local_store, xray,
 };
 use crate::pipeline::memory::{self, MemoryGuard};
-use crate::pipeline::sampler::{Head, Policies, SamplingStats, SlowThresholds};
-use crate::pipeline::xray_rules::{self, Rules};
-use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats, Sampler};
+use crate::pipeline::sampler::{self, SamplingStats};
+use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats};
 use crate::receivers::{otlp_grpc, otlp_http};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
-
-/// HTTP/2 streams (requests) one OTLP/gRPC connection may have open at once.
-const GRPC_MAX_CONCURRENT_STREAMS: u32 = 32;
 
 /// Where a running agent listens (ports resolved when configured as 0).
 #[derive(Debug, Clone, Copy)]
@@ -98,63 +95,6 @@ async fn aws_sdk(
     slot.clone().expect("just loaded")
 }
 
-/// The sampler: a ratio, the account's X-Ray rules (polled on their own task), or keep all.
-async fn sampler(
-    config: &Config,
-    exporters: &[ExporterKind],
-    sdk: &mut Option<aws_config::SdkConfig>,
-    sampling_stats: Arc<SamplingStats>,
-) -> Sampler {
-    let head = if let Some(r) = config.sampling.ratio {
-        info!(ratio = r, "Sampling: consistent trace-ID ratio.");
-        Head::Ratio(r)
-    } else if exporters.contains(&ExporterKind::Xray) && config.sampling.xray_rules {
-        let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
-        let client = aws_sdk_xray::Client::new(&aws_sdk(config, sdk).await);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()));
-        tokio::spawn(xray_rules::poll(
-            client,
-            rules.clone(),
-            xray_rules::client_id(seed),
-            config.sampling.xray_targets_interval,
-        ));
-        info!(
-            targets_interval_ms = config.sampling.xray_targets_interval.as_millis() as u64,
-            "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
-        );
-        Head::Rules(rules)
-    } else {
-        Head::All
-    };
-    let s = &config.sampling;
-    let mut slow = SlowThresholds {
-        default: s.slow_threshold,
-        ..SlowThresholds::default()
-    };
-    for (svc, op, d) in &s.slow_thresholds {
-        match op {
-            Some(op) => slow.by_operation.insert((svc.clone(), op.clone()), *d),
-            None => slow.by_service.insert(svc.clone(), *d),
-        };
-    }
-    Sampler::new(
-        Policies {
-            head,
-            keep_errors: s.keep_errors,
-            slow,
-            grace: s.grace,
-            max_wait: s.max_wait,
-            max_open_traces: s.max_open_traces,
-            max_held_bytes: s.max_held_bytes,
-            decision_cache: s.decision_cache,
-            rate_limit: s.rate_limit,
-        },
-        sampling_stats,
-    )
-}
-
 impl Agent {
     /// Binds every listener and starts serving; `/readyz` turns 200 when this returns.
     pub async fn start(config: &Config, exporters: &[ExporterKind]) -> Result<Agent, StartError> {
@@ -184,7 +124,6 @@ impl Agent {
         }
         let pipeline_stats = Arc::new(PipelineStats::default());
         let sampling_stats = Arc::new(SamplingStats::default());
-        let exporter_stats_list = Vec::new();
         registry.register(receiver_stats);
         registry.register(queue.clone());
 
@@ -199,7 +138,8 @@ impl Agent {
         let mut cloudwatch = None;
         let mut sdk: Option<aws_config::SdkConfig> = None;
         let mut running: Vec<Running> = Vec::with_capacity(exporters.len());
-        let mut exporter_stats_list = exporter_stats_list;
+        // The span accounting of every exporter, batch-fed or not.
+        let mut exporter_stats_list = Vec::new();
         for kind in exporters {
             match kind {
                 ExporterKind::Local => {
@@ -253,7 +193,11 @@ impl Agent {
                 .expect("bound socket has an address"),
         };
 
-        let sampler = sampler(config, exporters, &mut sdk, sampling_stats).await;
+        let rules_client = match exporters.contains(&ExporterKind::Xray) {
+            true => Some(aws_sdk_xray::Client::new(&aws_sdk(config, &mut sdk).await)),
+            false => None,
+        };
+        let sampler = sampler::config::build(&config.sampling, rules_client, sampling_stats);
         let (inputs, exporter_tasks): (Vec<_>, Vec<_>) =
             running.into_iter().map(|r| (r.input, r.task)).unzip();
         let in_flight = Arc::new(InFlight::default());
@@ -268,47 +212,26 @@ impl Agent {
         let (stop_admin, admin_stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
 
-        let grpc_svc =
-            otlp_grpc::TraceService::new(pipeline.clone(), config.receivers.max_request_bytes);
-        let grpc_stop = stopped(stop_rx.clone());
-        let grpc = tokio::spawn(async move {
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-            // Each open stream costs a task and tonic's buffers before the read budget sees a
-            // byte (hyper allows 200 a connection: ~20 MB over four connections under a flood);
-            // OTLP exporters send one to ten requests at a time.
-            if let Err(e) = tonic::transport::Server::builder()
-                .max_concurrent_streams(GRPC_MAX_CONCURRENT_STREAMS)
-                .serve_with_incoming_shutdown(grpc_svc, incoming, grpc_stop)
-                .await
-            {
-                warn!(listener = "otlp_grpc", error = %e, "OTLP/gRPC server stopped with an error.");
-            }
-        });
+        let max = config.receivers.max_request_bytes;
+        let grpc = otlp_grpc::start(
+            grpc_listener,
+            pipeline.clone(),
+            max,
+            stopped(stop_rx.clone()),
+        );
         info!(listener = "otlp_grpc", addr = %addrs.otlp_grpc, "Listening for OTLP/gRPC.");
-
-        let http_app = otlp_http::router(pipeline.clone(), config.receivers.max_request_bytes);
-        let http_stop = stopped(stop_rx.clone());
-        let http = tokio::spawn(otlp_http::serve(http_listener, http_app, http_stop));
+        let http = otlp_http::start(http_listener, pipeline.clone(), max, stopped(stop_rx));
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
         tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
-        let admin_app = admin::router(AdminState {
+        let admin_state = AdminState {
             registry: registry.clone(),
             ready: ready.clone(),
             store: store.clone(),
             span_metrics: span_metrics.clone(),
-        });
-        let admin_stop = stopped(admin_stop_rx);
-        let admin = tokio::spawn(async move {
-            if let Err(e) = axum::serve(admin_listener, admin_app)
-                .with_graceful_shutdown(admin_stop)
-                .await
-            {
-                warn!(listener = "admin", error = %e, "Admin server stopped with an error.");
-            }
-        });
+        };
+        let admin = admin::start(admin_listener, admin_state, stopped(admin_stop_rx));
         info!(listener = "admin", addr = %addrs.admin, "Serving /healthz, /readyz, /metrics, /api/traces, /api/metrics and the UI.");
 
         ready.store(true, Ordering::Release);

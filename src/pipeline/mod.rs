@@ -6,7 +6,6 @@ pub mod dispatcher;
 pub mod memory;
 pub mod queue;
 pub mod sampler;
-pub mod xray_rules;
 
 pub use admission::{Admitted, Pipeline, RETRY_AFTER, ReceiverStats, Refusal};
 pub use dispatcher::{InFlight, PipelineStats, TICK, count_undelivered, run_dispatcher};

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::exporters::xray::rules::{RequestAttrs, Rules};
 use crate::model::{Batch, SpanInfo, TraceId};
-use crate::pipeline::xray_rules::{RequestAttrs, Rules};
 use crate::proto::{Span, any_value};
 
 /// Hold after the entry span arrives, waiting for stragglers (default) and its cap.

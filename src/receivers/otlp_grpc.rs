@@ -187,3 +187,30 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
         })
     }
 }
+
+/// HTTP/2 streams (requests) one OTLP/gRPC connection may have open at once.
+const MAX_CONCURRENT_STREAMS: u32 = 32;
+
+/// Serves OTLP/gRPC on `listener` until `stop` resolves.
+pub fn start(
+    listener: tokio::net::TcpListener,
+    pipeline: Arc<Pipeline>,
+    max_request_bytes: usize,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let svc = TraceService::new(pipeline, max_request_bytes);
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Each open stream costs a task and tonic's buffers before the read budget sees a
+        // byte (hyper allows 200 a connection: ~20 MB over four connections under a flood);
+        // OTLP exporters send one to ten requests at a time.
+        if let Err(e) = tonic::transport::Server::builder()
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .serve_with_incoming_shutdown(svc, incoming, stop)
+            .await
+        {
+            tracing::warn!(listener = "otlp_grpc", error = %e, "OTLP/gRPC server stopped with an error.");
+        }
+    })
+}

@@ -44,6 +44,16 @@ pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 
 /// Serves the OTLP/HTTP routes on `listener` until `stop` resolves, then lets open connections
 /// finish their requests. `axum::serve` with hyper's per-connection settings exposed.
+/// Serves OTLP/HTTP on `listener` until `stop` resolves.
+pub fn start(
+    listener: tokio::net::TcpListener,
+    pipeline: Arc<Pipeline>,
+    max_request_bytes: usize,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(serve(listener, router(pipeline, max_request_bytes), stop))
+}
+
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod otlp_mode;
+pub mod rules;
 pub mod translate;
 #[cfg(any(test, feature = "test-support"))]
 pub mod validate;

@@ -1,13 +1,17 @@
 //! The `sampling_ratio` and `sampling.*` keys.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tracing::info;
+
 use crate::config::{Key, Section, parse_duration};
+use crate::exporters::xray::rules::{self, Rules};
 use crate::pipeline::sampler::{
     DEFAULT_DECISION_CACHE, DEFAULT_GRACE, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_OPEN_TRACES,
     DEFAULT_MAX_WAIT, MAX_GRACE,
 };
-use crate::pipeline::xray_rules::TARGETS_INTERVAL;
+use crate::pipeline::sampler::{Head, Policies, Sampler, SamplingStats, SlowThresholds};
 
 /// How traces are sampled (see `pipeline::sampler`).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +49,64 @@ impl Default for SamplingConfig {
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
             decision_cache: DEFAULT_DECISION_CACHE,
             rate_limit: None,
-            xray_targets_interval: TARGETS_INTERVAL,
+            xray_targets_interval: rules::TARGETS_INTERVAL,
         }
     }
+}
+
+/// Builds the sampler: a ratio; the account's X-Ray rules, polled on their own task with
+/// `xray` (given when the X-Ray exporter runs and `sampling.xray_rules` is on); or keep all.
+pub fn build(
+    s: &SamplingConfig,
+    xray: Option<aws_sdk_xray::Client>,
+    stats: Arc<SamplingStats>,
+) -> Sampler {
+    let head = if let Some(r) = s.ratio {
+        info!(ratio = r, "Sampling: consistent trace-ID ratio.");
+        Head::Ratio(r)
+    } else if let Some(client) = xray.filter(|_| s.xray_rules) {
+        let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 ^ u64::from(std::process::id()));
+        tokio::spawn(rules::poll(
+            client,
+            rules.clone(),
+            rules::client_id(seed),
+            s.xray_targets_interval,
+        ));
+        info!(
+            targets_interval_ms = s.xray_targets_interval.as_millis() as u64,
+            "Sampling: X-Ray centralised rules (GetSamplingRules every 5 min, targets and statistics on an interval)."
+        );
+        Head::Rules(rules)
+    } else {
+        Head::All
+    };
+    let mut slow = SlowThresholds {
+        default: s.slow_threshold,
+        ..SlowThresholds::default()
+    };
+    for (svc, op, d) in &s.slow_thresholds {
+        match op {
+            Some(op) => slow.by_operation.insert((svc.clone(), op.clone()), *d),
+            None => slow.by_service.insert(svc.clone(), *d),
+        };
+    }
+    Sampler::new(
+        Policies {
+            head,
+            keep_errors: s.keep_errors,
+            slow,
+            grace: s.grace,
+            max_wait: s.max_wait,
+            max_open_traces: s.max_open_traces,
+            max_held_bytes: s.max_held_bytes,
+            decision_cache: s.decision_cache,
+            rate_limit: s.rate_limit,
+        },
+        stats,
+    )
 }
 
 fn parse_ratio(text: &str) -> Result<f64, String> {

@@ -333,7 +333,7 @@ async fn rate_limit_caps_kept_traces_per_service() {
 
 #[tokio::test(start_paused = true)]
 async fn rules_decide_on_the_entry_span() {
-    use crate::pipeline::xray_rules::Rule;
+    use crate::exporters::xray::rules::Rule;
     let mut rules = Rules::fallback(Instant::now());
     rules.set_rules(vec![Rule {
         name: "svc-all".into(),
