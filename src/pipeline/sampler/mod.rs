@@ -29,9 +29,6 @@ pub const DEFAULT_MAX_HELD_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_DECISION_CACHE: usize = 200_000;
 /// Bookkeeping counted per open trace on top of the requests it holds.
 const OPEN_TRACE_OVERHEAD_BYTES: usize = 160;
-/// OpenTelemetry consistent probability sampling: 56 bits of randomness.
-const RANDOM_BITS: u32 = 56;
-const MAX_THRESHOLD: u64 = 1 << RANDOM_BITS;
 
 /// Who decides at the head of a trace.
 #[derive(Debug, Clone)]
@@ -143,255 +140,6 @@ impl Policy {
 pub struct Verdict {
     pub keep: bool,
     pub policy: Policy,
-}
-
-/// Consistent-probability threshold for a ratio: keep iff randomness ≥ threshold.
-pub fn threshold(ratio: f64) -> u64 {
-    let p = ratio.clamp(0.0, 1.0);
-    ((1.0 - p) * MAX_THRESHOLD as f64).round() as u64
-}
-
-/// The trace's 56 bits of randomness: the low 7 bytes of the W3C trace ID (random in both W3C
-/// and X-Ray IDs), unless `tracestate` carries an explicit `ot=rv:`.
-pub fn randomness(trace_id: &TraceId, trace_state: &str) -> u64 {
-    if let Some(rv) = ot_field(trace_state, "rv").and_then(|v| parse_hex56(v, false)) {
-        return rv;
-    }
-    let mut b = [0u8; 8];
-    b[1..].copy_from_slice(&trace_id[9..]);
-    u64::from_be_bytes(b)
-}
-
-/// An incoming `ot=th:` threshold (hex, trailing zeros dropped) from W3C tracestate.
-pub fn incoming_threshold(trace_state: &str) -> Option<u64> {
-    ot_field(trace_state, "th").and_then(|v| parse_hex56(v, true))
-}
-
-fn ot_field<'a>(trace_state: &'a str, key: &str) -> Option<&'a str> {
-    let ot = trace_state
-        .split(',')
-        .find_map(|e| e.trim().strip_prefix("ot="))?;
-    ot.split(';')
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix(':'))
-}
-
-/// 1–14 hex digits; thresholds are right-padded with zeros to 14 digits (OTel tracestate spec).
-fn parse_hex56(v: &str, pad: bool) -> Option<u64> {
-    if v.is_empty() || v.len() > 14 || (!pad && v.len() != 14) {
-        return None;
-    }
-    let n = u64::from_str_radix(v, 16).ok()?;
-    Some(n << (4 * (14 - v.len())))
-}
-
-/// The consistent ratio decision, honouring a stricter incoming threshold.
-pub fn ratio_keeps(trace_id: &TraceId, trace_state: &str, ratio_threshold: u64) -> bool {
-    let t = incoming_threshold(trace_state).map_or(ratio_threshold, |th| th.max(ratio_threshold));
-    t < MAX_THRESHOLD && randomness(trace_id, trace_state) >= t
-}
-
-/// Counters the sampler keeps; read by `/metrics`.
-#[derive(Debug, Default)]
-pub struct SamplingStats {
-    /// [kept, dropped] × policy, for traces and for spans.
-    traces: [[std::sync::atomic::AtomicU64; 6]; 2],
-    spans: [[std::sync::atomic::AtomicU64; 6]; 2],
-    /// Traces decided before their grace period ended because of the open-trace or byte caps.
-    pub early: std::sync::atomic::AtomicU64,
-    pub open_traces: std::sync::atomic::AtomicU64,
-    pub held_bytes: std::sync::atomic::AtomicU64,
-    /// Per service (capped): (kept traces, all traces).
-    per_service: Mutex<HashMap<String, (u64, u64)>>,
-}
-
-/// Services tracked for the effective-ratio gauge before the rest count as `other`.
-pub const MAX_SERVICES_TRACKED: usize = 200;
-
-impl SamplingStats {
-    fn record(&self, v: Verdict, spans: u64, service: &str, new_trace: bool) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let d = usize::from(!v.keep);
-        self.spans[d][v.policy as usize].fetch_add(spans, Relaxed);
-        if new_trace {
-            self.traces[d][v.policy as usize].fetch_add(1, Relaxed);
-            let mut m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
-            // Looked up by &str first: a String per decided trace was an allocation on the
-            // dispatcher's busiest path.
-            let key = if m.len() < MAX_SERVICES_TRACKED || m.contains_key(service) {
-                service
-            } else {
-                "other"
-            };
-            let e = match m.get_mut(key) {
-                Some(e) => e,
-                None => m.entry(key.to_owned()).or_default(),
-            };
-            e.0 += u64::from(v.keep);
-            e.1 += 1;
-        }
-    }
-
-    pub fn traces(&self, keep: bool, policy: Policy) -> u64 {
-        self.traces[usize::from(!keep)][policy as usize].load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn spans(&self, keep: bool, policy: Policy) -> u64 {
-        self.spans[usize::from(!keep)][policy as usize].load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-impl crate::telemetry::Stats for SamplingStats {
-    fn render(&self, o: &mut String) {
-        use std::fmt::Write as _;
-        use std::sync::atomic::Ordering::Relaxed;
-        for (name, what, c) in [
-            (
-                "sidetrace_sampling_traces_total",
-                "Traces decided, by decision and policy.",
-                &self.traces,
-            ),
-            (
-                "sidetrace_sampling_spans_total",
-                "Spans kept or dropped by sampling, by decision and policy.",
-                &self.spans,
-            ),
-        ] {
-            let _ = writeln!(o, "# HELP {name} {what}\n# TYPE {name} counter");
-            for (d, decision) in ["kept", "dropped"].iter().enumerate() {
-                for p in Policy::ALL {
-                    let _ = writeln!(
-                        o,
-                        "{name}{{decision=\"{decision}\",policy=\"{}\"}} {}",
-                        p.label(),
-                        c[d][p as usize].load(Relaxed)
-                    );
-                }
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP sidetrace_sampling_early_decisions_total Traces decided before their grace period ended, to stay within the hold caps.\n# TYPE sidetrace_sampling_early_decisions_total counter\nsidetrace_sampling_early_decisions_total {}",
-            self.early.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sidetrace_sampling_open_traces Traces held awaiting a decision.\n# TYPE sidetrace_sampling_open_traces gauge\nsidetrace_sampling_open_traces {}",
-            self.open_traces.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sidetrace_sampling_held_bytes Bytes held for undecided traces.\n# TYPE sidetrace_sampling_held_bytes gauge\nsidetrace_sampling_held_bytes {}",
-            self.held_bytes.load(Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "# HELP sidetrace_sampling_effective_ratio Kept traces / all traces, per service.\n# TYPE sidetrace_sampling_effective_ratio gauge"
-        );
-        let m = self.per_service.lock().unwrap_or_else(|e| e.into_inner());
-        let mut services: Vec<_> = m.iter().collect();
-        services.sort();
-        for (s, (kept, all)) in services {
-            let esc = s
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            let _ = writeln!(
-                o,
-                "sidetrace_sampling_effective_ratio{{service=\"{esc}\"}} {}",
-                *kept as f64 / (*all).max(1) as f64
-            );
-        }
-    }
-}
-
-/// A request whose spans some open trace still holds. Held spans stay in the request's own
-/// buffer: copying them out was most of the hold's cost, since nearly every span is held at 1 %
-/// (a trace may still turn out to have an error). Freed when its last open trace is decided.
-#[derive(Debug)]
-struct HeldBatch {
-    batch: Batch,
-    /// Runs of open traces that point into it.
-    live: u32,
-    /// What it counts against `max_held_bytes`: the whole request, however few spans are held.
-    bytes: usize,
-}
-
-/// Consecutive spans of one trace in one held request (`seq` numbers the requests held).
-#[derive(Debug, Clone)]
-struct Run {
-    seq: u64,
-    spans: Range<u32>,
-}
-
-#[derive(Debug)]
-struct Open {
-    /// Most traces arrive in one run: the first needs no allocation.
-    first: Option<Run>,
-    more: Vec<Run>,
-    error: bool,
-    slow: bool,
-    head: Option<Verdict>,
-    entry_seen: bool,
-    due: Option<Instant>,
-    service: u32,
-}
-
-impl Open {
-    fn runs(&self) -> impl Iterator<Item = &Run> {
-        self.first.iter().chain(self.more.iter())
-    }
-
-    fn held_spans(&self) -> usize {
-        self.runs().map(|r| r.spans.len()).sum()
-    }
-
-    fn push_run(&mut self, run: Run) {
-        if self.first.is_none() {
-            self.first = Some(run);
-        } else {
-            self.more.push(run);
-        }
-    }
-}
-
-/// Service names of open traces, interned: an open trace carries a number, not a `String`.
-#[derive(Debug, Default)]
-struct Services {
-    ids: HashMap<Box<str>, u32>,
-    names: Vec<Box<str>>,
-}
-
-/// Distinct service names remembered; past it they share one name (and one rate-limit bucket).
-const MAX_SERVICE_NAMES: usize = 1024;
-
-impl Services {
-    fn id(&mut self, name: &str) -> u32 {
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let name = if self.names.len() + 1 < MAX_SERVICE_NAMES {
-            name
-        } else {
-            "other"
-        };
-        if let Some(&id) = self.ids.get(name) {
-            return id;
-        }
-        let id = self.names.len() as u32;
-        self.names.push(name.into());
-        self.ids.insert(name.into(), id);
-        id
-    }
-
-    fn name(&self, id: u32) -> &str {
-        self.names.get(id as usize).map_or("", |n| n)
-    }
-}
-
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
 }
 
 /// The sampling stage. Owned by the dispatcher task: no locks on its state.
@@ -655,14 +403,11 @@ impl Sampler {
         let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else {
             return v;
         };
-        let b = self.buckets.entry(service).or_insert(Bucket {
-            tokens: rate.max(1.0),
-            at: now,
-        });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(rate.max(1.0));
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
+        let b = self
+            .buckets
+            .entry(service)
+            .or_insert_with(|| Bucket::new(rate, now));
+        if b.take(rate, now) {
             v
         } else {
             Verdict {
@@ -955,7 +700,17 @@ fn request_attrs(batch: &Batch, entry: &SpanInfo) -> RequestAttrs {
 
 pub mod config;
 mod decisions;
+mod holds;
+mod rate_limit;
+mod ratio;
+mod stats;
+
 use decisions::Decisions;
+use holds::{HeldBatch, Open, Run, Services};
+use rate_limit::Bucket;
+use ratio::MAX_THRESHOLD;
+pub use ratio::{incoming_threshold, randomness, ratio_keeps, threshold};
+pub use stats::{MAX_SERVICES_TRACKED, SamplingStats};
 
 #[cfg(test)]
 mod tests;
