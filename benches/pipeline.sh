@@ -22,7 +22,7 @@ LIMIT=${LIMIT:-48MiB}
 
 cargo build --release --quiet --bin sidetrace
 cargo build --release --quiet --features bench-tools --bin fake-xray
-BIN=target/release/sidetrace
+BIN=${BIN:-target/release/sidetrace}   # BIN=path/to/other/sidetrace compares a build
 FAKE=target/release/fake-xray
 GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566
 

@@ -226,13 +226,18 @@ impl Config {
 
     /// Applies `SIDETRACE_*` variables for every key (an empty value means unset, as in OTel).
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
-        for key in Config::keys() {
-            let var = env_name(key.name);
+        let names: Vec<&str> = sections()
+            .iter()
+            .flat_map(|s| s.list())
+            .map(|k| k.0)
+            .collect();
+        for name in names {
+            let var = env_name(name);
             if let Some(value) = env(&var).filter(|v| !v.is_empty())
-                && let Err(message) = self.set(key.name, &value)
+                && let Err(message) = self.set(name, &value)
             {
                 problems.push(Problem {
-                    key: key.name.into(),
+                    key: name.into(),
                     source: var,
                     message,
                 });

@@ -89,7 +89,55 @@ pub fn show_duration(d: Duration) -> String {
     }
 }
 
-/// A TOML string literal.
+/// A TOML basic string literal. Written here rather than by the toml crate's serializer, which
+/// would otherwise be paged in at every start (flags and `--help` show defaults).
 pub fn toml_string(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A TOML array of strings.
+pub fn toml_list(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| toml_string(s)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_literals_parse_back() {
+        for s in [
+            "plain",
+            "a \"quote\" and \\ back",
+            "tab\tnew\nline",
+            "bell\u{7}",
+            "ünï",
+        ] {
+            let doc = format!(
+                "v = {}\nl = {}",
+                toml_string(s),
+                toml_list(&[s.into(), "b".into()])
+            );
+            let t: toml::Table = toml::from_str(&doc).unwrap();
+            assert_eq!(t["v"].as_str(), Some(s));
+            assert_eq!(t["l"].as_array().unwrap()[0].as_str(), Some(s));
+        }
+        assert_eq!(show_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(show_duration(Duration::from_secs(60)), "60s");
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+    }
 }

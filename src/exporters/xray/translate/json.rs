@@ -281,6 +281,14 @@ fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
+/// `1-` + 8 hex (the time part) + `-` + 24 hex, as X-Ray writes trace IDs.
+pub(super) fn push_trace_id(out: &mut Vec<u8>, trace_id: &[u8; 16]) {
+    out.extend_from_slice(b"1-");
+    push_hex(out, &trace_id[..4]);
+    out.push(b'-');
+    push_hex(out, &trace_id[4..]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

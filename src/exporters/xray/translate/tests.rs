@@ -1,10 +1,12 @@
 //! Unit tests of the translator's limits and edge cases that golden files cannot show well.
 
 use super::blocks::url_host;
+use super::json::Writer;
+use super::plan::Name;
 use super::write::write_name;
 use super::*;
 use crate::exporters::xray::validate::validate_document;
-use crate::proto::{ArrayValue, KeyValue, Status, span};
+use crate::proto::{AnyValue, ArrayValue, KeyValue, Status, any_value::Value, span};
 
 fn kv(key: &str, value: Value) -> KeyValue {
     KeyValue {

@@ -6,11 +6,14 @@ use crate::proto::{AnyValue, any_value::Value};
 
 use super::attrs::{Res, str_of};
 use super::blocks::{AwsSpan, Http, Port, Sql, Tables, Url};
+use super::json::push_trace_id;
 use super::json::{self, Writer};
+use super::plan::{
+    Cause, Disp, Doc, EMPTY, Name, Role, annotation_key_char, derived_id, name_char_ok,
+};
 use super::{
-    Cause, DEFAULT_NAME, Disp, Doc, EMPTY, MAX_ANNOTATION_VALUE_CHARS, MAX_NAME_CHARS,
-    METADATA_PREFIX, Name, RESOURCE_PREFIX, Role, TRIMMED_STRING_CHARS, TranslateError, Translated,
-    Trim, annotation_key_char, derived_id, name_char_ok, push_trace_id,
+    DEFAULT_NAME, MAX_ANNOTATION_VALUE_CHARS, MAX_NAME_CHARS, METADATA_PREFIX, RESOURCE_PREFIX,
+    TRIMMED_STRING_CHARS, TranslateError, Translated, Trim,
 };
 
 /// Renders one document, trimming it to `max_document_bytes` if it has to.
