@@ -127,12 +127,14 @@ impl Agent {
         registry.register(receiver_stats);
         registry.register(queue.clone());
 
-        // Exporters, in the order each gets a batch. Each input holds at most a quarter of the
-        // queue's bytes: a stalled exporter costs that much memory before it pushes back.
+        // Exporters, in the order each gets a batch. Each input holds at most 1/16 of the
+        // queue's bytes (1 MiB by default): a kept batch pins its whole request buffer, so a
+        // quarter cost ~8 MB of peak RSS with every span exported (BENCHMARKS.md, "Component
+        // seam"); a few requests are enough to keep an exporter busy.
         let shared = Shared {
             registry: registry.clone(),
             span_metrics: span_metrics.clone(),
-            input_bytes: (config.pipeline.queue_max_bytes / 4).max(1),
+            input_bytes: (config.pipeline.queue_max_bytes / 16).max(1),
         };
         let mut store = None;
         let mut cloudwatch = None;
@@ -193,7 +195,11 @@ impl Agent {
                 .expect("bound socket has an address"),
         };
 
-        let rules_client = match exporters.contains(&ExporterKind::Xray) {
+        // Only built when the rules are polled: an SDK client pages in ~1 MB of code.
+        let rules_client = match config
+            .sampling
+            .uses_xray_rules(exporters.contains(&ExporterKind::Xray))
+        {
             true => Some(aws_sdk_xray::Client::new(&aws_sdk(config, &mut sdk).await)),
             false => None,
         };

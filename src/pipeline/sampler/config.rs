@@ -54,8 +54,16 @@ impl Default for SamplingConfig {
     }
 }
 
+impl SamplingConfig {
+    /// Whether the account's X-Ray rules decide at the head: no ratio, `sampling.xray_rules`
+    /// on, and the X-Ray exporter running.
+    pub fn uses_xray_rules(&self, xray_exporter: bool) -> bool {
+        self.ratio.is_none() && self.xray_rules && xray_exporter
+    }
+}
+
 /// Builds the sampler: a ratio; the account's X-Ray rules, polled on their own task with
-/// `xray` (given when the X-Ray exporter runs and `sampling.xray_rules` is on); or keep all.
+/// `xray` (given when [`SamplingConfig::uses_xray_rules`]); or keep all.
 pub fn build(
     s: &SamplingConfig,
     xray: Option<aws_sdk_xray::Client>,
@@ -64,7 +72,7 @@ pub fn build(
     let head = if let Some(r) = s.ratio {
         info!(ratio = r, "Sampling: consistent trace-ID ratio.");
         Head::Ratio(r)
-    } else if let Some(client) = xray.filter(|_| s.xray_rules) {
+    } else if let Some(client) = xray.filter(|_| s.uses_xray_rules(true)) {
         let rules = Arc::new(Mutex::new(Rules::fallback(tokio::time::Instant::now())));
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
