@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, start_agent
 
 README = os.path.join(ROOT, "README.md")
 # `sidetrace ...` in the README means the built binary on PATH; the run command builds it.
@@ -239,19 +239,30 @@ class TestRunCommand:
             status, body = get(path.replace("{trace_id}", README_TRACE))
             assert status == 200, f"GET {path}: {status} {body[:200]!r}"
 
-    def test_documented_metrics_exist(self, agent):
+    def test_documented_metrics_exist(self, agent, moto_url):
+        """Every metric the README names is on /metrics: of this local-mode agent, or of an
+        AWS-mode one (against moto) for the X-Ray and CloudWatch exporters' own."""
         text = open(README, encoding="utf-8").read()
         names = set()
         # `sidetrace_exporter_{sent,dropped}_spans_total` names two metrics; `sidetrace_memory_*` a prefix.
         for head, alts, tail in re.findall(r"\b(sidetrace_[a-z_]*)(?:\{([a-z,]+)\}([a-z_]+))?", text):
             names |= {head + a + tail for a in alts.split(",")} if alts else {head}
         status, body = get("/metrics")
-        families = set(re.findall(r"^# TYPE (\S+)", body.decode(), flags=re.M))
+        pages = [body.decode()]
+        aws = start_agent(["--exporters", "xray,cloudwatch", "--sampling-ratio", "1"], {
+            "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        })
+        try:
+            pages.append(aws.get("/metrics")[1].decode())
+        finally:
+            aws.proc.terminate()
+            aws.proc.wait(timeout=30)
+        families = {f for page in pages for f in re.findall(r"^# TYPE (\S+)", page, flags=re.M)}
         series = families | {f + s for f in families for s in ("_bucket", "_sum", "_count")}
         missing = sorted(n for n in names if n not in series
                          and not (n.endswith("_") and any(f.startswith(n) for f in families)))
         assert not missing, f"metrics the README names but /metrics lacks: {missing}"
-
 
     @pytest.mark.parametrize("cmd", of_kind("loadgen"), ids=ids(of_kind("loadgen")))
     def test_loadgen_examples_deliver(self, agent, cmd):
