@@ -92,11 +92,11 @@ fn sampling(c: &mut Criterion) {
         ("xray_rules_keep_errors", rules(), true),
     ];
     for (name, head, keep_errors) in cases {
-        let cfg = Policies {
+        let mut cfg = Policies {
             head,
-            keep_errors,
             ..Policies::keep_all()
         };
+        cfg.config.keep_errors = keep_errors;
         let mut sampler = Sampler::new(cfg, Arc::new(SamplingStats::default()));
         let pipeline = Pipeline::new(
             Arc::new(Queue::new(1 << 20, 1 << 30)),

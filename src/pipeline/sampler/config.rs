@@ -104,14 +104,8 @@ pub fn build(
     Sampler::new(
         Policies {
             head,
-            keep_errors: s.keep_errors,
             slow,
-            grace: s.grace,
-            max_wait: s.max_wait,
-            max_open_traces: s.max_open_traces,
-            max_held_bytes: s.max_held_bytes,
-            decision_cache: s.decision_cache,
-            rate_limit: s.rate_limit,
+            config: s.clone(),
         },
         stats,
     )

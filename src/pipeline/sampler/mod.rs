@@ -67,38 +67,26 @@ impl SlowThresholds {
     }
 }
 
-/// The policies a sampler applies, built from [`config::SamplingConfig`] and the chosen head.
+/// The policies a sampler applies: the chosen head, the slow thresholds by service and
+/// operation, and the `sampling.*` settings as configured (grace, caps, keep-errors, rate limit).
 #[derive(Debug, Clone)]
 pub struct Policies {
     pub head: Head,
-    pub keep_errors: bool,
     pub slow: SlowThresholds,
-    pub grace: Duration,
-    pub max_wait: Duration,
-    pub max_open_traces: usize,
-    pub max_held_bytes: usize,
-    pub decision_cache: usize,
-    /// Most traces kept per second per service (a safety valve); `None` = unlimited.
-    pub rate_limit: Option<f64>,
+    pub config: SamplingConfig,
 }
 
 impl Policies {
     pub fn keep_all() -> Self {
         Policies {
             head: Head::All,
-            keep_errors: true,
             slow: SlowThresholds::default(),
-            grace: DEFAULT_GRACE,
-            max_wait: DEFAULT_MAX_WAIT,
-            max_open_traces: DEFAULT_MAX_OPEN_TRACES,
-            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
-            decision_cache: DEFAULT_DECISION_CACHE,
-            rate_limit: None,
+            config: SamplingConfig::default(),
         }
     }
 
     fn tail(&self) -> bool {
-        self.keep_errors || self.slow.is_set()
+        self.config.keep_errors || self.slow.is_set()
     }
 }
 
@@ -182,7 +170,7 @@ struct Admission<'a> {
 
 impl Sampler {
     pub fn new(cfg: Policies, stats: Arc<SamplingStats>) -> Self {
-        let decided = Decisions::new(cfg.decision_cache);
+        let decided = Decisions::new(cfg.config.decision_cache);
         let ratio_threshold = match cfg.head {
             Head::Ratio(r) => threshold(r),
             _ => 0,
@@ -205,7 +193,7 @@ impl Sampler {
 
     /// Whether the stage does anything (keep-all without a rate limit is a pass-through).
     pub fn is_pass_through(&self) -> bool {
-        matches!(self.cfg.head, Head::All) && self.cfg.rate_limit.is_none()
+        matches!(self.cfg.head, Head::All) && self.cfg.config.rate_limit.is_none()
     }
 
     /// Takes one batch off the queue and returns what is kept now: the batch filtered in place
@@ -391,7 +379,7 @@ impl Sampler {
                 });
                 a.live += 1;
                 if open.entry_seen && open.due.is_none() {
-                    let due = now + self.cfg.grace.min(MAX_GRACE);
+                    let due = now + self.cfg.config.grace.min(MAX_GRACE);
                     open.due = Some(due);
                     self.due.push_back((due, tid));
                 }
@@ -400,7 +388,7 @@ impl Sampler {
     }
 
     fn rate_limit(&mut self, v: Verdict, service: u32, now: Instant) -> Verdict {
-        let Some(rate) = self.cfg.rate_limit.filter(|_| v.keep) else {
+        let Some(rate) = self.cfg.config.rate_limit.filter(|_| v.keep) else {
             return v;
         };
         let b = self
@@ -439,8 +427,8 @@ impl Sampler {
     /// Decides (with what is there) the open traces that push the hold over its caps. Held
     /// bytes fall only when a request's last open trace is decided, so this goes oldest first.
     fn relieve_pressure(&mut self, finished: &mut Vec<(Open, bool)>) {
-        while self.open.len() > self.cfg.max_open_traces
-            || self.hold_bytes() > self.cfg.max_held_bytes
+        while self.open.len() > self.cfg.config.max_open_traces
+            || self.hold_bytes() > self.cfg.config.max_held_bytes
         {
             let Some((_, tid)) = self.order.pop_front() else {
                 break;
@@ -585,7 +573,7 @@ impl Sampler {
                 self.order.pop_front();
                 continue;
             }
-            if now.duration_since(first) < self.cfg.max_wait {
+            if now.duration_since(first) < self.cfg.config.max_wait {
                 break;
             }
             self.order.pop_front();
@@ -624,7 +612,7 @@ fn final_verdict(open: &Open, cfg: &Policies, forced: bool) -> Option<Verdict> {
     if let Some(h) = open.head.filter(|h| h.keep) {
         return Some(h);
     }
-    if cfg.keep_errors && open.error {
+    if cfg.config.keep_errors && open.error {
         return Some(Verdict {
             keep: true,
             policy: Policy::Error,
@@ -705,6 +693,7 @@ mod rate_limit;
 mod ratio;
 mod stats;
 
+pub use config::SamplingConfig;
 use decisions::Decisions;
 use holds::{HeldBatch, Open, Run, Services};
 use rate_limit::Bucket;

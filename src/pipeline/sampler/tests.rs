@@ -149,7 +149,7 @@ async fn two_samplers_keep_exactly_the_same_traces() {
         .collect();
     let run = || {
         let mut cfg = cfg(Head::Ratio(0.1));
-        cfg.keep_errors = false;
+        cfg.config.keep_errors = false;
         let mut s = Sampler::new(cfg, Arc::default());
         let out = s.admit(batch(&specs), Instant::now());
         let mut ids: Vec<TraceId> = out
@@ -267,8 +267,8 @@ async fn errors_and_slow_entries_are_kept_whole_at_one_percent() {
 #[tokio::test(start_paused = true)]
 async fn a_hundred_thousand_open_traces_stay_within_the_byte_cap() {
     let mut cfg = cfg(Head::Ratio(0.0));
-    cfg.max_open_traces = 200_000;
-    cfg.max_held_bytes = 8 << 20;
+    cfg.config.max_open_traces = 200_000;
+    cfg.config.max_held_bytes = 8 << 20;
     let stats = Arc::new(SamplingStats::default());
     let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(3);
@@ -293,7 +293,7 @@ async fn a_hundred_thousand_open_traces_stay_within_the_byte_cap() {
 #[tokio::test(start_paused = true)]
 async fn traces_without_entry_span_are_decided_after_max_wait() {
     let mut cfg = cfg(Head::Ratio(0.0));
-    cfg.max_wait = Duration::from_secs(5);
+    cfg.config.max_wait = Duration::from_secs(5);
     let mut s = Sampler::new(cfg, Arc::default());
     let t = tid(&mut Rng::new(8));
     let out = s.admit(batch(&[child(t, true)]), Instant::now());
@@ -315,7 +315,7 @@ async fn traces_without_entry_span_are_decided_after_max_wait() {
 #[tokio::test(start_paused = true)]
 async fn rate_limit_caps_kept_traces_per_service() {
     let mut cfg = cfg(Head::Ratio(1.0));
-    cfg.rate_limit = Some(5.0);
+    cfg.config.rate_limit = Some(5.0);
     let stats = Arc::new(SamplingStats::default());
     let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(1);
@@ -344,7 +344,7 @@ async fn rules_decide_on_the_entry_span() {
         ..Rule::default_rule()
     }]);
     let mut cfg = cfg(Head::Rules(Arc::new(Mutex::new(rules))));
-    cfg.keep_errors = false;
+    cfg.config.keep_errors = false;
     let mut s = Sampler::new(cfg, Arc::default());
     let mut rng = Rng::new(2);
     let t = tid(&mut rng);
@@ -362,8 +362,8 @@ async fn decided_traces_do_not_pile_up_behind_a_long_open_one() {
     let mut c = cfg(Head::Rules(Arc::new(Mutex::new(Rules::fallback(
         Instant::now(),
     )))));
-    c.keep_errors = false;
-    c.max_wait = Duration::from_secs(3600);
+    c.config.keep_errors = false;
+    c.config.max_wait = Duration::from_secs(3600);
     let mut s = Sampler::new(c, Arc::default());
     let mut rng = Rng::new(21);
     s.admit(batch(&[child(tid(&mut rng), false)]), Instant::now());
@@ -498,8 +498,8 @@ async fn freed_slots_behind_a_long_open_trace_count_against_the_hold() {
     // One trace without an entry span pins the oldest held request; every later request is
     // decided at its (zero) grace and freed, but its slot stays behind the pinned one.
     let mut cfg = cfg(Head::Ratio(0.0));
-    cfg.grace = Duration::ZERO;
-    cfg.max_held_bytes = 64 << 10;
+    cfg.config.grace = Duration::ZERO;
+    cfg.config.max_held_bytes = 64 << 10;
     let stats = Arc::new(SamplingStats::default());
     let mut s = Sampler::new(cfg, stats.clone());
     let mut rng = Rng::new(12);
