@@ -42,13 +42,6 @@ pub enum ExporterKind {
 }
 
 impl ExporterKind {
-    pub const ALL: [ExporterKind; 4] = [
-        ExporterKind::Local,
-        ExporterKind::Console,
-        ExporterKind::Xray,
-        ExporterKind::Cloudwatch,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             ExporterKind::Local => "local",

@@ -54,10 +54,6 @@ impl HttpSender {
         })
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// One POST (signed when a signer is set); `Ok` carries the partial-success rejected count.
     pub async fn attempt(&self, body: Bytes) -> Result<u64, ExportError> {
         let retry = |reason, message: String, after| ExportError::Retryable {
