@@ -24,7 +24,7 @@ cargo build --release --quiet --bin sidetrace
 cargo build --release --quiet --features bench-tools --bin fake-xray
 BIN=${BIN:-target/release/sidetrace}   # BIN=path/to/other/sidetrace compares a build
 FAKE=target/release/fake-xray
-GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566
+GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566; UDP=127.0.0.1:32000
 
 taskset -c "$LOAD_CPU" "$FAKE" "$AWS" 2>/dev/null &
 FAKE_PID=$!
@@ -37,6 +37,8 @@ start_agent() {
   local cfg=$1
   local env=(env -u AWS_REGION -u AWS_DEFAULT_REGION)
   local args=(--otlp-grpc-addr "$GRPC" --otlp-http-addr "$HTTP" --admin-addr "$ADMIN")
+  # Builds with the X-Ray daemon port get one off the default, so a running daemon does not clash.
+  "$BIN" --help | grep -q -- --xray-udp-addr && args+=(--xray-udp-addr "$UDP")
   case $cfg in
     a) args+=(--exporters local) ;;
     b) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)

@@ -20,16 +20,25 @@ pub enum Protocol {
     Grpc,
     HttpProtobuf,
     HttpJson,
+    /// Span views of X-Ray SDK documents (UDP :2000): already sampled by the SDK, and relayed
+    /// to X-Ray as sent rather than translated from these spans.
+    XrayUdp,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 3] = [Protocol::Grpc, Protocol::HttpProtobuf, Protocol::HttpJson];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Grpc,
+        Protocol::HttpProtobuf,
+        Protocol::HttpJson,
+        Protocol::XrayUdp,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Protocol::Grpc => "grpc",
             Protocol::HttpProtobuf => "http_protobuf",
             Protocol::HttpJson => "http_json",
+            Protocol::XrayUdp => "xray_udp",
         }
     }
 }
@@ -265,6 +274,15 @@ pub fn origin(resource: &Resource) -> Option<&'static str> {
         slot.get_or_insert(v.as_str());
     }
     aws_origin(!resource.attributes.is_empty(), provider, platform, launch)
+}
+
+/// An X-Ray segment document received as it is (from an X-Ray SDK over UDP), relayed byte for
+/// byte: the SDK already sampled it.
+#[derive(Debug, Clone)]
+pub struct RawDocument {
+    pub json: String,
+    /// The document's `id`, to match X-Ray's `UnprocessedTraceSegments`.
+    pub id: String,
 }
 
 /// One resource (with its scopes) inside a batch, as byte ranges into [`Batch::buf`].

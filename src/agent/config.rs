@@ -14,6 +14,7 @@ use crate::exporters::xray::XrayConfig;
 use crate::pipeline::PipelineConfig;
 use crate::pipeline::sampler::config::SamplingConfig;
 use crate::receivers::ReceiversConfig;
+use crate::receivers::xray_udp::XrayUdpConfig;
 use crate::telemetry::LogFormat;
 use crate::telemetry::span_metrics::SpanMetricsConfig;
 
@@ -112,6 +113,7 @@ impl Section for AgentConfig {
 pub struct Config {
     pub agent: AgentConfig,
     pub receivers: ReceiversConfig,
+    pub xray_udp: XrayUdpConfig,
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
     pub sampling: SamplingConfig,
@@ -123,10 +125,13 @@ pub struct Config {
 }
 
 /// Every section, in the order `config default` prints its keys.
-fn sections() -> [&'static dyn Keys<Config>; 10] {
+fn sections() -> [&'static dyn Keys<Config>; 11] {
     [
         &Mounted::<Config, ReceiversConfig> {
             part: |c| &mut c.receivers,
+        },
+        &Mounted::<Config, XrayUdpConfig> {
+            part: |c| &mut c.xray_udp,
         },
         &Mounted::<Config, AdminConfig> {
             part: |c| &mut c.admin,

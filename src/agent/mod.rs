@@ -24,7 +24,7 @@ use crate::exporters::{
 use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{self, SamplingStats};
 use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats};
-use crate::receivers::{otlp_grpc, otlp_http};
+use crate::receivers::{otlp_grpc, otlp_http, xray_udp};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
 
@@ -33,6 +33,8 @@ use crate::telemetry::span_metrics::SpanMetrics;
 pub struct BoundAddrs {
     pub otlp_grpc: SocketAddr,
     pub otlp_http: SocketAddr,
+    /// UDP: segment documents from the X-Ray SDKs.
+    pub xray_udp: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -140,6 +142,7 @@ impl Agent {
         let mut cloudwatch = None;
         let mut sdk: Option<aws_config::SdkConfig> = None;
         let mut running: Vec<Running> = Vec::with_capacity(exporters.len());
+        let mut xray_input = None;
         // The span accounting of every exporter, batch-fed or not.
         let mut exporter_stats_list = Vec::new();
         for kind in exporters {
@@ -152,7 +155,12 @@ impl Agent {
                 ExporterKind::Console => running.push(console::start(&config.console, &shared)),
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
-                    running.push(xray::start(&config.xray, &sdk, &shared)?);
+                    let r = xray::start(&config.xray, &sdk, &shared)?;
+                    // Segments mode relays X-Ray SDK documents as they are; OTLP mode sends their views.
+                    if r.input.relays_xray_documents() {
+                        xray_input = Some(r.input.clone());
+                    }
+                    running.push(r);
                 }
                 ExporterKind::Cloudwatch if !config.span_metrics.enabled => warn!(
                     exporter = "cloudwatch",
@@ -182,12 +190,21 @@ impl Agent {
             config.bind_addr(config.receivers.otlp_http_addr),
         )
         .await?;
+        let udp_addr = config.bind_addr(config.xray_udp.xray_udp_addr);
+        let udp_socket = xray_udp::bind(udp_addr).map_err(|source| StartError::Bind {
+            what: "X-Ray UDP",
+            addr: udp_addr,
+            source,
+        })?;
         let admin_listener = bind("admin", config.bind_addr(config.admin.admin_addr)).await?;
         let addrs = BoundAddrs {
             otlp_grpc: grpc_listener
                 .local_addr()
                 .expect("bound socket has an address"),
             otlp_http: http_listener
+                .local_addr()
+                .expect("bound socket has an address"),
+            xray_udp: udp_socket
                 .local_addr()
                 .expect("bound socket has an address"),
             admin: admin_listener
@@ -226,8 +243,23 @@ impl Agent {
             stopped(stop_rx.clone()),
         );
         info!(listener = "otlp_grpc", addr = %addrs.otlp_grpc, "Listening for OTLP/gRPC.");
-        let http = otlp_http::start(http_listener, pipeline.clone(), max, stopped(stop_rx));
+        let http = otlp_http::start(
+            http_listener,
+            pipeline.clone(),
+            max,
+            stopped(stop_rx.clone()),
+        );
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
+        let udp_stats = Arc::new(xray_udp::UdpStats::for_socket(&udp_socket));
+        registry.register(udp_stats.clone());
+        let udp = xray_udp::start(
+            udp_socket,
+            xray_input,
+            pipeline.clone(),
+            udp_stats,
+            stopped(stop_rx),
+        );
+        info!(listener = "xray_udp", addr = %addrs.xray_udp, "Listening for X-Ray SDK segments (UDP).");
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
         tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
@@ -251,7 +283,7 @@ impl Agent {
             in_flight,
             stop_receivers,
             stop_admin,
-            receivers: vec![grpc, http],
+            receivers: vec![grpc, http, udp],
             admin,
             dispatcher,
             exporter_tasks,

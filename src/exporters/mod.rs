@@ -20,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::model::Batch;
+use crate::model::{Batch, RawDocument};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
 
@@ -71,6 +71,16 @@ pub trait Export: Send + 'static {
     /// Takes one kept batch.
     fn export(&mut self, batch: &Batch, now: Instant) -> impl Future<Output = ()> + Send;
 
+    /// Takes documents that arrived already translated (X-Ray SDKs over UDP); only the X-Ray
+    /// exporter is given any.
+    fn export_documents(
+        &mut self,
+        _docs: Vec<RawDocument>,
+        _now: Instant,
+    ) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+
     /// Periodic work, every [`TICK`].
     fn tick(&mut self, _now: Instant) -> impl Future<Output = ()> + Send {
         async {}
@@ -101,19 +111,46 @@ pub struct Running {
     pub stats: Arc<ExporterStats>,
 }
 
-type Item = (Arc<Batch>, OwnedSemaphorePermit);
-
-/// The dispatcher's end of one exporter's input: bounded in bytes, so a stalled exporter costs
-/// at most its input's budget of memory before it pushes back.
+/// What an input carries: batches from the dispatcher, or documents from the X-Ray UDP receiver.
 #[derive(Debug)]
+enum Work {
+    Batch(Arc<Batch>),
+    Documents(Vec<RawDocument>),
+}
+
+type Item = (Work, OwnedSemaphorePermit);
+
+/// The feeding end of one exporter's input: bounded in bytes, so a stalled exporter costs at
+/// most its input's budget of memory before it pushes back. Cloned for a second feeder (the
+/// X-Ray UDP receiver); the exporter stops once every clone is dropped.
+#[derive(Debug, Clone)]
 pub struct Input {
     tx: mpsc::UnboundedSender<Item>,
     room: Arc<Semaphore>,
     capacity_bytes: u32,
     stats: Arc<ExporterStats>,
+    /// Takes X-Ray SDK documents as they are (the X-Ray exporter in segments mode), so it is
+    /// not given their span views too.
+    relays_xray_documents: bool,
 }
 
 impl Input {
+    /// Marks this input as the one X-Ray SDK documents are relayed to.
+    pub fn relaying_xray_documents(mut self) -> Self {
+        self.relays_xray_documents = true;
+        self
+    }
+
+    pub fn relays_xray_documents(&self) -> bool {
+        self.relays_xray_documents
+    }
+
+    /// Whether this exporter takes `batch` (every batch, except X-Ray SDK span views for the
+    /// exporter that relays their documents).
+    pub fn wants(&self, batch: &Batch) -> bool {
+        !(self.relays_xray_documents && batch.protocol == crate::model::Protocol::XrayUdp)
+    }
+
     /// Waits until the batch fits in the input (the exporter's backpressure), then hands it over.
     pub async fn send(&self, batch: Arc<Batch>) {
         // A batch larger than the whole budget takes all of it rather than never fitting.
@@ -126,11 +163,37 @@ impl Input {
         };
         let spans = batch.spans.len() as i64;
         self.stats.pending_add(spans);
-        if self.tx.send((batch, permit)).is_err() {
+        if self.tx.send((Work::Batch(batch), permit)).is_err() {
             // The exporter's task has ended (it only does at shutdown or if it panicked).
             self.stats.pending_add(-spans);
             self.stats
                 .dropped(crate::model::DropReason::DrainDeadline, spans as u64);
+        }
+    }
+}
+
+impl Input {
+    /// Hands documents over if they fit now; gives them back when the input is full (a UDP
+    /// sender cannot be asked to wait).
+    pub fn try_send_documents(&self, docs: Vec<RawDocument>) -> Result<(), Vec<RawDocument>> {
+        let bytes: usize = docs.iter().map(|d| d.json.len() + d.id.len()).sum();
+        let need = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity_bytes);
+        let Ok(permit) = self.room.clone().try_acquire_many_owned(need) else {
+            return Err(docs);
+        };
+        let n = docs.len() as i64;
+        self.stats.pending_add(n);
+        match self.tx.send((Work::Documents(docs), permit)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.stats.pending_add(-n);
+                match e.0.0 {
+                    Work::Documents(d) => Err(d),
+                    Work::Batch(_) => Err(Vec::new()),
+                }
+            }
         }
     }
 }
@@ -154,6 +217,7 @@ fn spawn_task<E: Export>(
         room: Arc::new(Semaphore::new(capacity_bytes as usize)),
         capacity_bytes,
         stats: stats.clone(),
+        relays_xray_documents: false,
     };
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
@@ -161,11 +225,21 @@ fn spawn_task<E: Export>(
         loop {
             tokio::select! {
                 item = rx.recv() => {
-                    let Some((batch, permit)) = item else { break };
-                    exporter.export(&batch, Instant::now()).await;
-                    // Counted as pending until the exporter took the batch over: an abort at the
-                    // drain deadline may count a batch twice, never not at all.
-                    stats.pending_add(-(batch.spans.len() as i64));
+                    let Some((work, permit)) = item else { break };
+                    // Counted as pending until the exporter took the work over: an abort at the
+                    // drain deadline may count it twice, never not at all.
+                    let n = match work {
+                        Work::Batch(batch) => {
+                            exporter.export(&batch, Instant::now()).await;
+                            batch.spans.len()
+                        }
+                        Work::Documents(docs) => {
+                            let n = docs.len();
+                            exporter.export_documents(docs, Instant::now()).await;
+                            n
+                        }
+                    };
+                    stats.pending_add(-(n as i64));
                     drop(permit);
                 }
                 _ = tick.tick() => exporter.tick(Instant::now()).await,

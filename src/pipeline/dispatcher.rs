@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::exporters::{ExporterFamilies, Input};
-use crate::model::{Batch, DropReason};
+use crate::model::{Batch, DropReason, Protocol};
 use crate::pipeline::queue::Queue;
 use crate::pipeline::sampler::Sampler;
 use crate::telemetry::{Counters, Stats, family};
@@ -62,7 +62,7 @@ async fn deliver(inputs: &[Input], batches: Vec<Batch>) {
     for batch in batches {
         // One copy shared by every exporter: the inputs count its bytes, not duplicates.
         let batch = Arc::new(batch);
-        for input in inputs {
+        for input in inputs.iter().filter(|i| i.wants(&batch)) {
             input.send(batch.clone()).await;
         }
     }
@@ -84,7 +84,12 @@ pub async fn run_dispatcher(
             batch = queue.pop() => {
                 let Some(batch) = batch else { break };
                 in_flight.0.store(batch.spans.len() as u64, Ordering::Relaxed);
-                let kept = sampler.admit(batch, Instant::now());
+                // X-Ray SDK spans were sampled by the SDK that sent them: all are kept.
+                let kept = if batch.protocol == Protocol::XrayUdp {
+                    vec![batch]
+                } else {
+                    sampler.admit(batch, Instant::now())
+                };
                 deliver(&inputs, kept).await;
                 in_flight.0.store(0, Ordering::Relaxed);
             }

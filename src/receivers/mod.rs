@@ -5,6 +5,7 @@ pub mod decode;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;
+pub mod xray_udp;
 
 use std::io::Read;
 use std::pin::Pin;

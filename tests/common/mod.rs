@@ -11,7 +11,12 @@ use sidetrace::exporters::ExporterKind;
 /// A config with every listener on 127.0.0.1:0.
 pub fn test_config() -> Config {
     let mut c = Config::default();
-    for key in ["otlp_grpc_addr", "otlp_http_addr", "admin_addr"] {
+    for key in [
+        "otlp_grpc_addr",
+        "otlp_http_addr",
+        "xray_udp_addr",
+        "admin_addr",
+    ] {
         c.set(key, "127.0.0.1:0").unwrap();
     }
     c.pipeline.drain_timeout = Duration::from_secs(5);

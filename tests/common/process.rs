@@ -14,6 +14,8 @@ pub struct Running {
     pub child: Child,
     pub grpc: String,
     pub http: String,
+    /// UDP: the X-Ray daemon port.
+    pub xray_udp: String,
     pub admin: String,
     pub log: String,
 }
@@ -81,6 +83,8 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
         "127.0.0.1:0",
         "--admin-addr",
         "127.0.0.1:0",
+        "--xray-udp-addr",
+        "127.0.0.1:0",
     ])
     .args(args)
     .env_remove("AWS_REGION")
@@ -98,6 +102,7 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
         child,
         grpc: String::new(),
         http: String::new(),
+        xray_udp: String::new(),
         admin: String::new(),
         log: String::new(),
     };
@@ -116,6 +121,8 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
             running.grpc = addr.unwrap();
         } else if line.contains("listener=\"otlp_http\"") {
             running.http = addr.unwrap();
+        } else if line.contains("listener=\"xray_udp\"") {
+            running.xray_udp = addr.unwrap();
         } else if line.contains("listener=\"admin\"") {
             running.admin = addr.unwrap();
         }

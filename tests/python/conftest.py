@@ -18,6 +18,7 @@ class Agent:
         self.proc = proc
         self.grpc = addrs["otlp_grpc"]
         self.http = addrs["otlp_http"]
+        self.xray_udp = addrs["xray_udp"]
         self.admin = addrs["admin"]
 
     def get(self, path):
@@ -57,18 +58,18 @@ def start_agent(extra_args=(), extra_env=None):
     env.update(extra_env or {})
     proc = subprocess.Popen(
         [BIN, "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0",
-         "--admin-addr", "127.0.0.1:0", *extra_args],
+         "--xray-udp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     addrs = {}
     deadline = time.time() + 20
-    while len(addrs) < 3 and time.time() < deadline:
+    while "admin" not in addrs and time.time() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
         m = re.search(r'listener="(\w+)" addr=(\S+)', line)
         if m:
             addrs[m.group(1)] = m.group(2)
-    assert len(addrs) == 3, f"agent did not report its listeners: {addrs}"
+    assert {"otlp_grpc", "otlp_http", "xray_udp", "admin"} <= set(addrs), f"agent did not report its listeners: {addrs}"
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     return Agent(proc, addrs)
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::exporters::batching::{BatchLimits, Batcher};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
-use crate::model::{Batch, DropReason, hex};
+use crate::model::{Batch, DropReason, RawDocument, hex};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
 pub use config::{XrayConfig, XrayMode};
@@ -134,7 +134,10 @@ pub fn start(
     let xray = Arc::new(XrayStats::default());
     shared.registry.register(xray.clone());
     let exporter = XrayExporter::new(XrayClient::new(sdk), settings, stats.clone(), xray);
-    Ok(crate::exporters::spawn(exporter, stats, shared.input_bytes))
+    let mut running = crate::exporters::spawn(exporter, stats, shared.input_bytes);
+    // X-Ray SDK documents (UDP :2000) are sent as they came, not translated from their views.
+    running.input = running.input.relaying_xray_documents();
+    Ok(running)
 }
 
 /// How the exporter batches and sends.
@@ -266,6 +269,20 @@ impl Export for XrayExporter {
                     self.stats.rejected(e.reason(), 1);
                 }
             }
+        }
+    }
+
+    /// Documents from X-Ray SDKs, relayed as they came: batched, sent and counted like ours.
+    async fn export_documents(&mut self, docs: Vec<RawDocument>, now: Instant) {
+        for d in docs {
+            self.push(
+                PendingDoc {
+                    json: d.json,
+                    span_id: Some(d.id),
+                },
+                now,
+            )
+            .await;
         }
     }
 

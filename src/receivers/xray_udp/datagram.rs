@@ -1,0 +1,388 @@
+//! One X-Ray daemon datagram: the header line `{"format": "json", "version": 1}`, a newline, and
+//! one segment or subsegment document, which is relayed byte for byte. The daemon checks only
+//! the header (aws-xray-daemon tracesegment.go); we also refuse bodies X-Ray would reject
+//! whole (not JSON, no `id` or `trace_id`), so that each is counted here by reason.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::exporters::xray::translate::MAX_DOCUMENT_BYTES;
+
+/// The largest datagram read: a UDP payload's maximum, what the SDKs cap a send at.
+pub const MAX_DATAGRAM_BYTES: usize = 65_535;
+/// Nesting accepted in a document (serde_json's own recursion limit is 128).
+pub const MAX_DEPTH: usize = 100;
+
+/// Why a datagram was not relayed (a bounded label of `sidetrace_xray_udp_segments_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// No newline, or nothing after it (the daemon's "Missing header or segment").
+    MissingHeader,
+    /// A header that is not `{"format": "json", "version": 1}` (the daemon's "Invalid header").
+    InvalidHeader,
+    /// Over X-Ray's 64 kB document limit (a relayed document cannot be trimmed: it is sent as
+    /// it came), or larger than a UDP payload can be.
+    TooLarge,
+    /// Not UTF-8, not a JSON object, nested deeper than [`MAX_DEPTH`], or a field of the wrong
+    /// type (X-Ray refuses such a document whole).
+    InvalidDocument,
+    /// A document without an `id` or `trace_id`.
+    MissingId,
+    /// An `id`, `parent_id` or `trace_id` not in X-Ray's format (16 hex digits; `1-` + 8 + 24).
+    InvalidId,
+}
+
+impl Reject {
+    pub const ALL: [Reject; 6] = [
+        Reject::MissingHeader,
+        Reject::InvalidHeader,
+        Reject::TooLarge,
+        Reject::InvalidDocument,
+        Reject::MissingId,
+        Reject::InvalidId,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reject::MissingHeader => "missing_header",
+            Reject::InvalidHeader => "invalid_header",
+            Reject::TooLarge => "too_large",
+            Reject::InvalidDocument => "invalid_document",
+            Reject::MissingId => "missing_id",
+            Reject::InvalidId => "invalid_id",
+        }
+    }
+}
+
+/// A document that passed: its text (byte for byte as sent) and its parsed fields.
+#[derive(Debug)]
+pub struct Document<'a> {
+    pub json: &'a str,
+    pub segment: Segment<'a>,
+}
+
+impl Document<'_> {
+    pub fn id(&self) -> &str {
+        self.segment.id.as_deref().unwrap_or("")
+    }
+}
+
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(borrow)]
+    format: Cow<'a, str>,
+    version: i64,
+}
+
+// The fields the span view reads (the X-Ray segment document schema); everything else is
+// skipped without being kept. A known field of the wrong type fails the parse, as X-Ray would.
+// Strings are borrowed unless they hold escapes (`Option<Cow>` does not borrow through serde).
+
+/// A segment, or a subsegment (nested, or sent on its own with `type: "subsegment"`).
+#[derive(Debug, Default, Deserialize)]
+pub struct Segment<'a> {
+    #[serde(borrow, default)]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub trace_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub parent_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    #[serde(borrow, default, rename = "type")]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub start_time: Option<f64>,
+    #[serde(default)]
+    pub end_time: Option<f64>,
+    #[serde(default)]
+    pub in_progress: Option<bool>,
+    #[serde(default)]
+    pub fault: Option<bool>,
+    #[serde(default)]
+    pub error: Option<bool>,
+    #[serde(default)]
+    pub throttle: Option<bool>,
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub origin: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub http: Option<Http<'a>>,
+    #[serde(borrow, default)]
+    pub sql: Option<Sql<'a>>,
+    /// Free-form blocks, kept as JSON values (rarely large; only read when present).
+    #[serde(default)]
+    pub aws: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub cause: Option<serde_json::Value>,
+    #[serde(default)]
+    pub service: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    pub subsegments: Option<Vec<Segment<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Http<'a> {
+    #[serde(borrow, default)]
+    pub request: Option<HttpRequest<'a>>,
+    #[serde(default)]
+    pub response: Option<HttpResponse>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HttpRequest<'a> {
+    #[serde(borrow, default)]
+    pub method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub client_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub user_agent: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct HttpResponse {
+    #[serde(default)]
+    pub status: Option<serde_json::Value>,
+    /// A number, or a string from some SDKs (the Collector's testdata has both).
+    #[serde(default)]
+    pub content_length: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Sql<'a> {
+    #[serde(borrow, default)]
+    pub url: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub sanitized_query: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub database_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub user: Option<Cow<'a, str>>,
+}
+
+/// Deepest `[`/`{` nesting outside strings: checked before parsing, so a 10,000-deep document
+/// costs one scan and never a deep recursion.
+fn depth(json: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// `1-` + 8 hex digits (epoch seconds) + `-` + 24 hex digits.
+pub fn is_trace_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 35
+        && b.starts_with(b"1-")
+        && b[10] == b'-'
+        && b[2..10].iter().chain(&b[11..]).all(u8::is_ascii_hexdigit)
+}
+
+/// 16 hex digits.
+pub fn is_span_id(s: &str) -> bool {
+    s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn check_ids(seg: &Segment<'_>, top: bool) -> Result<(), Reject> {
+    let id = seg.id.as_deref().filter(|s| !s.is_empty());
+    let Some(id) = id else {
+        return Err(Reject::MissingId);
+    };
+    if top {
+        let trace = seg.trace_id.as_deref().filter(|s| !s.is_empty());
+        let Some(trace) = trace else {
+            return Err(Reject::MissingId);
+        };
+        if !is_trace_id(trace) {
+            return Err(Reject::InvalidId);
+        }
+    }
+    if !is_span_id(id) || seg.parent_id.as_deref().is_some_and(|p| !is_span_id(p)) {
+        return Err(Reject::InvalidId);
+    }
+    for sub in seg.subsegments.iter().flatten() {
+        check_ids(sub, false)?;
+    }
+    Ok(())
+}
+
+/// Splits and checks one datagram.
+pub fn parse<'a>(datagram: &'a [u8]) -> Result<Document<'a>, Reject> {
+    if datagram.len() > MAX_DATAGRAM_BYTES {
+        return Err(Reject::TooLarge);
+    }
+    let newline = datagram
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(Reject::MissingHeader)?;
+    let (header, body) = (&datagram[..newline], &datagram[newline + 1..]);
+    let body = body.trim_ascii();
+    if body.is_empty() {
+        return Err(Reject::MissingHeader);
+    }
+    let h: Header<'_> = serde_json::from_slice(header).map_err(|_| Reject::InvalidHeader)?;
+    if !h.format.eq_ignore_ascii_case("json") || h.version != 1 {
+        return Err(Reject::InvalidHeader);
+    }
+    if body.len() > MAX_DOCUMENT_BYTES {
+        return Err(Reject::TooLarge);
+    }
+    let json = std::str::from_utf8(body).map_err(|_| Reject::InvalidDocument)?;
+    if !json.starts_with('{') || depth(body) > MAX_DEPTH {
+        return Err(Reject::InvalidDocument);
+    }
+    let segment: Segment<'a> = serde_json::from_str(json).map_err(|_| Reject::InvalidDocument)?;
+    check_ids(&segment, true)?;
+    Ok(Document { json, segment })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "{\"format\": \"json\", \"version\": 1}\n";
+    const TRACE: &str = "1-5f84c7a8-0123456789abcdef01234567";
+
+    fn datagram(body: &str) -> Vec<u8> {
+        format!("{HEADER}{body}").into_bytes()
+    }
+
+    /// A minimal valid document with `extra` fields after the IDs.
+    fn doc(extra: &str) -> String {
+        format!(r#"{{"trace_id":"{TRACE}","id":"70de5b6f19ff9a0a"{extra}}}"#)
+    }
+
+    #[test]
+    fn a_segment_passes_byte_for_byte() {
+        let body = format!(
+            r#"{{"trace_id":"{TRACE}","id":"70de5b6f19ff9a0a","name":"caf\u00e9 ☕","start_time":1.5,"in_progress":true,"annotations":{{"k":"v"}},"subsegments":[{{"id":"70de5b6f19ff9a0b","name":"db","start_time":1.6,"end_time":1.7}}]}}"#
+        );
+        let d = datagram(&body);
+        let doc = parse(&d).unwrap();
+        assert_eq!(doc.json, body);
+        assert_eq!(doc.id(), "70de5b6f19ff9a0a");
+        assert_eq!(doc.segment.trace_id.as_deref(), Some(TRACE));
+        assert_eq!(doc.segment.name.as_deref(), Some("café ☕"));
+        assert_eq!(doc.segment.in_progress, Some(true));
+        assert_eq!(doc.segment.subsegments.as_ref().unwrap().len(), 1);
+        let lax = format!("{{\"format\":\"JSON\",\"version\":1}}\n{body}\n");
+        assert_eq!(
+            parse(lax.as_bytes()).unwrap().json,
+            body,
+            "format ignores case; trailing newline trimmed"
+        );
+    }
+
+    #[test]
+    fn hostile_datagrams_are_rejected_by_reason() {
+        let cases: Vec<(Vec<u8>, Reject)> = vec![
+            (b"no newline at all".to_vec(), Reject::MissingHeader),
+            (HEADER.as_bytes().to_vec(), Reject::MissingHeader),
+            (
+                format!("{{\"format\":\"json\",\"version\":2}}\n{}", doc("")).into_bytes(),
+                Reject::InvalidHeader,
+            ),
+            (
+                b"{\"format\":\"xml\",\"version\":1}\n{}".to_vec(),
+                Reject::InvalidHeader,
+            ),
+            (
+                format!("garbage\n{}", doc("")).into_bytes(),
+                Reject::InvalidHeader,
+            ),
+            (datagram(&doc("")[..40]), Reject::InvalidDocument),
+            (
+                [HEADER.as_bytes(), b"{\"id\":\"\xff\xfe\",\"trace_id\":\"b\"}"].concat(),
+                Reject::InvalidDocument,
+            ),
+            (
+                datagram(&doc(&format!(
+                    ",\"m\":{}{}",
+                    "[".repeat(10_000),
+                    "]".repeat(10_000)
+                ))),
+                Reject::InvalidDocument,
+            ),
+            (datagram("[1,2]"), Reject::InvalidDocument),
+            (
+                datagram(&doc(",\"start_time\":\"yesterday\"")),
+                Reject::InvalidDocument,
+            ),
+            (
+                datagram(&format!(r#"{{"trace_id":"{TRACE}","name":"x"}}"#)),
+                Reject::MissingId,
+            ),
+            (datagram(r#"{"id":"70de5b6f19ff9a0a"}"#), Reject::MissingId),
+            (
+                datagram(&doc(r#","subsegments":[{"name":"no id"}]"#)),
+                Reject::MissingId,
+            ),
+            (
+                datagram(r#"{"id":"70de5b6f19ff9a0a","trace_id":"b"}"#),
+                Reject::InvalidId,
+            ),
+            (
+                datagram(&format!(r#"{{"id":"nothex","trace_id":"{TRACE}"}}"#)),
+                Reject::InvalidId,
+            ),
+            (datagram(&doc(r#","parent_id":"7"#)), Reject::InvalidDocument),
+            (datagram(&doc(r#","parent_id":"7""#)), Reject::InvalidId),
+            (
+                datagram(&format!(r#"{{"id":7,"trace_id":"{TRACE}"}}"#)),
+                Reject::InvalidDocument,
+            ),
+            (vec![b'x'; MAX_DATAGRAM_BYTES + 1], Reject::TooLarge),
+        ];
+        for (d, want) in cases {
+            assert_eq!(
+                parse(&d).map(|_| ()),
+                Err(want),
+                "{:?}",
+                String::from_utf8_lossy(&d[..d.len().min(80)])
+            );
+        }
+        // A document at X-Ray's limit passes; one byte more is refused, not sent to be rejected.
+        let sized = |len: usize| {
+            let pad = len - doc(r#","m":"""#).len();
+            datagram(&doc(&format!(r#","m":"{}""#, "x".repeat(pad))))
+        };
+        assert!(parse(&sized(MAX_DOCUMENT_BYTES)).is_ok());
+        assert_eq!(
+            parse(&sized(MAX_DOCUMENT_BYTES + 1)).map(|_| ()),
+            Err(Reject::TooLarge)
+        );
+    }
+
+    #[test]
+    fn depth_ignores_brackets_in_strings() {
+        assert_eq!(depth(br#"{"a":"[[[{{{","b":[{"c":"\"]"}]}"#), 3);
+    }
+}
