@@ -11,6 +11,7 @@ pub mod loadgen;
 pub mod model;
 pub mod pipeline;
 pub mod proto;
+pub mod proxy;
 pub mod receivers;
 pub mod telemetry;
 pub mod workload;

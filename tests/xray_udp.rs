@@ -62,7 +62,8 @@ async fn segments_reach_xray_unchanged_and_hostile_datagrams_are_counted() {
         format!("{HEADER}{{\"name\":\"no ids\"}}").into_bytes(),
         // The largest UDP payload over IPv4: over X-Ray's 64 kB document limit.
         {
-            let head = format!("{HEADER}{{\"id\":\"70de5b6f19ff9a01\",\"trace_id\":\"{tid}\",\"m\":\"");
+            let head =
+                format!("{HEADER}{{\"id\":\"70de5b6f19ff9a01\",\"trace_id\":\"{tid}\",\"m\":\"");
             format!("{head}{}\"}}", "x".repeat(65_507 - head.len() - 2)).into_bytes()
         },
         format!("{HEADER}{{\"id\":\"70de5b6f19ff9a01\",\"trace_id\":\"b\"}}").into_bytes(),
@@ -183,7 +184,10 @@ fn a_flood_is_accounted_for() {
         if now == last {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "never settled: {now:?}");
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "never settled: {now:?}"
+        );
         last = now;
     }
     let (received, accepted, rejected, spilled) = last;

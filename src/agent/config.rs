@@ -13,6 +13,7 @@ use crate::exporters::local_store::LocalConfig;
 use crate::exporters::xray::XrayConfig;
 use crate::pipeline::PipelineConfig;
 use crate::pipeline::sampler::config::SamplingConfig;
+use crate::proxy::ProxyConfig;
 use crate::receivers::ReceiversConfig;
 use crate::receivers::xray_udp::XrayUdpConfig;
 use crate::telemetry::LogFormat;
@@ -114,6 +115,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub receivers: ReceiversConfig,
     pub xray_udp: XrayUdpConfig,
+    pub xray_proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
     pub sampling: SamplingConfig,
@@ -125,13 +127,16 @@ pub struct Config {
 }
 
 /// Every section, in the order `config default` prints its keys.
-fn sections() -> [&'static dyn Keys<Config>; 11] {
+fn sections() -> [&'static dyn Keys<Config>; 12] {
     [
         &Mounted::<Config, ReceiversConfig> {
             part: |c| &mut c.receivers,
         },
         &Mounted::<Config, XrayUdpConfig> {
             part: |c| &mut c.xray_udp,
+        },
+        &Mounted::<Config, ProxyConfig> {
+            part: |c| &mut c.xray_proxy,
         },
         &Mounted::<Config, AdminConfig> {
             part: |c| &mut c.admin,
@@ -231,6 +236,20 @@ impl Config {
 
     /// Applies `SIDETRACE_*` variables for every key (an empty value means unset, as in OTel).
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<Problem>) {
+        // The X-Ray SDKs' variable, so the agent listens where they send; SIDETRACE_* still win.
+        if let Some(value) = env(DAEMON_ADDRESS_VAR).filter(|v| !v.trim().is_empty()) {
+            match parse_daemon_address(&value) {
+                Ok((udp, tcp)) => {
+                    self.xray_udp.xray_udp_addr = udp;
+                    self.xray_proxy.xray_proxy_addr = (tcp != udp).then_some(tcp);
+                }
+                Err(message) => problems.push(Problem {
+                    key: "xray_udp_addr".into(),
+                    source: DAEMON_ADDRESS_VAR.into(),
+                    message,
+                }),
+            }
+        }
         let names: Vec<&str> = sections()
             .iter()
             .flat_map(|s| s.list())
@@ -250,7 +269,8 @@ impl Config {
         }
     }
 
-    /// Loads defaults < file < env < flags, or every problem found.
+    /// Loads defaults < file < env (`AWS_XRAY_DAEMON_ADDRESS`, then `SIDETRACE_*`) < flags, or
+    /// every problem found.
     pub fn load(
         file: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
@@ -368,6 +388,50 @@ impl Config {
     }
 }
 
+/// The X-Ray SDKs' daemon address variable.
+pub const DAEMON_ADDRESS_VAR: &str = "AWS_XRAY_DAEMON_ADDRESS";
+
+/// `AWS_XRAY_DAEMON_ADDRESS` as the SDKs read it: `host:port` (UDP and TCP), or
+/// `tcp:host:port udp:host:port` in either order. Returns (UDP, TCP).
+pub fn parse_daemon_address(text: &str) -> Result<(SocketAddr, SocketAddr), String> {
+    let resolve = |hp: &str| -> Result<SocketAddr, String> {
+        use std::net::ToSocketAddrs;
+        let bad = || format!("{hp:?} is not host:port (as in 127.0.0.1:2000)");
+        // A name (the SDKs allow `localhost:2000`) is resolved once, at start.
+        hp.to_socket_addrs()
+            .map_err(|_| bad())?
+            .find(SocketAddr::is_ipv4)
+            .or_else(|| hp.to_socket_addrs().ok()?.next())
+            .ok_or_else(bad)
+    };
+    let parts: Vec<&str> = text.split_whitespace().collect();
+    match parts.as_slice() {
+        [one] if !one.starts_with("tcp:") && !one.starts_with("udp:") => {
+            let a = resolve(one)?;
+            Ok((a, a))
+        }
+        [a, b] => {
+            let (mut udp, mut tcp) = (None, None);
+            for p in [a, b] {
+                if let Some(hp) = p.strip_prefix("udp:") {
+                    udp = Some(resolve(hp)?);
+                } else if let Some(hp) = p.strip_prefix("tcp:") {
+                    tcp = Some(resolve(hp)?);
+                }
+            }
+            match (udp, tcp) {
+                (Some(u), Some(t)) => Ok((u, t)),
+                _ => Err(format!(
+                    "{text:?}: expected \"tcp:host:port udp:host:port\""
+                )),
+            }
+        }
+        _ => Err(format!(
+            "{text:?}: expected host:port or \"tcp:host:port udp:host:port\""
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +439,39 @@ mod tests {
     use crate::exporters::cloudwatch::config::parse_namespace;
     use crate::pipeline::DEFAULT_QUEUE_MAX_BYTES;
     use crate::telemetry::span_metrics::parse_buckets;
+
+    #[test]
+    fn the_x_ray_sdks_daemon_address_is_honoured() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            parse_daemon_address("127.0.0.1:2100").unwrap(),
+            (a("127.0.0.1:2100"), a("127.0.0.1:2100"))
+        );
+        assert_eq!(
+            parse_daemon_address("tcp:127.0.0.1:2101 udp:127.0.0.1:2102").unwrap(),
+            (a("127.0.0.1:2102"), a("127.0.0.1:2101"))
+        );
+        assert_eq!(
+            parse_daemon_address("udp:127.0.0.1:2102 tcp:127.0.0.1:2101").unwrap(),
+            (a("127.0.0.1:2102"), a("127.0.0.1:2101"))
+        );
+        assert_eq!(
+            parse_daemon_address("localhost:2000").unwrap().0.port(),
+            2000
+        );
+        for bad in ["2000", "tcp:127.0.0.1:1", "udp:1.2.3.4:1 x", "a b c"] {
+            assert!(parse_daemon_address(bad).is_err(), "{bad}");
+        }
+        let env = |v: &str| {
+            (v == DAEMON_ADDRESS_VAR).then(|| "tcp:127.0.0.1:2201 udp:127.0.0.1:2202".to_owned())
+        };
+        let c = Config::load(None, &env, &[]).unwrap();
+        assert_eq!(c.xray_udp.xray_udp_addr, a("127.0.0.1:2202"));
+        assert_eq!(c.xray_proxy.xray_proxy_addr, Some(a("127.0.0.1:2201")));
+        // SIDETRACE_* and flags win over the SDK variable.
+        let c = Config::load(None, &env, &[("xray_udp_addr", "127.0.0.1:2300".into())]).unwrap();
+        assert_eq!(c.xray_udp.xray_udp_addr, a("127.0.0.1:2300"));
+    }
     use std::time::Duration;
 
     fn no_env(_: &str) -> Option<String> {

@@ -24,6 +24,7 @@ use crate::exporters::{
 use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{self, SamplingStats};
 use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats};
+use crate::proxy;
 use crate::receivers::{otlp_grpc, otlp_http, xray_udp};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
@@ -35,6 +36,8 @@ pub struct BoundAddrs {
     pub otlp_http: SocketAddr,
     /// UDP: segment documents from the X-Ray SDKs.
     pub xray_udp: SocketAddr,
+    /// TCP: the X-Ray sampling API proxy.
+    pub xray_proxy: SocketAddr,
     pub admin: SocketAddr,
 }
 
@@ -79,6 +82,43 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { what, addr, source })
+}
+
+/// The X-Ray daemon's two ports: UDP for segments and TCP for the sampling proxy, on one
+/// address unless `xray_proxy_addr` says otherwise. Port 0 (tests) means one free port for
+/// both, so a few tries cover the case where TCP has that port taken.
+async fn bind_daemon_ports(
+    config: &Config,
+) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener), StartError> {
+    let udp_addr = config.bind_addr(config.xray_udp.xray_udp_addr);
+    let proxy_addr = config
+        .xray_proxy
+        .xray_proxy_addr
+        .map(|a| config.bind_addr(a));
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let udp = xray_udp::bind(udp_addr).map_err(|source| StartError::Bind {
+            what: "X-Ray UDP",
+            addr: udp_addr,
+            source,
+        })?;
+        let tcp_addr = match proxy_addr {
+            Some(a) => a,
+            None => udp.local_addr().expect("bound socket has an address"),
+        };
+        match tokio::net::TcpListener::bind(tcp_addr).await {
+            Ok(l) => return Ok((udp, l)),
+            Err(_) if udp_addr.port() == 0 && proxy_addr.is_none() && tries < 10 => continue,
+            Err(source) => {
+                return Err(StartError::Bind {
+                    what: "X-Ray sampling proxy (TCP)",
+                    addr: tcp_addr,
+                    source,
+                });
+            }
+        }
+    }
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -190,12 +230,7 @@ impl Agent {
             config.bind_addr(config.receivers.otlp_http_addr),
         )
         .await?;
-        let udp_addr = config.bind_addr(config.xray_udp.xray_udp_addr);
-        let udp_socket = xray_udp::bind(udp_addr).map_err(|source| StartError::Bind {
-            what: "X-Ray UDP",
-            addr: udp_addr,
-            source,
-        })?;
+        let (udp_socket, proxy_listener) = bind_daemon_ports(config).await?;
         let admin_listener = bind("admin", config.bind_addr(config.admin.admin_addr)).await?;
         let addrs = BoundAddrs {
             otlp_grpc: grpc_listener
@@ -205,6 +240,9 @@ impl Agent {
                 .local_addr()
                 .expect("bound socket has an address"),
             xray_udp: udp_socket
+                .local_addr()
+                .expect("bound socket has an address"),
+            xray_proxy: proxy_listener
                 .local_addr()
                 .expect("bound socket has an address"),
             admin: admin_listener
@@ -257,9 +295,23 @@ impl Agent {
             xray_input,
             pipeline.clone(),
             udp_stats,
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         );
         info!(listener = "xray_udp", addr = %addrs.xray_udp, "Listening for X-Ray SDK segments (UDP).");
+        // The SDKs' sampling calls go to X-Ray with the agent's credentials when it exports there.
+        let upstream = match exporters.contains(&ExporterKind::Xray) {
+            true => proxy::Upstream::xray(&aws_sdk(config, &mut sdk).await),
+            false => None,
+        };
+        let proxy_stats = Arc::new(proxy::ProxyStats::default());
+        registry.register(proxy_stats.clone());
+        let proxy = proxy::start(
+            proxy_listener,
+            upstream.unwrap_or(proxy::Upstream::Local),
+            proxy_stats,
+            stopped(stop_rx),
+        );
+        info!(listener = "xray_proxy", addr = %addrs.xray_proxy, "Serving the X-Ray sampling API (TCP): POST /GetSamplingRules, /SamplingTargets.");
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
         tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
@@ -283,7 +335,7 @@ impl Agent {
             in_flight,
             stop_receivers,
             stop_admin,
-            receivers: vec![grpc, http, udp],
+            receivers: vec![grpc, http, udp, proxy],
             admin,
             dispatcher,
             exporter_tasks,

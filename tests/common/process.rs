@@ -16,6 +16,8 @@ pub struct Running {
     pub http: String,
     /// UDP: the X-Ray daemon port.
     pub xray_udp: String,
+    /// TCP: the X-Ray sampling proxy.
+    pub xray_proxy: String,
     pub admin: String,
     pub log: String,
 }
@@ -103,6 +105,7 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
         grpc: String::new(),
         http: String::new(),
         xray_udp: String::new(),
+        xray_proxy: String::new(),
         admin: String::new(),
         log: String::new(),
     };
@@ -123,6 +126,10 @@ pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
             running.http = addr.unwrap();
         } else if line.contains("listener=\"xray_udp\"") {
             running.xray_udp = addr.unwrap();
+        } else if line.contains("listener=\"xray_proxy\"")
+            && let Some(addr) = addr
+        {
+            running.xray_proxy = addr;
         } else if line.contains("listener=\"admin\"") {
             running.admin = addr.unwrap();
         }

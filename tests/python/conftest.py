@@ -19,6 +19,7 @@ class Agent:
         self.grpc = addrs["otlp_grpc"]
         self.http = addrs["otlp_http"]
         self.xray_udp = addrs["xray_udp"]
+        self.xray_proxy = addrs["xray_proxy"]
         self.admin = addrs["admin"]
 
     def get(self, path):
@@ -69,7 +70,7 @@ def start_agent(extra_args=(), extra_env=None):
         m = re.search(r'listener="(\w+)" addr=(\S+)', line)
         if m:
             addrs[m.group(1)] = m.group(2)
-    assert {"otlp_grpc", "otlp_http", "xray_udp", "admin"} <= set(addrs), f"agent did not report its listeners: {addrs}"
+    assert {"otlp_grpc", "otlp_http", "xray_udp", "xray_proxy", "admin"} <= set(addrs), f"agent did not report its listeners: {addrs}"
     threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
     return Agent(proc, addrs)
 

@@ -14,6 +14,27 @@ pub fn http_client() -> LazyClient {
     CLIENT.get_or_init(Default::default).clone()
 }
 
+/// A plain hyper client for the calls sidetrace signs itself (OTLP to X-Ray, the sampling proxy).
+pub type HttpsClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// An HTTPS (or plain HTTP, for local endpoints) client with the system's root certificates.
+pub fn https_client() -> std::io::Result<HttpsClient> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
+
 /// Loads region, credentials and endpoint the SDK's way: environment (`AWS_REGION`,
 /// `AWS_ENDPOINT_URL[_XRAY]`, keys), profile files, web identity, ECS task role, instance profile.
 pub async fn sdk_config(

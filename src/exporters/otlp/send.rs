@@ -1,7 +1,6 @@
 //! Sends OTLP/HTTP protobuf requests, signed with SigV4 when the destination is AWS: one attempt
 //! at a time, its failure classified as the OTLP spec says (429, 408 and 5xx are retryable).
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
@@ -9,15 +8,11 @@ use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, si
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use prost::Message;
 
+use crate::exporters::aws::HttpsClient;
 use crate::exporters::retry::ExportError;
 use crate::proto::ExportTraceServiceResponse;
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Who signs, for which region and SigV4 service name.
 #[derive(Debug, Clone)]
@@ -39,15 +34,8 @@ pub struct HttpSender {
 impl HttpSender {
     /// An HTTPS (or plain HTTP) client for `url` with the system's root certificates.
     pub fn new(url: String, timeout: Duration, signer: Option<Signer>) -> std::io::Result<Self> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(
-                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            )?
-            .https_or_http()
-            .enable_http1()
-            .build();
         Ok(HttpSender {
-            client: Client::builder(TokioExecutor::new()).build(https),
+            client: crate::exporters::aws::https_client()?,
             url,
             timeout,
             signer,

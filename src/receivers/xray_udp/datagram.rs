@@ -320,7 +320,11 @@ mod tests {
             ),
             (datagram(&doc("")[..40]), Reject::InvalidDocument),
             (
-                [HEADER.as_bytes(), b"{\"id\":\"\xff\xfe\",\"trace_id\":\"b\"}"].concat(),
+                [
+                    HEADER.as_bytes(),
+                    b"{\"id\":\"\xff\xfe\",\"trace_id\":\"b\"}",
+                ]
+                .concat(),
                 Reject::InvalidDocument,
             ),
             (
@@ -353,7 +357,10 @@ mod tests {
                 datagram(&format!(r#"{{"id":"nothex","trace_id":"{TRACE}"}}"#)),
                 Reject::InvalidId,
             ),
-            (datagram(&doc(r#","parent_id":"7"#)), Reject::InvalidDocument),
+            (
+                datagram(&doc(r#","parent_id":"7"#)),
+                Reject::InvalidDocument,
+            ),
             (datagram(&doc(r#","parent_id":"7""#)), Reject::InvalidId),
             (
                 datagram(&format!(r#"{{"id":7,"trace_id":"{TRACE}"}}"#)),

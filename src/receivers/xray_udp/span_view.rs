@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use super::datagram::{Segment, Sql};
 use crate::proto::{
-    AnyValue, ArrayValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans,
-    ScopeSpans, Span, Status, any_value, span, status,
+    AnyValue, ArrayValue, ExportTraceServiceRequest, KeyValue, Resource, ResourceSpans, ScopeSpans,
+    Span, Status, any_value, span, status,
 };
 
 const KIND_INTERNAL: i32 = 1;
@@ -223,7 +223,10 @@ fn attributes(seg: &Segment<'_>, out: &mut Vec<KeyValue>) {
         {
             // What OpenTelemetry's AWS SDK instrumentation sets, so the exporter names it back.
             out.push(kv_str("rpc.system", "aws-api"));
-            out.push(kv_str("rpc.service", seg.name.as_deref().unwrap_or_default()));
+            out.push(kv_str(
+                "rpc.service",
+                seg.name.as_deref().unwrap_or_default(),
+            ));
             out.push(kv_str("rpc.method", op));
         }
     }

@@ -61,7 +61,10 @@ fn a_segment_becomes_a_server_span_and_its_subsegments_children() {
     assert_eq!(attr(res, "service.version"), Some(&s("1.2.3")));
     assert_eq!(attr(res, "cloud.platform"), Some(&s("aws_ecs")));
     assert_eq!(attr(res, "cloud.account.id"), Some(&s("123456789012")));
-    assert_eq!(attr(res, "telemetry.sdk.name"), Some(&s("X-Ray for Python")));
+    assert_eq!(
+        attr(res, "telemetry.sdk.name"),
+        Some(&s("X-Ray for Python"))
+    );
     let spans = &rs.scope_spans[0].spans;
     // The in-progress subsegment has no view; nested ones are flattened.
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
@@ -76,7 +79,10 @@ fn a_segment_becomes_a_server_span_and_its_subsegments_children() {
             0x45, 0x67
         ]
     );
-    assert_eq!(root.span_id.as_ref(), [0x70, 0xde, 0x5b, 0x6f, 0x19, 0xff, 0x9a, 0x0a]);
+    assert_eq!(
+        root.span_id.as_ref(),
+        [0x70, 0xde, 0x5b, 0x6f, 0x19, 0xff, 0x9a, 0x0a]
+    );
     assert!(root.parent_span_id.is_empty());
     assert_eq!(root.kind, KIND_SERVER);
     assert_eq!(root.start_time_unix_nano, 1_602_537_384_123_457_000);
@@ -87,7 +93,10 @@ fn a_segment_becomes_a_server_span_and_its_subsegments_children() {
     assert_eq!(attr(a, "http.method"), Some(&s("POST")));
     assert_eq!(attr(a, "http.url"), Some(&s("http://shop/cart")));
     assert_eq!(attr(a, "http.client_ip"), Some(&s("10.0.0.1")));
-    assert_eq!(attr(a, "http.status_code"), Some(&any_value::Value::IntValue(500)));
+    assert_eq!(
+        attr(a, "http.status_code"),
+        Some(&any_value::Value::IntValue(500))
+    );
     assert_eq!(
         attr(a, "http.response_content_length"),
         Some(&any_value::Value::IntValue(42))
@@ -107,7 +116,10 @@ fn a_segment_becomes_a_server_span_and_its_subsegments_children() {
     );
     let ev = &root.events[0];
     assert_eq!(ev.name, "exception");
-    assert_eq!(attr(&ev.attributes, "exception.type"), Some(&s("ValueError")));
+    assert_eq!(
+        attr(&ev.attributes, "exception.type"),
+        Some(&s("ValueError"))
+    );
     assert_eq!(
         attr(&ev.attributes, "exception.stacktrace"),
         Some(&s("at pay (app.py:12)"))
@@ -140,8 +152,14 @@ fn an_independent_subsegment_keeps_its_parent_and_names_no_service() {
     assert!(attr(&rs.resource.as_ref().unwrap().attributes, "service.name").is_none());
     let span = &rs.scope_spans[0].spans[0];
     assert_eq!(span.kind, KIND_CLIENT);
-    assert_eq!(span.parent_span_id.as_ref(), [0x70, 0xde, 0x5b, 0x6f, 0x19, 0xff, 0x9a, 0x0a]);
-    assert!(span.status.is_none(), "a 4xx error is the caller's, not a fault");
+    assert_eq!(
+        span.parent_span_id.as_ref(),
+        [0x70, 0xde, 0x5b, 0x6f, 0x19, 0xff, 0x9a, 0x0a]
+    );
+    assert!(
+        span.status.is_none(),
+        "a 4xx error is the caller's, not a fault"
+    );
 }
 
 #[test]
