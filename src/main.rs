@@ -214,7 +214,7 @@ impl Args for HealthcheckArgs {
 
 #[derive(Args, Debug)]
 struct LoadgenArgs {
-    /// grpc or http (OTLP/HTTP protobuf)
+    /// grpc, http (OTLP/HTTP protobuf), or xray-udp (X-Ray SDK segments, ~1 KB per datagram)
     #[arg(long, default_value = "grpc")]
     protocol: String,
     /// Agent address [default: 127.0.0.1:4317 for grpc, 127.0.0.1:4318 for http]
@@ -357,7 +357,11 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let default_port = if a.protocol == "http" { 4318 } else { 4317 };
+    let default_port = match a.protocol.as_str() {
+        "http" => 4318,
+        "xray-udp" => 2000,
+        _ => 4317,
+    };
     let spec = sidetrace::loadgen::LoadSpec {
         target: a
             .target

@@ -250,6 +250,7 @@ pub fn start(
         let mut buf = vec![0u8; MAX_DATAGRAM_BYTES + 1];
         let mut log = RateLimitedLog::default();
         let mut views = SpanViews::default();
+        let mut services = Services::default();
         loop {
             let first = tokio::select! {
                 _ = &mut stop => break,
@@ -269,7 +270,8 @@ pub fn start(
                                 stats
                                     .in_progress
                                     .add(0, u64::from(d.segment.in_progress == Some(true)));
-                                views.add(&d.segment);
+                                let service = services.learn(from, &d.segment);
+                                views.add(&d.segment, service.as_deref());
                                 if xray.is_some() {
                                     docs.push(RawDocument {
                                         id: d.id().to_owned(),
@@ -307,6 +309,31 @@ pub fn start(
             }
         }
     })
+}
+
+/// The service each sender last named in a segment. An X-Ray SDK sends from one socket per
+/// process, so this names the service of the independent subsegments it streams (which carry
+/// no service name) once one of its segments has been seen.
+#[derive(Debug, Default)]
+struct Services(std::collections::HashMap<SocketAddr, String>);
+
+impl Services {
+    /// Senders remembered; past it the map starts over (a sidecar sees a handful).
+    const MAX: usize = 1024;
+
+    fn learn(&mut self, from: SocketAddr, seg: &datagram::Segment<'_>) -> Option<String> {
+        if seg.kind.as_deref() == Some("subsegment") {
+            return self.0.get(&from).cloned();
+        }
+        let name = seg.name.as_deref()?;
+        if self.0.get(&from).map(String::as_str) != Some(name) {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            self.0.insert(from, name.to_owned());
+        }
+        None
+    }
 }
 
 /// Admits one burst's span views like an OTLP request (the receiver counters count them under

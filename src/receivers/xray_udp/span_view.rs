@@ -30,12 +30,13 @@ pub struct SpanViews {
 
 impl SpanViews {
     /// Adds the complete (sub)segments of one document; returns how many spans it made.
-    pub fn add(&mut self, seg: &Segment<'_>) -> usize {
+    /// `service` names the service of an independent subsegment, which does not say it.
+    pub fn add(&mut self, seg: &Segment<'_>, service: Option<&str>) -> usize {
         let Some(trace_id) = seg.trace_id.as_deref().and_then(trace_id_bytes) else {
             return 0;
         };
         let independent_subsegment = seg.kind.as_deref() == Some("subsegment");
-        let resource = resource(seg, independent_subsegment);
+        let resource = resource(seg, independent_subsegment, service);
         let mut spans = Vec::new();
         let parent = seg.parent_id.as_deref().and_then(span_id_bytes);
         flatten(seg, !independent_subsegment, &trace_id, parent, &mut spans);
@@ -118,12 +119,15 @@ fn flatten(
 }
 
 /// The service a document describes: a segment's name is its service's name. An independent
-/// subsegment does not say which service it belongs to.
-fn resource(seg: &Segment<'_>, independent_subsegment: bool) -> Resource {
+/// subsegment does not say which service it belongs to: the caller's guess, else
+/// `unknown_service` (what the OpenTelemetry SDKs report, and what span metrics would show).
+fn resource(seg: &Segment<'_>, independent_subsegment: bool, service: Option<&str>) -> Resource {
     let mut attrs = Vec::new();
-    if !independent_subsegment && let Some(name) = seg.name.as_deref() {
-        attrs.push(kv_str("service.name", name));
-    }
+    let name = match independent_subsegment {
+        true => service,
+        false => seg.name.as_deref(),
+    };
+    attrs.push(kv_str("service.name", name.unwrap_or("unknown_service")));
     if let Some(v) = seg
         .service
         .as_ref()

@@ -10,7 +10,7 @@ fn view(body: &str) -> ExportTraceServiceRequest {
     let d = format!("{HEADER}{body}");
     let doc = datagram::parse(d.as_bytes()).unwrap();
     let mut v = SpanViews::default();
-    v.add(&doc.segment);
+    v.add(&doc.segment, None);
     ExportTraceServiceRequest::decode(v.take_encoded().as_slice()).unwrap()
 }
 
@@ -149,7 +149,10 @@ fn an_independent_subsegment_keeps_its_parent_and_names_no_service() {
             "http":{"response":{"status":404}}}"#,
     );
     let rs = &req.resource_spans[0];
-    assert!(attr(&rs.resource.as_ref().unwrap().attributes, "service.name").is_none());
+    assert_eq!(
+        attr(&rs.resource.as_ref().unwrap().attributes, "service.name"),
+        Some(&s("unknown_service"))
+    );
     let span = &rs.scope_spans[0].spans[0];
     assert_eq!(span.kind, KIND_CLIENT);
     assert_eq!(
@@ -170,7 +173,7 @@ fn in_progress_documents_make_no_spans() {
     );
     let doc = datagram::parse(d.as_bytes()).unwrap();
     let mut v = SpanViews::default();
-    assert_eq!(v.add(&doc.segment), 0);
+    assert_eq!(v.add(&doc.segment, None), 0);
     assert!(v.is_empty());
 }
 
@@ -180,7 +183,7 @@ fn the_view_decodes_as_an_otlp_request() {
     let d = format!("{HEADER}{SERVER}");
     let doc = datagram::parse(d.as_bytes()).unwrap();
     let mut v = SpanViews::default();
-    v.add(&doc.segment);
+    v.add(&doc.segment, None);
     let decoded = crate::receivers::decode::decode_request(
         v.take_encoded().into(),
         crate::model::Protocol::XrayUdp,
