@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::ProvideCredentials;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Key, Section};
-use crate::exporters::aws::{HttpsClient, https_client};
+use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client, xray_base_url};
 use crate::exporters::otlp::{Signer, sign_request};
 use crate::telemetry::{Counters, Stats, family};
 
@@ -184,17 +183,6 @@ pub struct Forward {
     signer: Signer,
 }
 
-/// The X-Ray API base URL: `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL` as the SDKs read them,
-/// else the regional endpoint.
-pub fn xray_base_url(region: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
-    ["AWS_ENDPOINT_URL_XRAY", "AWS_ENDPOINT_URL"]
-        .iter()
-        .find_map(|v| env(v).filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| format!("https://xray.{region}.amazonaws.com"))
-        .trim_end_matches('/')
-        .to_owned()
-}
-
 impl Upstream {
     /// Forwards to X-Ray with the SDK configuration's region and credentials.
     pub fn xray(sdk: &aws_config::SdkConfig) -> Option<Upstream> {
@@ -212,7 +200,7 @@ impl Upstream {
             client,
             base_url: xray_base_url(&region, &env),
             signer: Signer {
-                credentials,
+                credentials: CachedCredentials::new(credentials),
                 region,
                 service: "xray",
             },
@@ -410,7 +398,7 @@ async fn send(
         .map_err(|e| e.to_string())?;
     let creds = signer
         .credentials
-        .provide_credentials()
+        .get()
         .await
         .map_err(|e| format!("no AWS credentials: {e}"))?;
     sign_request(

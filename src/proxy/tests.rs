@@ -3,6 +3,7 @@ use axum::http::Request;
 use tower::ServiceExt;
 
 use super::*;
+use crate::exporters::aws::xray_base_url;
 
 async fn call(method: &str, path: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
     let app = router(Upstream::Local, Arc::new(ProxyStats::default()));

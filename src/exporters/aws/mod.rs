@@ -1,10 +1,12 @@
 //! What the AWS exporters share: the SDK configuration (region, credentials and endpoints from
 //! the SDK's default chain, its retries off: sidetrace owns retries) and one HTTP client.
 
+pub mod credentials;
 pub mod http;
 
 use std::time::Duration;
 
+pub use credentials::CachedCredentials;
 pub use http::LazyClient;
 
 /// The one HTTP client of every AWS SDK client (one connection pool, root certificates loaded
@@ -54,4 +56,15 @@ pub async fn sdk_config(
         loader = loader.region(aws_config::Region::new(r));
     }
     loader.load().await
+}
+
+/// The X-Ray API base URL: `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL` as the SDKs read them,
+/// else the regional endpoint.
+pub fn xray_base_url(region: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    ["AWS_ENDPOINT_URL_XRAY", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| env(v).filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("https://xray.{region}.amazonaws.com"))
+        .trim_end_matches('/')
+        .to_owned()
 }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 use bytes::Bytes;
@@ -17,7 +16,7 @@ use crate::proto::ExportTraceServiceResponse;
 /// Who signs, for which region and SigV4 service name.
 #[derive(Debug, Clone)]
 pub struct Signer {
-    pub credentials: SharedCredentialsProvider,
+    pub credentials: crate::exporters::aws::CachedCredentials,
     pub region: String,
     pub service: &'static str,
 }
@@ -59,9 +58,9 @@ impl HttpSender {
         if let Some(signer) = &self.signer {
             let creds = signer
                 .credentials
-                .provide_credentials()
+                .get()
                 .await
-                .map_err(|e| retry("credentials", e.to_string(), None))?;
+                .map_err(|e| retry("credentials", e, None))?;
             sign_request(
                 &mut req,
                 &body,

@@ -1,13 +1,25 @@
-//! The PutTraceSegments call through aws-sdk-xray, with errors classified where they are born.
+//! The PutTraceSegments call, written and signed here: the request body is built once, each
+//! document JSON-escaped straight into it (the SDK escaped a copy of every document again and
+//! re-serialised it on every retry), signed with aws-sigv4 and sent over the shared HTTP client.
+//! The wire format is X-Ray's REST-JSON API as botocore's service model describes it:
+//! `POST /TraceSegments`, `{"TraceSegmentDocuments": [...]}`, errors named by the
+//! `x-amzn-ErrorType` header or the body's `__type`.
 
-use aws_sdk_xray::config::http::HttpResponse;
-use aws_sdk_xray::error::SdkError;
-use aws_sdk_xray::operation::put_trace_segments::PutTraceSegmentsError;
+use std::time::{Duration, SystemTime};
 
-use crate::exporters::retry::ExportError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client, xray_base_url};
+use crate::exporters::otlp::sign_request;
+use crate::exporters::retry::{ExportError, THROTTLING_CODES};
+use crate::exporters::xray::BuildError;
+use crate::exporters::xray::translate::json::escape_into;
 
 /// PutTraceSegments API limit: documents per call ("Exceeding maximum segment count: 50").
 pub const MAX_DOCUMENTS_PER_CALL: usize = 50;
+/// X-Ray's answers are small (the unprocessed list); more than this is not read.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
 /// One document X-Ray refused (`UnprocessedTraceSegments`): rejected, never re-sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,43 +29,237 @@ pub struct Unprocessed {
     pub message: String,
 }
 
-/// A cheap-to-clone X-Ray client with the SDK's own retries off (sidetrace owns retries).
+/// A PutTraceSegments request body being written.
+#[derive(Debug)]
+pub struct RequestBody {
+    buf: Vec<u8>,
+    documents: usize,
+}
+
+impl RequestBody {
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes + 32);
+        buf.extend_from_slice(b"{\"TraceSegmentDocuments\":[");
+        RequestBody { buf, documents: 0 }
+    }
+
+    /// Appends one document as a JSON string.
+    pub fn push(&mut self, document: &str) {
+        if self.documents > 0 {
+            self.buf.push(b',');
+        }
+        self.buf.push(b'"');
+        escape_into(&mut self.buf, document);
+        self.buf.push(b'"');
+        self.documents += 1;
+    }
+
+    pub fn finish(mut self) -> Bytes {
+        self.buf.extend_from_slice(b"]}");
+        self.buf.into()
+    }
+}
+
+/// A cheap-to-clone PutTraceSegments client; sidetrace owns retries.
 #[derive(Debug, Clone)]
 pub struct XrayClient {
-    client: aws_sdk_xray::Client,
+    http: HttpsClient,
+    url: String,
+    region: String,
+    credentials: CachedCredentials,
+    timeout: Duration,
 }
 
 impl XrayClient {
-    pub fn new(config: &aws_config::SdkConfig) -> Self {
-        XrayClient {
-            client: aws_sdk_xray::Client::new(config),
-        }
+    /// Region, credentials and endpoint (`AWS_ENDPOINT_URL[_XRAY]`) as the SDK resolves them.
+    pub fn new(sdk: &aws_config::SdkConfig, timeout: Duration) -> Result<Self, BuildError> {
+        let region = sdk.region().ok_or(BuildError::NoRegion)?.to_string();
+        let credentials = sdk
+            .credentials_provider()
+            .ok_or(BuildError::NoCredentials)?;
+        let env = |v: &str| std::env::var(v).ok();
+        Ok(XrayClient {
+            http: https_client().map_err(BuildError::Tls)?,
+            url: format!("{}/TraceSegments", xray_base_url(&region, &env)),
+            region,
+            credentials: CachedCredentials::new(credentials),
+            timeout,
+        })
     }
 
-    /// Sends up to [`MAX_DOCUMENTS_PER_CALL`] documents; `Ok` lists the ones X-Ray refused.
-    pub async fn put(&self, documents: Vec<String>) -> Result<Vec<Unprocessed>, ExportError> {
-        match self
-            .client
-            .put_trace_segments()
-            .set_trace_segment_documents(Some(documents))
-            .send()
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// One signed call with a body from [`RequestBody`]; `Ok` lists the documents X-Ray refused.
+    pub async fn put(&self, body: Bytes) -> Result<Vec<Unprocessed>, ExportError> {
+        let retry = |reason, message: String, after| ExportError::Retryable {
+            reason,
+            message,
+            after,
+        };
+        let mut req = http::Request::post(&self.url)
+            .header("content-type", "application/json")
+            .body(Full::new(body.clone()))
+            .map_err(|e| ExportError::Permanent {
+                code: "bad_url".into(),
+                message: e.to_string(),
+            })?;
+        let creds = self
+            .credentials
+            .get()
             .await
-        {
-            Ok(out) => Ok(out
-                .unprocessed_trace_segments()
-                .iter()
-                .map(|u| Unprocessed {
-                    id: u.id().unwrap_or_default().to_owned(),
-                    error_code: u.error_code().unwrap_or("Unknown").to_owned(),
-                    message: u.message().unwrap_or_default().to_owned(),
-                })
-                .collect()),
-            Err(e) => Err(classify(e)),
+            .map_err(|e| retry("credentials", e, None))?;
+        sign_request(
+            &mut req,
+            &body,
+            &creds,
+            &self.region,
+            "xray",
+            SystemTime::now(),
+        )
+        .map_err(|e| ExportError::Permanent {
+            code: "signing".into(),
+            message: e,
+        })?;
+        let resp = match tokio::time::timeout(self.timeout, self.http.request(req)).await {
+            Err(_) => return Err(retry("timeout", "request timed out".into(), None)),
+            Ok(Err(e)) => return Err(retry("connection", e.to_string(), None)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let after = header("retry-after")
+            .and_then(|v| v.trim().parse().ok())
+            .map(Duration::from_secs);
+        let error_type = header("x-amzn-errortype");
+        let read = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect();
+        let bytes = match tokio::time::timeout(self.timeout, read).await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) => return Err(retry("connection", e.to_string(), None)),
+            Err(_) => return Err(retry("timeout", "response body not read".into(), None)),
+        };
+        if (200..300).contains(&status) {
+            return Ok(unprocessed(&bytes));
+        }
+        let (code, message) = error_of(error_type.as_deref(), &bytes);
+        let message = format!("HTTP {status} {code}: {message}");
+        if status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
+            Err(retry("throttled", message, after))
+        } else if status >= 500 || status == 408 {
+            Err(retry("server_error", message, after))
+        } else {
+            Err(ExportError::Permanent { code, message })
         }
     }
 }
 
-/// Throttling, 5xx, 408, timeouts and connection failures are retryable; the rest is permanent.
-pub fn classify(err: SdkError<PutTraceSegmentsError, HttpResponse>) -> ExportError {
-    crate::exporters::retry::classify_sdk_error(err)
+#[derive(serde::Deserialize)]
+struct Output {
+    #[serde(rename = "UnprocessedTraceSegments", default)]
+    unprocessed: Vec<UnprocessedJson>,
+}
+
+#[derive(serde::Deserialize)]
+struct UnprocessedJson {
+    #[serde(rename = "Id", default)]
+    id: Option<String>,
+    #[serde(rename = "ErrorCode", default)]
+    error_code: Option<String>,
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+/// The refused documents of a 2xx answer (an empty or unreadable body refuses none).
+fn unprocessed(body: &[u8]) -> Vec<Unprocessed> {
+    serde_json::from_slice::<Output>(body)
+        .map(|o| {
+            o.unprocessed
+                .into_iter()
+                .map(|u| Unprocessed {
+                    id: u.id.unwrap_or_default(),
+                    error_code: u.error_code.unwrap_or_else(|| "Unknown".into()),
+                    message: u.message.unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// An error's code and message: `x-amzn-ErrorType` (`Code:uri`), else the body's `__type`
+/// (`namespace#Code`), as the AWS REST-JSON protocol names them.
+fn error_of(header: Option<&str>, body: &[u8]) -> (String, String) {
+    let json: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let field = |k: &str| json.get(k).and_then(|v| v.as_str());
+    let raw = header
+        .or_else(|| field("__type"))
+        .or_else(|| field("code"))
+        .unwrap_or("Unknown");
+    let code = raw.split(':').next().unwrap_or(raw);
+    let code = code.rsplit('#').next().unwrap_or(code).trim().to_owned();
+    let message = field("message")
+        .or_else(|| field("Message"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    (code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_holds_each_document_as_one_json_string() {
+        let mut b = RequestBody::with_capacity(64);
+        b.push(r#"{"id":"a","name":"q\"uote ✓"}"#);
+        b.push("{}");
+        let body = b.finish();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"TraceSegmentDocuments": [r#"{"id":"a","name":"q\"uote ✓"}"#, "{}"]})
+        );
+    }
+
+    #[test]
+    fn errors_are_named_as_rest_json_does() {
+        assert_eq!(
+            error_of(
+                Some("ThrottledException:http://internal.amazon.com/"),
+                b"{}"
+            )
+            .0,
+            "ThrottledException"
+        );
+        let (code, message) = error_of(
+            None,
+            br#"{"__type":"com.amazonaws.xray#InvalidRequestException","message":"bad"}"#,
+        );
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("InvalidRequestException", "bad")
+        );
+        assert_eq!(error_of(None, b"<html>").0, "Unknown");
+    }
+
+    #[test]
+    fn unprocessed_documents_are_read_from_a_success() {
+        let u = unprocessed(
+            br#"{"UnprocessedTraceSegments":[{"Id":"70de5b6f19ff9a0a","ErrorCode":"InvalidTraceId","Message":"m"}]}"#,
+        );
+        assert_eq!(
+            u,
+            vec![Unprocessed {
+                id: "70de5b6f19ff9a0a".into(),
+                error_code: "InvalidTraceId".into(),
+                message: "m".into()
+            }]
+        );
+        assert!(unprocessed(b"{}").is_empty());
+    }
 }

@@ -20,7 +20,7 @@ use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, DropReason, RawDocument, hex};
 use crate::telemetry::{Counters, Stats, family};
-pub use client::{MAX_DOCUMENTS_PER_CALL, XrayClient};
+pub use client::{MAX_DOCUMENTS_PER_CALL, RequestBody, XrayClient};
 pub use config::{XrayConfig, XrayMode};
 pub use translate::{TranslateOptions, to_segment};
 
@@ -61,11 +61,11 @@ impl Stats for XrayStats {
 /// Why the X-Ray exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("the X-Ray OTLP mode needs an AWS region (AWS_REGION)")]
+    #[error("the X-Ray exporter needs an AWS region (AWS_REGION)")]
     NoRegion,
-    #[error("the X-Ray OTLP mode found no AWS credentials provider")]
+    #[error("the X-Ray exporter found no AWS credentials provider")]
     NoCredentials,
-    #[error("cannot set up TLS for the X-Ray OTLP endpoint: {0}")]
+    #[error("cannot set up TLS for X-Ray: {0}")]
     Tls(std::io::Error),
 }
 
@@ -92,7 +92,7 @@ pub fn start(
         let url = otlp_mode::traces_url(&region, &env);
         info!(exporter = "xray", mode = "otlp", url = %url, "X-Ray exporter ready (OTLP + SigV4).");
         let signer = crate::exporters::otlp::Signer {
-            credentials: credentials.clone(),
+            credentials: crate::exporters::aws::CachedCredentials::new(credentials.clone()),
             region,
             service: otlp_mode::SIGNING_SERVICE,
         };
@@ -133,7 +133,13 @@ pub fn start(
     };
     let xray = Arc::new(XrayStats::default());
     shared.registry.register(xray.clone());
-    let exporter = XrayExporter::new(XrayClient::new(sdk), settings, stats.clone(), xray);
+    let client = XrayClient::new(sdk, x.request_timeout)?;
+    info!(
+        exporter = "xray",
+        url = client.url(),
+        "PutTraceSegments endpoint."
+    );
+    let exporter = XrayExporter::new(client, settings, stats.clone(), xray);
     let mut running = crate::exporters::spawn(exporter, stats, shared.input_bytes);
     // X-Ray SDK documents (UDP :2000) are sent as they came, not translated from their views.
     running.input = running.input.relaying_xray_documents();
@@ -311,13 +317,18 @@ struct Sender {
 impl Sender {
     async fn send(mut self, docs: Vec<PendingDoc>) {
         let spans = docs.iter().filter(|d| d.span_id.is_some()).count() as u64;
-        let jsons: Vec<String> = docs.iter().map(|d| d.json.clone()).collect();
+        // Written once; a retry sends the same bytes (a cheap clone), re-signed.
+        let mut body = RequestBody::with_capacity(docs.iter().map(|d| d.json.len() + 8).sum());
+        for d in &docs {
+            body.push(&d.json);
+        }
+        let body = body.finish();
         let client = &self.client;
         let result = retry::deliver(
             &mut self.backoff,
             "xray",
             spans,
-            || client.put(jsons.clone()),
+            || client.put(body.clone()),
             || {},
         )
         .await;

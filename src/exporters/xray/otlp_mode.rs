@@ -23,11 +23,10 @@ pub const SIGNING_SERVICE: &str = "xray";
 /// The traces URL: `AWS_ENDPOINT_URL_XRAY` / `AWS_ENDPOINT_URL` (base URLs, as the SDKs read
 /// them) with `/v1/traces` appended, else the regional endpoint.
 pub fn traces_url(region: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
-    let base = ["AWS_ENDPOINT_URL_XRAY", "AWS_ENDPOINT_URL"]
-        .iter()
-        .find_map(|v| env(v).filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| format!("https://xray.{region}.amazonaws.com"));
-    format!("{}/v1/traces", base.trim_end_matches('/'))
+    format!(
+        "{}/v1/traces",
+        crate::exporters::aws::xray_base_url(region, env)
+    )
 }
 
 /// The OTLP + SigV4 X-Ray exporter.

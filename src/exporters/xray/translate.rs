@@ -11,7 +11,7 @@
 
 mod attrs;
 mod blocks;
-mod json;
+pub(crate) mod json;
 mod plan;
 mod stack;
 mod write;

@@ -212,7 +212,7 @@ impl<'o> Writer<'o> {
 }
 
 /// Escapes `s` for a JSON string body (RFC 8259 section 7): quote, backslash and control characters.
-pub(super) fn escape_into(out: &mut Vec<u8>, s: &str) {
+pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut run = 0;
     for (i, &b) in bytes.iter().enumerate() {
