@@ -434,11 +434,15 @@ fn run_udp(spec: &LoadSpec) -> Result<Report, String> {
     let mut failures = BTreeMap::new();
     let mut rng = Rng::new(0x5eed);
     while elapsed() < spec.duration && spec.max_requests.is_none_or(|m| seq < m) {
-        if let Some(rate) = spec.rate
-            && (seq as f64) > elapsed().as_secs_f64() * rate
-        {
-            std::thread::yield_now();
-            continue;
+        if let Some(rate) = spec.rate {
+            let ahead = seq as f64 / rate - elapsed().as_secs_f64();
+            if ahead > 0.0 {
+                // A blocking-pool thread, not a runtime worker: sleeping leaves the core to the
+                // agent and the fake endpoint instead of spinning.
+                #[allow(clippy::disallowed_methods)]
+                std::thread::sleep(Duration::from_secs_f64(ahead.min(0.01)));
+                continue;
+            }
         }
         seq += 1;
         let error = (rng.below(1_000_000) as f64) < spec.error_ratio * 1e6;

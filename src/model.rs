@@ -280,7 +280,9 @@ pub fn origin(resource: &Resource) -> Option<&'static str> {
 /// byte: the SDK already sampled it.
 #[derive(Debug, Clone)]
 pub struct RawDocument {
-    pub json: String,
+    /// The document JSON-escaped (the contents of the JSON string PutTraceSegments carries it
+    /// in), escaped once on receipt instead of copied.
+    pub escaped: Vec<u8>,
     /// The document's `id`, to match X-Ray's `UnprocessedTraceSegments`.
     pub id: String,
 }

@@ -173,14 +173,19 @@ impl Input {
 }
 
 impl Input {
-    /// Hands documents over if they fit now; gives them back when the input is full (a UDP
-    /// sender cannot be asked to wait).
-    pub fn try_send_documents(&self, docs: Vec<RawDocument>) -> Result<(), Vec<RawDocument>> {
-        let bytes: usize = docs.iter().map(|d| d.json.len() + d.id.len()).sum();
+    /// Hands documents over once they fit, waiting at most until `deadline`; gives them back
+    /// when the input is still full then (a UDP sender cannot be asked to wait for long).
+    pub async fn send_documents(
+        &self,
+        docs: Vec<RawDocument>,
+        deadline: Instant,
+    ) -> Result<(), Vec<RawDocument>> {
+        let bytes: usize = docs.iter().map(|d| d.escaped.len() + d.id.len()).sum();
         let need = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
             .clamp(1, self.capacity_bytes);
-        let Ok(permit) = self.room.clone().try_acquire_many_owned(need) else {
+        let wait = self.room.clone().acquire_many_owned(need);
+        let Ok(Ok(permit)) = tokio::time::timeout_at(deadline, wait).await else {
             return Err(docs);
         };
         let n = docs.len() as i64;

@@ -54,6 +54,17 @@ impl RequestBody {
         self.documents += 1;
     }
 
+    /// Appends one document already escaped as the contents of a JSON string.
+    pub fn push_escaped(&mut self, escaped: &[u8]) {
+        if self.documents > 0 {
+            self.buf.push(b',');
+        }
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(escaped);
+        self.buf.push(b'"');
+        self.documents += 1;
+    }
+
     pub fn finish(mut self) -> Bytes {
         self.buf.extend_from_slice(b"]}");
         self.buf.into()

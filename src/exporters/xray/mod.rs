@@ -163,7 +163,8 @@ pub struct XraySettings {
 /// LOCAL_ROOT dependency span makes two documents; the synthesised service segment has weight 0).
 #[derive(Debug)]
 struct PendingDoc {
-    json: String,
+    /// The document JSON-escaped, ready to go into the request body.
+    escaped: Vec<u8>,
     span_id: Option<String>,
 }
 
@@ -207,7 +208,7 @@ impl XrayExporter {
         if doc.span_id.is_some() {
             self.stats.pending_add(1);
         }
-        let bytes = doc.json.len();
+        let bytes = doc.escaped.len();
         if self.batch.push(doc, 1, bytes, now) {
             self.flush().await;
         }
@@ -262,12 +263,15 @@ impl Export for XrayExporter {
                         // one validation pass, not the lossy decoder's chunk walk (~1 % of (b)).
                         let doc = &self.buf[range.clone()];
                         let json = match std::str::from_utf8(doc) {
-                            Ok(s) => s.to_owned(),
-                            Err(_) => String::from_utf8_lossy(doc).into_owned(),
+                            Ok(s) => std::borrow::Cow::Borrowed(s),
+                            Err(_) => String::from_utf8_lossy(doc),
                         };
+                        // Escaped here, once, instead of copied now and escaped at send.
+                        let mut escaped = Vec::with_capacity(json.len() + json.len() / 4);
+                        translate::json::escape_into(&mut escaped, &json);
                         // With two documents the first is the dependency subsegment carrying the span's own ID.
                         let span_id = (n == 0).then(|| hex(&d.span.span_id));
-                        self.push(PendingDoc { json, span_id }, now).await;
+                        self.push(PendingDoc { escaped, span_id }, now).await;
                     }
                 }
                 Err(e) => {
@@ -283,7 +287,7 @@ impl Export for XrayExporter {
         for d in docs {
             self.push(
                 PendingDoc {
-                    json: d.json,
+                    escaped: d.escaped,
                     span_id: Some(d.id),
                 },
                 now,
@@ -318,9 +322,9 @@ impl Sender {
     async fn send(mut self, docs: Vec<PendingDoc>) {
         let spans = docs.iter().filter(|d| d.span_id.is_some()).count() as u64;
         // Written once; a retry sends the same bytes (a cheap clone), re-signed.
-        let mut body = RequestBody::with_capacity(docs.iter().map(|d| d.json.len() + 8).sum());
+        let mut body = RequestBody::with_capacity(docs.iter().map(|d| d.escaped.len() + 3).sum());
         for d in &docs {
-            body.push(&d.json);
+            body.push_escaped(&d.escaped);
         }
         let body = body.finish();
         let client = &self.client;

@@ -119,8 +119,9 @@ pub struct Segment<'a> {
     pub aws: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Namespace → its JSON text, unparsed (metadata is free-form and can be most of a document).
+    #[serde(borrow, default)]
+    pub metadata: Option<std::collections::BTreeMap<Cow<'a, str>, &'a serde_json::value::RawValue>>,
     #[serde(default)]
     pub cause: Option<serde_json::Value>,
     #[serde(default)]
@@ -170,8 +171,8 @@ pub struct Sql<'a> {
     pub user: Option<Cow<'a, str>>,
 }
 
-/// Deepest `[`/`{` nesting outside strings: checked before parsing, so a 10,000-deep document
-/// costs one scan and never a deep recursion.
+/// Deepest `[`/`{` nesting outside strings: checked before parsing (serde_json skips unknown
+/// fields without a depth limit), so a 10,000-deep document is refused whatever field holds it.
 fn depth(json: &[u8]) -> usize {
     let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in json {
@@ -256,7 +257,10 @@ pub fn parse<'a>(datagram: &'a [u8]) -> Result<Document<'a>, Reject> {
         return Err(Reject::TooLarge);
     }
     let json = std::str::from_utf8(body).map_err(|_| Reject::InvalidDocument)?;
-    if !json.starts_with('{') || depth(body) > MAX_DEPTH {
+    // Nesting cannot exceed the number of opening brackets: a vectorised count spares nearly
+    // every document the byte-by-byte scan (which cost 10 % of the receiver's CPU).
+    let opening = body.iter().filter(|b| matches!(b, b'{' | b'[')).count();
+    if !json.starts_with('{') || (opening > MAX_DEPTH && depth(body) > MAX_DEPTH) {
         return Err(Reject::InvalidDocument);
     }
     let segment: Segment<'a> = serde_json::from_str(json).map_err(|_| Reject::InvalidDocument)?;

@@ -281,10 +281,7 @@ fn attributes(seg: &Segment<'_>, out: &mut Vec<KeyValue>) {
     }
     if let Some(metadata) = &seg.metadata {
         for (namespace, v) in metadata {
-            out.push(kv_str(
-                &format!("aws.xray.metadata.{namespace}"),
-                &v.to_string(),
-            ));
+            out.push(kv_str(&format!("aws.xray.metadata.{namespace}"), v.get()));
         }
     }
 }

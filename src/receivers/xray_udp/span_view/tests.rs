@@ -112,7 +112,8 @@ fn a_segment_becomes_a_server_span_and_its_subsegments_children() {
     assert_eq!(keys.values.len(), 4);
     assert_eq!(
         attr(a, "aws.xray.metadata.default"),
-        Some(&s(r#"{"note":"日本語"}"#))
+        Some(&s(r#"{"note": "日本語"}"#)),
+        "the namespace's JSON text as sent"
     );
     let ev = &root.events[0];
     assert_eq!(ev.name, "exception");
