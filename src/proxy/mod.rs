@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Key, Section};
-use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client, xray_base_url};
+use crate::exporters::aws::{CachedCredentials, https_client, xray_base_url};
 use crate::exporters::otlp::{Signer, sign_request};
 use crate::telemetry::{Counters, Stats, family};
 
@@ -178,7 +178,6 @@ pub enum Upstream {
 /// X-Ray at `base_url` (`https://xray.<region>.amazonaws.com`, or `AWS_ENDPOINT_URL[_XRAY]`).
 #[derive(Debug, Clone)]
 pub struct Forward {
-    client: HttpsClient,
     base_url: String,
     signer: Signer,
 }
@@ -188,16 +187,8 @@ impl Upstream {
     pub fn xray(sdk: &aws_config::SdkConfig) -> Option<Upstream> {
         let region = sdk.region()?.to_string();
         let credentials = sdk.credentials_provider()?;
-        let client = match https_client() {
-            Ok(c) => c,
-            Err(e) => {
-                warn!(listener = "xray_proxy", error = %e, "No TLS roots for the sampling proxy; it answers locally.");
-                return None;
-            }
-        };
         let env = |v: &str| std::env::var(v).ok();
         Some(Upstream::Xray(Box::new(Forward {
-            client,
             base_url: xray_base_url(&region, &env),
             signer: Signer {
                 credentials: CachedCredentials::new(credentials),
@@ -336,11 +327,7 @@ impl ProxyState {
     }
 
     async fn forward(&self, to: &Forward, call: Call, body: Bytes) -> Response {
-        let Forward {
-            client,
-            base_url,
-            signer,
-        } = to;
+        let Forward { base_url, signer } = to;
         let deadline = Instant::now() + UPSTREAM_TIMEOUT;
         let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.in_flight.acquire()).await
         else {
@@ -350,8 +337,7 @@ impl ProxyState {
                 "sampling proxy busy: too many calls to X-Ray in flight",
             );
         };
-        let result =
-            tokio::time::timeout_at(deadline, send(client, base_url, signer, call, &body)).await;
+        let result = tokio::time::timeout_at(deadline, send(base_url, signer, call, &body)).await;
         let (status, cached) = match result {
             Ok(Ok(answer)) => answer,
             Ok(Err(message)) => {
@@ -386,7 +372,6 @@ impl ProxyState {
 
 /// One signed POST; the status and body come back as X-Ray sent them.
 async fn send(
-    client: &HttpsClient,
     base_url: &str,
     signer: &Signer,
     call: Call,
@@ -409,6 +394,8 @@ async fn send(
         signer.service,
         SystemTime::now(),
     )?;
+    // The shared client, built on first use (TLS roots load then).
+    let client = https_client().map_err(|e| format!("no TLS roots: {e}"))?;
     let resp = client.request(req).await.map_err(|e| e.to_string())?;
     let status = resp.status();
     let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();

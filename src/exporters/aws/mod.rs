@@ -22,8 +22,19 @@ pub type HttpsClient = hyper_util::client::legacy::Client<
     http_body_util::Full<bytes::Bytes>,
 >;
 
-/// An HTTPS (or plain HTTP, for local endpoints) client with the system's root certificates.
+/// The one HTTPS (or plain HTTP, for local endpoints) client with the system's root
+/// certificates, built on first use (loading the roots costs ~1 MB, so an idle agent does not
+/// pay it) and shared: one connection pool.
 pub fn https_client() -> std::io::Result<HttpsClient> {
+    static CLIENT: std::sync::OnceLock<HttpsClient> = std::sync::OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let client = build_https_client()?;
+    Ok(CLIENT.get_or_init(|| client).clone())
+}
+
+fn build_https_client() -> std::io::Result<HttpsClient> {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(std::sync::Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client, xray_base_url};
+use crate::exporters::aws::{CachedCredentials, https_client, xray_base_url};
 use crate::exporters::otlp::sign_request;
 use crate::exporters::retry::{ExportError, THROTTLING_CODES};
 use crate::exporters::xray::BuildError;
@@ -74,7 +74,6 @@ impl RequestBody {
 /// A cheap-to-clone PutTraceSegments client; sidetrace owns retries.
 #[derive(Debug, Clone)]
 pub struct XrayClient {
-    http: HttpsClient,
     url: String,
     region: String,
     credentials: CachedCredentials,
@@ -90,7 +89,6 @@ impl XrayClient {
             .ok_or(BuildError::NoCredentials)?;
         let env = |v: &str| std::env::var(v).ok();
         Ok(XrayClient {
-            http: https_client().map_err(BuildError::Tls)?,
             url: format!("{}/TraceSegments", xray_base_url(&region, &env)),
             region,
             credentials: CachedCredentials::new(credentials),
@@ -133,7 +131,12 @@ impl XrayClient {
             code: "signing".into(),
             message: e,
         })?;
-        let resp = match tokio::time::timeout(self.timeout, self.http.request(req)).await {
+        // Built on the first call (TLS roots load then), shared with the other signed calls.
+        let http = https_client().map_err(|e| ExportError::Permanent {
+            code: "tls".into(),
+            message: e.to_string(),
+        })?;
+        let resp = match tokio::time::timeout(self.timeout, http.request(req)).await {
             Err(_) => return Err(retry("timeout", "request timed out".into(), None)),
             Ok(Err(e)) => return Err(retry("connection", e.to_string(), None)),
             Ok(Ok(r)) => r,
