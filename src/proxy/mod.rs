@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -17,15 +17,14 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::config::{Key, Section};
-use crate::exporters::aws::{CachedCredentials, https_client, xray_base_url};
-use crate::exporters::otlp::{Signer, sign_request};
+use crate::exporters::aws::signed::{self, Signer};
+use crate::exporters::aws::{CachedCredentials, xray_base_url};
 use crate::telemetry::{Counters, Stats, family};
 
 /// Request bodies accepted: GetSamplingRules sends `{"NextToken": …}`; SamplingTargets one
@@ -377,34 +376,25 @@ async fn send(
     call: Call,
     body: &Bytes,
 ) -> Result<(StatusCode, Cached), String> {
-    let mut req = http::Request::post(format!("{base_url}{}", call.path()))
-        .header("content-type", "application/json")
-        .body(Full::new(body.clone()))
-        .map_err(|e| e.to_string())?;
-    let creds = signer
-        .credentials
-        .get()
-        .await
-        .map_err(|e| format!("no AWS credentials: {e}"))?;
-    sign_request(
-        &mut req,
-        body,
-        &creds,
-        &signer.region,
-        signer.service,
-        SystemTime::now(),
-    )?;
-    // The shared client, built on first use (TLS roots load then).
-    let client = https_client().map_err(|e| format!("no TLS roots: {e}"))?;
-    let resp = client.request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let content_type = resp.headers().get(header::CONTENT_TYPE).cloned();
-    let body = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading X-Ray's answer: {e}"))?
-        .to_bytes();
-    Ok((status, Cached { content_type, body }))
+    let answer = signed::post(
+        &format!("{base_url}{}", call.path()),
+        "application/json",
+        body.clone(),
+        Some(signer),
+        UPSTREAM_TIMEOUT,
+        MAX_RESPONSE_BYTES,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let status = StatusCode::from_u16(answer.status).map_err(|e| e.to_string())?;
+    let content_type = answer.headers.get(header::CONTENT_TYPE).cloned();
+    Ok((
+        status,
+        Cached {
+            content_type,
+            body: answer.body,
+        },
+    ))
 }
 
 /// One default rule: every request sampled (rate 1.0), as a developer wants locally.

@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod http;
+pub mod signed;
 
 use std::time::Duration;
 

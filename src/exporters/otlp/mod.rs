@@ -5,5 +5,5 @@
 pub mod send;
 pub mod splice;
 
-pub use send::{HttpSender, Signer, sign_request};
+pub use send::{HttpSender, Signer};
 pub use splice::{Limits, Request, Splicer};

@@ -5,13 +5,12 @@
 //! `POST /TraceSegments`, `{"TraceSegmentDocuments": [...]}`, errors named by the
 //! `x-amzn-ErrorType` header or the body's `__type`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
 
-use crate::exporters::aws::{CachedCredentials, https_client, xray_base_url};
-use crate::exporters::otlp::sign_request;
+use crate::exporters::aws::signed::{self, Signer};
+use crate::exporters::aws::{CachedCredentials, xray_base_url};
 use crate::exporters::retry::{ExportError, THROTTLING_CODES};
 use crate::exporters::xray::BuildError;
 use crate::exporters::xray::translate::json::escape_into;
@@ -75,8 +74,7 @@ impl RequestBody {
 #[derive(Debug, Clone)]
 pub struct XrayClient {
     url: String,
-    region: String,
-    credentials: CachedCredentials,
+    signer: Signer,
     timeout: Duration,
 }
 
@@ -90,8 +88,11 @@ impl XrayClient {
         let env = |v: &str| std::env::var(v).ok();
         Ok(XrayClient {
             url: format!("{}/TraceSegments", xray_base_url(&region, &env)),
-            region,
-            credentials: CachedCredentials::new(credentials),
+            signer: Signer {
+                credentials: CachedCredentials::new(credentials),
+                region,
+                service: "xray",
+            },
             timeout,
         })
     }
@@ -102,71 +103,34 @@ impl XrayClient {
 
     /// One signed call with a body from [`RequestBody`]; `Ok` lists the documents X-Ray refused.
     pub async fn put(&self, body: Bytes) -> Result<Vec<Unprocessed>, ExportError> {
-        let retry = |reason, message: String, after| ExportError::Retryable {
-            reason,
-            message,
-            after,
-        };
-        let mut req = http::Request::post(&self.url)
-            .header("content-type", "application/json")
-            .body(Full::new(body.clone()))
-            .map_err(|e| ExportError::Permanent {
-                code: "bad_url".into(),
-                message: e.to_string(),
-            })?;
-        let creds = self
-            .credentials
-            .get()
-            .await
-            .map_err(|e| retry("credentials", e, None))?;
-        sign_request(
-            &mut req,
-            &body,
-            &creds,
-            &self.region,
-            "xray",
-            SystemTime::now(),
+        let answer = signed::post(
+            &self.url,
+            "application/json",
+            body,
+            Some(&self.signer),
+            self.timeout,
+            MAX_RESPONSE_BYTES,
         )
-        .map_err(|e| ExportError::Permanent {
-            code: "signing".into(),
-            message: e,
-        })?;
-        // Built on the first call (TLS roots load then), shared with the other signed calls.
-        let http = https_client().map_err(|e| ExportError::Permanent {
-            code: "tls".into(),
-            message: e.to_string(),
-        })?;
-        let resp = match tokio::time::timeout(self.timeout, http.request(req)).await {
-            Err(_) => return Err(retry("timeout", "request timed out".into(), None)),
-            Ok(Err(e)) => return Err(retry("connection", e.to_string(), None)),
-            Ok(Ok(r)) => r,
-        };
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let after = header("retry-after")
-            .and_then(|v| v.trim().parse().ok())
-            .map(Duration::from_secs);
-        let error_type = header("x-amzn-errortype");
-        let read = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect();
-        let bytes = match tokio::time::timeout(self.timeout, read).await {
-            Ok(Ok(b)) => b.to_bytes(),
-            Ok(Err(e)) => return Err(retry("connection", e.to_string(), None)),
-            Err(_) => return Err(retry("timeout", "response body not read".into(), None)),
-        };
+        .await?;
+        let status = answer.status;
         if (200..300).contains(&status) {
-            return Ok(unprocessed(&bytes));
+            return Ok(unprocessed(&answer.body));
         }
-        let (code, message) = error_of(error_type.as_deref(), &bytes);
+        let (code, message) = error_of(answer.header("x-amzn-errortype"), &answer.body);
         let message = format!("HTTP {status} {code}: {message}");
+        let after = answer.retry_after();
         if status == 429 || THROTTLING_CODES.contains(&code.as_str()) {
-            Err(retry("throttled", message, after))
+            Err(ExportError::Retryable {
+                reason: "throttled",
+                message,
+                after,
+            })
         } else if status >= 500 || status == 408 {
-            Err(retry("server_error", message, after))
+            Err(ExportError::Retryable {
+                reason: "server_error",
+                message,
+                after,
+            })
         } else {
             Err(ExportError::Permanent { code, message })
         }
