@@ -276,34 +276,39 @@ async fn rules(
     State(s): State<Arc<ProxyState>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return too_large(&s, &e),
-    };
-    let Upstream::Xray(to) = &s.upstream else {
-        s.stats.count(Call::Rules, Outcome::Local);
-        return local_rules();
-    };
-    if let Some(hit) = s.cached(&body) {
-        s.stats.count(Call::Rules, Outcome::Cached);
-        return ok_response(hit);
-    }
-    s.forward(to, Call::Rules, body).await
+    handle(&s, Call::Rules, body).await
 }
 
 async fn targets(
     State(s): State<Arc<ProxyState>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    handle(&s, Call::Targets, body).await
+}
+
+async fn handle(
+    s: &ProxyState,
+    call: Call,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
     let body = match body {
         Ok(b) => b,
-        Err(e) => return too_large(&s, &e),
+        Err(e) => return too_large(s, &e),
     };
     let Upstream::Xray(to) = &s.upstream else {
-        s.stats.count(Call::Targets, Outcome::Local);
-        return local_targets(&body);
+        s.stats.count(call, Outcome::Local);
+        return match call {
+            Call::Rules => local_rules(),
+            Call::Targets => local_targets(&body),
+        };
     };
-    s.forward(to, Call::Targets, body).await
+    if call == Call::Rules
+        && let Some(hit) = s.cached(&body)
+    {
+        s.stats.count(call, Outcome::Cached);
+        return ok_response(hit);
+    }
+    s.forward(to, call, body).await
 }
 
 fn ok_response(c: Cached) -> Response {
