@@ -21,6 +21,11 @@ class Agent:
         self.xray_udp = addrs["xray_udp"]
         self.xray_proxy = addrs["xray_proxy"]
         self.admin = addrs["admin"]
+        self.log = []  # the agent's stderr lines after its listeners, as they come
+
+    def logged(self, *parts):
+        """The log lines holding every one of `parts`."""
+        return [line for line in list(self.log) if all(p in line for p in parts)]
 
     def get(self, path):
         with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=5) as r:
@@ -71,8 +76,9 @@ def start_agent(extra_args=(), extra_env=None):
         if m:
             addrs[m.group(1)] = m.group(2)
     assert {"otlp_grpc", "otlp_http", "xray_udp", "xray_proxy", "admin"} <= set(addrs), f"agent did not report its listeners: {addrs}"
-    threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-    return Agent(proc, addrs)
+    agent = Agent(proc, addrs)
+    threading.Thread(target=lambda: [agent.log.append(line) for line in proc.stderr], daemon=True).start()
+    return agent
 
 
 @pytest.fixture

@@ -2,15 +2,12 @@
 daemon port: X-Ray (moto) stores each document exactly as the SDK sent it, span metrics and the
 local store see the segments, and centralised sampling works through the proxy against a fake
 X-Ray that checks every call's SigV4 signature with botocore's signer."""
-import datetime
 import http.client
-import http.server
 import json
 import math
 import os
 import shutil
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -20,28 +17,13 @@ import boto3
 import pytest
 from aws_xray_sdk.core import AWSXRayRecorder
 from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, start_agent
+from xray_fake import KEY, REGION, SECRET, TOKEN, FakeXray, wait_until
 
 HEADER = '{"format":"json","version":1}'
 NODE_DIR = os.path.join(ROOT, "tests", "node")
-DEADLINE_S = 20
-
-KEY, SECRET, TOKEN, REGION = "AKIDSIDETRACETEST", "sidetrace/test+secret/KEY", "session-token-example", "eu-west-1"
-
-
-def wait_until(pred, what, timeout=DEADLINE_S):
-    deadline = time.time() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -388,85 +370,32 @@ def sampling_rules_answer():
 RATES = {"never-sampled": 0.0, "Default": 1.0}
 
 
-def verify_sigv4(method, url, headers, body):
-    """Rebuilds the request with the headers it says it signed and signs it with botocore at
-    its own X-Amz-Date; None when the signature matches, else what is wrong."""
-    auth = headers.get("authorization", "")
-    if not auth.startswith("AWS4-HMAC-SHA256 "):
-        return f"not SigV4: {auth!r}"
-    fields = dict(p.strip().split("=", 1) for p in auth.split(" ", 1)[1].split(","))
-    key, day, region, service, term = fields["Credential"].split("/")
-    date = headers.get("x-amz-date", "")
-    if (key, region, term) != (KEY, REGION, "aws4_request") or day != date[:8]:
-        return f"bad credential scope {fields['Credential']} for {date}"
-    at = datetime.datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=datetime.timezone.utc)
-    if abs((datetime.datetime.now(datetime.timezone.utc) - at).total_seconds()) > 300:
-        return f"stale X-Amz-Date {date}"
-    signed = fields["SignedHeaders"].split(";")
-    if not {"host", "x-amz-date", "x-amz-security-token"} <= set(signed):
-        return f"signed headers {signed}"
-    if headers.get("x-amz-security-token") != TOKEN:
-        return "no session token"
-    req = AWSRequest(method=method, url=url, data=body, headers={h: headers[h] for h in signed})
-    req.context["timestamp"] = date
-    signer = SigV4Auth(Credentials(KEY, SECRET, TOKEN), service, region)
-    want = signer.signature(signer.string_to_sign(req, signer.canonical_request(req)), req)
-    return None if want == fields["Signature"] else f"signature {fields['Signature']} != botocore's {want}"
-
-
-class FakeXray:
+class SamplingXray(FakeXray):
     """X-Ray's sampling API on loopback (moto has none), checking each call's SigV4 signature;
     every other request is forwarded to moto unchanged."""
 
     def __init__(self, moto_url):
         self.moto_url = moto_url
-        self.requests = []  # (method, path, headers, body, signature problem or None)
-        self.lock = threading.Lock()
-        fake = self
+        super().__init__()
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def respond(self, call):
+        if call.path in ("/GetSamplingRules", "/SamplingTargets") and call.method == "POST":
+            if call.problem:
+                return 403, {}, json.dumps({"__type": "InvalidSignatureException",
+                                            "message": call.problem}).encode()
+            return 200, {}, json.dumps(self.sampling(call.path, call.body)).encode()
+        return self.forward(call)
 
-            def handle_one(self):
-                body = self.rfile.read(int(self.headers.get("content-length") or 0))
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                url = f"http://{headers.get('host')}{self.path}"
-                problem = verify_sigv4(self.command, url, headers, body)
-                with fake.lock:
-                    fake.requests.append((self.command, self.path, headers, body, problem))
-                if self.path in ("/GetSamplingRules", "/SamplingTargets") and self.command == "POST":
-                    if problem:
-                        return self.answer(403, json.dumps({"__type": "InvalidSignatureException",
-                                                            "message": problem}).encode())
-                    return self.answer(200, json.dumps(fake.sampling(self.path, body)).encode())
-                self.forward(headers, body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = handle_one
-
-            def forward(self, headers, body):
-                fwd = {k: v for k, v in headers.items() if k not in ("host", "content-length", "connection")}
-                req = urllib.request.Request(fake.moto_url + self.path, data=body or None,
-                                             headers=fwd, method=self.command)
-                try:
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        status, ctype, data = r.status, r.headers.get("content-type"), r.read()
-                except urllib.error.HTTPError as e:
-                    status, ctype, data = e.code, e.headers.get("content-type"), e.read()
-                self.answer(status, data, ctype)
-
-            def answer(self, status, data, ctype="application/json"):
-                self.send_response(status)
-                self.send_header("content-type", ctype or "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def forward(self, call):
+        fwd = {k: v for k, v in call.headers.items() if k not in ("host", "content-length", "connection")}
+        req = urllib.request.Request(self.moto_url + call.path, data=call.body or None,
+                                     headers=fwd, method=call.method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                status, ctype, data = r.status, r.headers.get("content-type"), r.read()
+        except urllib.error.HTTPError as e:
+            status, ctype, data = e.code, e.headers.get("content-type"), e.read()
+        return status, {"content-type": ctype or "application/json"}, data
 
     def sampling(self, path, body):
         if path == "/GetSamplingRules":
@@ -477,15 +406,11 @@ class FakeXray:
              "ReservoirQuotaTTL": time.time() + 60, "Interval": 10} for d in docs],
             "LastRuleModification": 1.7e9, "UnprocessedStatistics": []}
 
-    def calls(self, path):
-        with self.lock:
-            return [r for r in self.requests if r[1] == path]
-
 
 @pytest.fixture
 def sampling_xray(moto_url):
     """A fake X-Ray (sampling API; the rest forwarded to moto) and an agent in AWS mode using it."""
-    fake = FakeXray(moto_url)
+    fake = SamplingXray(moto_url)
     agent = start_agent(["--sampling-ratio", "1", "--set", "xray.idle_flush=200ms"], {
         "AWS_REGION": REGION, "AWS_ENDPOINT_URL": fake.url, "AWS_ACCESS_KEY_ID": KEY,
         "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": TOKEN,
@@ -493,7 +418,7 @@ def sampling_xray(moto_url):
     yield fake, agent
     agent.proc.terminate()
     assert agent.proc.wait(timeout=30) == 0
-    fake.server.shutdown()
+    fake.close()
 
 
 def assert_signed(fake):
