@@ -216,7 +216,7 @@ pub async fn deliver<T, F, Fut>(
     exporter: &'static str,
     items: u64,
     mut attempt: F,
-    mut on_retry: impl FnMut(),
+    mut on_retry: impl FnMut(&'static str),
 ) -> Result<T, DropReason>
 where
     F: FnMut() -> Fut,
@@ -231,7 +231,7 @@ where
                 after,
             }) => match backoff.next_delay(after) {
                 Some(delay) => {
-                    on_retry();
+                    on_retry(reason);
                     debug!(exporter, reason, attempt = backoff.attempts(), delay_ms = delay.as_millis() as u64, error = %message, "Export failed; retrying.");
                     tokio::time::sleep(delay).await;
                 }

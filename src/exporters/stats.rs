@@ -14,6 +14,16 @@ pub const MAX_REJECTION_CODES: usize = 32;
 
 const DROPS: usize = DropReason::ALL.len();
 
+/// The retryable failures' reasons (`ExportError::Retryable`), labels of
+/// `sidetrace_exporter_retries_total`: the X-Ray daemon's `BackendConnectionErrors`, by kind.
+pub const RETRY_REASONS: [&str; 5] = [
+    "throttled",
+    "server_error",
+    "timeout",
+    "connection",
+    "credentials",
+];
+
 /// One exporter's span accounting, shared by its task, its senders and `/metrics`.
 #[derive(Debug)]
 pub struct ExporterStats {
@@ -22,6 +32,8 @@ pub struct ExporterStats {
     dropped: Counters<DROPS>,
     /// Spans the destination refused, by the destination's own error code.
     rejected: Mutex<BTreeMap<String, u64>>,
+    /// Attempts that failed and were retried, by [`RETRY_REASONS`] (the last slot: any other).
+    retries: Counters<{ RETRY_REASONS.len() + 1 }>,
     /// Spans the exporter holds (queued for it, batched or being sent): counted as lost if the
     /// drain deadline passes.
     pending: AtomicI64,
@@ -34,6 +46,7 @@ impl ExporterStats {
             sent: Counters::default(),
             dropped: Counters::default(),
             rejected: Mutex::default(),
+            retries: Counters::default(),
             pending: AtomicI64::new(0),
         })
     }
@@ -45,6 +58,15 @@ impl ExporterStats {
 
     pub fn sent(&self, n: u64) {
         self.sent.add(0, n);
+    }
+
+    /// One failed attempt that will be retried.
+    pub fn retried(&self, reason: &str) {
+        let i = RETRY_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(RETRY_REASONS.len());
+        self.retries.add(i, 1);
     }
 
     pub fn dropped(&self, reason: DropReason, n: u64) {
@@ -140,6 +162,19 @@ impl Stats for ExporterFamilies {
             "counter",
             "Spans the destination refused, by its error code.",
             rejected,
+        );
+        family(
+            o,
+            "sidetrace_exporter_retries_total",
+            "counter",
+            "Failed attempts that were retried, by reason (throttling, 5xx/408, timeouts, connection errors, credentials).",
+            self.0.iter().flat_map(|e| {
+                RETRY_REASONS
+                    .iter()
+                    .chain(["other"].iter())
+                    .enumerate()
+                    .map(move |(i, r)| (format!("{},reason=\"{r}\"", label(e)), e.retries.get(i)))
+            }),
         );
         family(
             o,

@@ -301,7 +301,11 @@ def test_a_retryable_answer_is_retried_and_the_batch_sent_once(wire, answer, rea
     assert all(c.problem is None for c in calls)
     assert calls[0].headers["x-amz-date"] <= calls[1].headers["x-amz-date"]
     assert outcome(agent) == {"sent": len(docs), "dropped": {}, "rejected": {}, "pending": 0}
-    # The retry was classified as the answer says (the agent logs the reason at debug level).
+    # The retry was classified as the answer says: counted by reason, and logged at debug level.
+    m = metrics(agent)
+    retries = {dict(ls)["reason"]: v for (n, ls), v in m.items()
+               if n == "sidetrace_exporter_retries_total" and dict(ls).get("exporter") == "xray" and v}
+    assert retries == {reason: 1}, retries
     assert agent.logged("Export failed; retrying.", "exporter=\"xray\"", f"reason=\"{reason}\""), agent.log[-20:]
 
 
@@ -317,6 +321,7 @@ def test_a_permanent_error_is_dropped_not_retried(wire):
     assert len(fake.puts()) == 1
     assert agent.logged("Destination refused the request; dropping it.", "code=InvalidRequestException"), agent.log[-20:]
     assert not agent.logged("Export failed; retrying.")
+    assert counter(agent, "sidetrace_exporter_retries_total", exporter="xray") == 0
 
 
 def test_unprocessed_segments_are_rejected_by_their_error_code(wire):

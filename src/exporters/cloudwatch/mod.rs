@@ -364,7 +364,7 @@ impl CloudwatchExporter {
             "cloudwatch",
             request.len() as u64,
             || client.put(namespace, request, timestamp),
-            || m.request(PublishOutcome::Retried),
+            |_| m.request(PublishOutcome::Retried),
         )
         .await;
         match result {

@@ -327,13 +327,13 @@ impl Sender {
             body.push_escaped(&d.escaped);
         }
         let body = body.finish();
-        let client = &self.client;
+        let (client, stats) = (&self.client, &self.stats);
         let result = retry::deliver(
             &mut self.backoff,
             "xray",
             spans,
             || client.put(body.clone()),
-            || {},
+            |reason| stats.retried(reason),
         )
         .await;
         let m = &self.stats;

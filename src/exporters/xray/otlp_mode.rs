@@ -80,7 +80,7 @@ impl OtlpModeExporter {
                     "xray",
                     spans,
                     || sender.attempt(body.clone()),
-                    || {},
+                    |reason| stats.retried(reason),
                 )
                 .await;
                 stats.pending_add(-(spans as i64));
