@@ -5,7 +5,9 @@
 #   benches/pipeline.sh              # all configurations, RUNS=3 each
 #   RUNS=1 DURATION=5s benches/pipeline.sh b
 #
-# Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray;
+# Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray, with the
+# realistic error mix (MIX=uniform for the old 2 % mix; errors are kept whole, so this decides
+# how much reaches X-Ray: the kept fraction is printed);
 # c = X-Ray export of 100% of spans; o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
 # AWS is a local fake endpoint (benches/fake_xray.rs).
@@ -23,6 +25,8 @@ LIMIT=${LIMIT:-48MiB}
 cargo build --release --quiet --bin sidetrace
 cargo build --release --quiet --features bench-tools --bin fake-xray
 BIN=${BIN:-target/release/sidetrace}   # BIN=path/to/other/sidetrace compares a build
+LOADGEN=${LOADGEN:-target/release/sidetrace}   # the load generator: this build's, whatever BIN is
+MIX=${MIX:-realistic}
 FAKE=target/release/fake-xray
 GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1:34566; UDP=127.0.0.1:32000
 
@@ -55,7 +59,15 @@ start_agent() {
   READY_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
 }
 
-printf '%-3s %-4s %12s %14s %9s %9s %9s %9s %9s\n' cfg run "spans/s" "spans/cpu-s" ready_ms idle_MB peak_MB p99_ms fails
+# Spans kept, as a fraction of all spans sampled, by the policy that kept them (e.g. errors=0.11,ratio=0.01).
+kept_fraction() {
+  curl -s "http://$ADMIN/metrics" | awk '$1 ~ /^sidetrace_sampling_spans_total/ {
+      split($1, a, "\""); total += $2; if (a[2] == "kept" && $2 > 0) kept[a[4]] += $2 }
+    END { out = ""; for (p in kept) out = out (out ? "," : "") p "=" sprintf("%.3f", kept[p] / total);
+          print (out ? out : "-") }'
+}
+
+printf '%-3s %-4s %12s %14s %9s %9s %9s %9s %9s  %s\n' cfg run "spans/s" "spans/cpu-s" ready_ms idle_MB peak_MB p99_ms fails kept_by_policy
 for cfg in $CONFIGS; do
   [ "$cfg" = o ] && continue
   for run in $(seq 1 "$RUNS"); do
@@ -63,16 +75,18 @@ for cfg in $CONFIGS; do
     sleep 1
     IDLE_KB=$(status_kb "$AGENT_PID" VmRSS)
     c0=$(cpu_ticks "$AGENT_PID")
-    OUT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" | tail -1)
+    MIX_ARGS=(); [ "$cfg" = b ] && MIX_ARGS=(--error-mix "$MIX")
+    OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" "${MIX_ARGS[@]}" | tail -1)
     c1=$(cpu_ticks "$AGENT_PID")
     PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
-    python3 - "$cfg" "$run" "$OUT" "$(( c1 - c0 ))" "$(getconf CLK_TCK)" "$READY_MS" "$IDLE_KB" "$PEAK_KB" <<'PY'
+    KEPT=$(kept_fraction)
+    python3 - "$cfg" "$run" "$OUT" "$(( c1 - c0 ))" "$(getconf CLK_TCK)" "$READY_MS" "$IDLE_KB" "$PEAK_KB" "$KEPT" <<'PY'
 import json, sys
-cfg, run, out, ticks, hz, ready, idle, peak = sys.argv[1:]
+cfg, run, out, ticks, hz, ready, idle, peak, kept = sys.argv[1:]
 r = json.loads(out)
 cpu = int(ticks) / int(hz)
 per_cpu = r["spans_ok"] / cpu if cpu else 0
-print(f'{cfg:<3} {run:<4} {r["spans_per_sec"]:12.0f} {per_cpu:14.0f} {int(ready):9d} {int(idle)/1024:9.1f} {int(peak)/1024:9.1f} {r["latency_p99_ms"]:9.2f} {sum(r["failures"].values()):9d}')
+print(f'{cfg:<3} {run:<4} {r["spans_per_sec"]:12.0f} {per_cpu:14.0f} {int(ready):9d} {int(idle)/1024:9.1f} {int(peak)/1024:9.1f} {r["latency_p99_ms"]:9.2f} {sum(r["failures"].values()):9d}  {kept}')
 PY
     kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
   done
@@ -82,9 +96,9 @@ done
 if [[ " $CONFIGS " == *" b "* ]]; then
   start_agent b
   sleep 1
-  SAT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 5s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+  SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 5s --error-mix "$MIX" | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
   HALF=$(( SAT / 2 ))
-  OUT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" | tail -1)
+  OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" --error-mix "$MIX" | tail -1)
   echo "open loop at 50% of saturation ($HALF of $SAT spans/s), config b: $OUT"
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
 fi
@@ -94,8 +108,8 @@ if [[ " $CONFIGS " == *" o "* ]]; then
   for run in $(seq 1 "$RUNS"); do
     start_agent o
     sleep 1
-    SAT=$(taskset -c "$LOAD_CPU" "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 3s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
-    OUT=$(taskset -c "$LOAD_CPU" timeout 120 "$BIN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate $(( SAT * 10 )) --duration "$DURATION" | tail -1)
+    SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 3s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+    OUT=$(taskset -c "$LOAD_CPU" timeout 120 "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate $(( SAT * 10 )) --duration "$DURATION" | tail -1)
     PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
     LIMIT_B=$(curl -s "http://$ADMIN/metrics" | awk '$1 == "sidetrace_memory_limit_bytes" {print $2}')
     python3 - "$run" "$OUT" "$SAT" "$PEAK_KB" "$LIMIT_B" <<'PY'

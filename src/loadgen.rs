@@ -36,6 +36,7 @@ pub struct LoadSpec {
     /// Stop after this many requests, if set.
     pub max_requests: Option<u64>,
     pub error_ratio: f64,
+    pub error_mix: crate::workload::ErrorMix,
     pub extra_attributes: usize,
     pub xray_ids: bool,
     pub gzip: bool,
@@ -71,6 +72,7 @@ fn templates(spec: &LoadSpec) -> Vec<Template> {
     let shape = Shape {
         spans: spec.spans_per_request,
         error_ratio: spec.error_ratio,
+        error_mix: spec.error_mix,
         spans_per_trace: spec.spans_per_trace.max(1),
         xray_ids: spec.xray_ids,
         extra_attributes: spec.extra_attributes,
@@ -489,6 +491,7 @@ mod tests {
             duration: Duration::from_secs(1),
             max_requests: None,
             error_ratio: 0.0,
+            error_mix: crate::workload::ErrorMix::Uniform,
             extra_attributes: 1,
             xray_ids: true,
             gzip: false,

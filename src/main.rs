@@ -236,9 +236,13 @@ struct LoadgenArgs {
     /// Stop after this many requests
     #[arg(long)]
     requests: Option<u64>,
-    /// Fraction of traces that carry an error
+    /// Fraction of traces that carry an error (the uniform mix)
     #[arg(long, default_value_t = 0.02)]
     error_ratio: f64,
+    /// uniform (--error-ratio of traces fail whole) or realistic (3 % 5xx with an exception,
+    /// 6 % 4xx, 4 % failed database calls, 2 % throttled calls)
+    #[arg(long, default_value = "uniform")]
+    error_mix: String,
     /// Extra attributes per span on top of 8 semantic-convention ones
     #[arg(long, default_value_t = 2)]
     attributes: usize,
@@ -357,6 +361,14 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let error_mix = match a.error_mix.as_str() {
+        "uniform" => sidetrace::workload::ErrorMix::Uniform,
+        "realistic" => sidetrace::workload::ErrorMix::Realistic,
+        other => {
+            eprintln!("sidetrace loadgen: --error-mix: {other:?} is not uniform or realistic");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let default_port = match a.protocol.as_str() {
         "http" => 4318,
         "xray-udp" => 2000,
@@ -374,6 +386,7 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
         duration,
         max_requests: a.requests,
         error_ratio: a.error_ratio,
+        error_mix,
         extra_attributes: a.attributes,
         xray_ids: !a.random_ids,
         gzip: a.gzip,

@@ -95,12 +95,34 @@ pub fn resource(service: &str) -> Resource {
     }
 }
 
+/// How errors are spread over traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorMix {
+    /// `error_ratio` of traces fail whole: every span ERROR, the server span 500.
+    Uniform,
+    /// What ECS services show (issue 14's harness): 3 % of traces a server 5xx with status
+    /// ERROR and an exception event, 6 % a 4xx (status unset, as OpenTelemetry's server rule
+    /// has it), 4 % a failed database call, 2 % a throttled (429) dependency call.
+    Realistic,
+}
+
+/// What one trace of the realistic mix ends in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Ok,
+    ServerFault,
+    ClientError,
+    DependencyError,
+    Throttled,
+}
+
 /// Options for [`request`].
 #[derive(Debug, Clone)]
 pub struct Shape {
     pub spans: usize,
-    /// Fraction of traces (0–1) whose spans end in error.
+    /// Fraction of traces (0–1) whose spans end in error (the uniform mix).
     pub error_ratio: f64,
+    pub error_mix: ErrorMix,
     /// Spans per trace (a trace's spans share an ID and form a chain under one root).
     pub spans_per_trace: usize,
     /// X-Ray-compatible trace IDs (first 32 bits are the current epoch second).
@@ -115,6 +137,7 @@ impl Default for Shape {
         Shape {
             spans: 512,
             error_ratio: 0.02,
+            error_mix: ErrorMix::Uniform,
             spans_per_trace: 8,
             xray_ids: true,
             extra_attributes: 2,
@@ -135,7 +158,19 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
             let epoch = (shape.now_unix_nano / 1_000_000_000) as u32;
             trace_id[..4].copy_from_slice(&epoch.to_be_bytes());
         }
-        let error = (rng.below(10_000) as f64) < shape.error_ratio * 10_000.0;
+        let draw = rng.below(10_000);
+        let error = match shape.error_mix {
+            ErrorMix::Uniform => (draw as f64) < shape.error_ratio * 10_000.0,
+            ErrorMix::Realistic => false,
+        };
+        let outcome = match (shape.error_mix, draw) {
+            (ErrorMix::Uniform, _) => Outcome::Ok,
+            (ErrorMix::Realistic, 0..300) => Outcome::ServerFault,
+            (ErrorMix::Realistic, 300..900) => Outcome::ClientError,
+            (ErrorMix::Realistic, 900..1300) => Outcome::DependencyError,
+            (ErrorMix::Realistic, 1300..1500) => Outcome::Throttled,
+            _ => Outcome::Ok,
+        };
         let service = rng.below(SERVICES.len() as u64) as usize;
         let route = ROUTES[rng.below(ROUTES.len() as u64) as usize];
         let n = shape.spans_per_trace.min(shape.spans - made).max(1);
@@ -157,7 +192,15 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                             route.replace("{id}", &rng.below(100_000).to_string()),
                         ),
                         s("url.scheme", "https"),
-                        i("http.response.status_code", if error { 500 } else { 200 }),
+                        i(
+                            "http.response.status_code",
+                            match outcome {
+                                _ if error => 500,
+                                Outcome::ServerFault => 503,
+                                Outcome::ClientError => 404,
+                                _ => 200,
+                            },
+                        ),
                         s("server.address", "api.example.com"),
                         s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
                         s("client.address", "10.0.3.17"),
@@ -201,6 +244,29 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                     format!("value-{}", rng.below(1000)),
                 ));
             }
+            // The realistic mix fails one span of the trace: the server span, or its first
+            // database call (k == 1), which a throttled call also marks with a 429.
+            let failing = match outcome {
+                Outcome::ServerFault => k == 0,
+                Outcome::DependencyError | Outcome::Throttled => k == 1.min(n - 1),
+                _ => false,
+            };
+            if failing && outcome == Outcome::Throttled {
+                attrs.push(i("http.response.status_code", 429));
+            }
+            let span_error = error || failing;
+            let events = match failing && outcome != Outcome::Throttled {
+                true => vec![span::Event {
+                    time_unix_nano: begin + dur,
+                    name: "exception".into(),
+                    attributes: vec![
+                        s("exception.type", "ConnectionError"),
+                        s("exception.message", "upstream reset the connection"),
+                    ],
+                    ..Default::default()
+                }],
+                false => Vec::new(),
+            };
             by_service[service].push(Span {
                 trace_id: trace_id.to_vec().into(),
                 span_id: span_id.clone().into(),
@@ -211,13 +277,14 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
                 end_time_unix_nano: begin + dur,
                 attributes: attrs,
                 status: Some(Status {
-                    code: if error { 2 } else { 0 },
-                    message: if error {
+                    code: if span_error { 2 } else { 0 },
+                    message: if span_error {
                         "internal error".into()
                     } else {
                         String::new()
                     },
                 }),
+                events,
                 flags: 0x101,
                 ..Default::default()
             });
@@ -253,6 +320,43 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn the_realistic_mix_fails_about_one_trace_in_eleven() {
+        let shape = Shape {
+            spans: 8 * 4000,
+            error_mix: ErrorMix::Realistic,
+            ..Shape::default()
+        };
+        let req = request(&mut Rng::new(11), &shape);
+        let spans: Vec<&Span> = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .collect();
+        let traces = |pred: &dyn Fn(&Span) -> bool| {
+            spans
+                .iter()
+                .filter(|s| pred(s))
+                .map(|s| s.trace_id.clone())
+                .collect::<std::collections::HashSet<_>>()
+                .len() as f64
+                / 4000.0
+        };
+        let status = |s: &Span, code: i64| {
+            s.attributes.iter().any(|kv| {
+                kv.key == "http.response.status_code"
+                    && kv.value.as_ref().and_then(|v| v.value.clone())
+                        == Some(any_value::Value::IntValue(code))
+            })
+        };
+        let failed = traces(&|s| s.status.as_ref().is_some_and(|st| st.code == 2));
+        assert!((0.07..0.11).contains(&failed), "ERROR traces {failed}");
+        assert!((0.04..0.08).contains(&traces(&|s| status(s, 404))));
+        assert!((0.01..0.03).contains(&traces(&|s| status(s, 429))));
+        assert!((0.02..0.04).contains(&traces(&|s| status(s, 503))));
+    }
 
     #[test]
     fn requests_are_valid_and_realistically_sized() {
