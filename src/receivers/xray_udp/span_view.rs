@@ -41,8 +41,18 @@ impl SpanViews {
         let parent = seg.parent_id.as_deref().and_then(span_id_bytes);
         flatten(seg, !independent_subsegment, &trace_id, parent, &mut spans);
         let n = spans.len();
-        if n > 0 {
-            self.spans += n;
+        if n == 0 {
+            return 0;
+        }
+        self.spans += n;
+        // Documents of one burst mostly come from one service: they share its resource, which
+        // is then written, decoded and indexed once instead of once per document.
+        if let Some(last) = self.resource_spans.last_mut()
+            && last.resource.as_ref() == Some(&resource)
+            && let Some(scope) = last.scope_spans.first_mut()
+        {
+            scope.spans.extend(spans);
+        } else {
             self.resource_spans.push(ResourceSpans {
                 resource: Some(resource),
                 scope_spans: vec![ScopeSpans {

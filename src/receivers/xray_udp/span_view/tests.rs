@@ -193,3 +193,28 @@ fn the_view_decodes_as_an_otlp_request() {
     assert_eq!(decoded.batch.spans.len(), 4);
     assert_eq!(decoded.rejected.total(), 0);
 }
+
+#[test]
+fn documents_of_one_service_share_one_resource() {
+    let doc = |id: &str, name: &str| {
+        format!(
+            r#"{{"trace_id":"1-5f84c7a8-0123456789abcdef01234567","id":"{id}","name":"{name}","start_time":1.0,"end_time":2.0}}"#
+        )
+    };
+    let mut v = SpanViews::default();
+    for (id, name) in [
+        ("70de5b6f19ff9a01", "shop"),
+        ("70de5b6f19ff9a02", "shop"),
+        ("70de5b6f19ff9a03", "cart"),
+    ] {
+        let d = format!("{HEADER}{}", doc(id, name));
+        v.add(&datagram::parse(d.as_bytes()).unwrap().segment, None);
+    }
+    let req = ExportTraceServiceRequest::decode(v.take_encoded().as_slice()).unwrap();
+    let shape: Vec<usize> = req
+        .resource_spans
+        .iter()
+        .map(|r| r.scope_spans[0].spans.len())
+        .collect();
+    assert_eq!(shape, [2, 1]);
+}
