@@ -58,6 +58,35 @@ pub struct Report {
     pub latency_max_ms: f64,
 }
 
+impl Report {
+    /// A run's counts, latency not measured (UDP has no answers; the OTLP run adds its own).
+    fn new(
+        spec: &LoadSpec,
+        duration_s: f64,
+        requests_ok: u64,
+        spans_ok: u64,
+        failures: BTreeMap<String, u64>,
+    ) -> Report {
+        Report {
+            protocol: spec.protocol.clone(),
+            mode: if spec.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            duration_s,
+            requests_ok,
+            spans_ok,
+            spans_per_sec: spans_ok as f64 / duration_s.max(1e-9),
+            failures,
+            latency_p50_ms: 0.0,
+            latency_p99_ms: 0.0,
+            latency_p999_ms: 0.0,
+            latency_max_ms: 0.0,
+        }
+    }
+}
+
 /// A pre-encoded request and where its trace IDs sit, so each send can make them unique.
 struct Template {
     bytes: Vec<u8>,
@@ -369,21 +398,17 @@ pub async fn run(spec: LoadSpec) -> Result<Report, String> {
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let spans_ok = shared.spans_ok.load(Ordering::Relaxed);
     Ok(Report {
-        protocol: spec.protocol.clone(),
-        mode: if spec.rate.is_some() {
-            "open"
-        } else {
-            "closed"
-        },
-        duration_s: elapsed,
-        requests_ok: shared.requests_ok.load(Ordering::Relaxed),
-        spans_ok,
-        spans_per_sec: spans_ok as f64 / elapsed.max(1e-9),
-        failures: shared.failures.lock().await.clone(),
         latency_p50_ms: ms(0.5),
         latency_p99_ms: ms(0.99),
         latency_p999_ms: ms(0.999),
         latency_max_ms: h.max() as f64 / 1000.0,
+        ..Report::new(
+            &spec,
+            elapsed,
+            shared.requests_ok.load(Ordering::Relaxed),
+            spans_ok,
+            shared.failures.lock().await.clone(),
+        )
     })
 }
 
@@ -456,23 +481,7 @@ fn run_udp(spec: &LoadSpec) -> Result<Report, String> {
         }
     }
     let secs = elapsed().as_secs_f64();
-    Ok(Report {
-        protocol: spec.protocol.clone(),
-        mode: if spec.rate.is_some() {
-            "open"
-        } else {
-            "closed"
-        },
-        duration_s: secs,
-        requests_ok: ok,
-        spans_ok: ok,
-        spans_per_sec: ok as f64 / secs.max(1e-9),
-        failures,
-        latency_p50_ms: 0.0,
-        latency_p99_ms: 0.0,
-        latency_p999_ms: 0.0,
-        latency_max_ms: 0.0,
-    })
+    Ok(Report::new(spec, secs, ok, ok, failures))
 }
 
 #[cfg(test)]

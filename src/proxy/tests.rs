@@ -3,7 +3,6 @@ use axum::http::Request;
 use tower::ServiceExt;
 
 use super::*;
-use crate::exporters::aws::xray_base_url;
 
 async fn call(method: &str, path: &str, body: Vec<u8>) -> (StatusCode, serde_json::Value) {
     let app = router(Upstream::Local, Arc::new(ProxyStats::default()));
@@ -62,15 +61,4 @@ async fn an_oversized_body_is_refused() {
     let (status, body) = call("POST", "/SamplingTargets", big).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(body["message"].as_str().unwrap().contains("over"));
-}
-
-#[test]
-fn the_endpoint_follows_the_sdk_variables() {
-    let none = |_: &str| None;
-    assert_eq!(
-        xray_base_url("eu-west-1", &none),
-        "https://xray.eu-west-1.amazonaws.com"
-    );
-    let set = |v: &str| (v == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:5000/".to_owned());
-    assert_eq!(xray_base_url("eu-west-1", &set), "http://127.0.0.1:5000");
 }

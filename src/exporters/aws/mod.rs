@@ -80,3 +80,19 @@ pub fn xray_base_url(region: &str, env: &dyn Fn(&str) -> Option<String>) -> Stri
         .trim_end_matches('/')
         .to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_endpoint_follows_the_sdk_variables() {
+        let none = |_: &str| None;
+        assert_eq!(
+            xray_base_url("eu-west-1", &none),
+            "https://xray.eu-west-1.amazonaws.com"
+        );
+        let set = |v: &str| (v == "AWS_ENDPOINT_URL").then(|| "http://127.0.0.1:5000/".to_owned());
+        assert_eq!(xray_base_url("eu-west-1", &set), "http://127.0.0.1:5000");
+    }
+}

@@ -42,18 +42,15 @@ impl RequestBody {
         RequestBody { buf, documents: 0 }
     }
 
-    /// Appends one document as a JSON string.
-    pub fn push(&mut self, document: &str) {
-        if self.documents > 0 {
-            self.buf.push(b',');
-        }
-        self.buf.push(b'"');
-        escape_into(&mut self.buf, document);
-        self.buf.push(b'"');
-        self.documents += 1;
+    /// A document as the body carries it: the contents of a JSON string. Done once, when the
+    /// document is made or received, so a batch is assembled by copying.
+    pub fn escape(document: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(document.len() + document.len() / 4);
+        escape_into(&mut out, document);
+        out
     }
 
-    /// Appends one document already escaped as the contents of a JSON string.
+    /// Appends one document escaped by [`RequestBody::escape`].
     pub fn push_escaped(&mut self, escaped: &[u8]) {
         if self.documents > 0 {
             self.buf.push(b',');
@@ -194,8 +191,8 @@ mod tests {
     #[test]
     fn the_body_holds_each_document_as_one_json_string() {
         let mut b = RequestBody::with_capacity(64);
-        b.push(r#"{"id":"a","name":"q\"uote ✓"}"#);
-        b.push("{}");
+        b.push_escaped(&RequestBody::escape(r#"{"id":"a","name":"q\"uote ✓"}"#));
+        b.push_escaped(&RequestBody::escape("{}"));
         let body = b.finish();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(

@@ -267,8 +267,7 @@ impl Export for XrayExporter {
                             Err(_) => String::from_utf8_lossy(doc),
                         };
                         // Escaped here, once, instead of copied now and escaped at send.
-                        let mut escaped = Vec::with_capacity(json.len() + json.len() / 4);
-                        translate::json::escape_into(&mut escaped, &json);
+                        let escaped = RequestBody::escape(&json);
                         // With two documents the first is the dependency subsegment carrying the span's own ID.
                         let span_id = (n == 0).then(|| hex(&d.span.span_id));
                         self.push(PendingDoc { escaped, span_id }, now).await;

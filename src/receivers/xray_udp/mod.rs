@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{Key, Section};
 use crate::exporters::Input;
+use crate::exporters::xray::RequestBody;
 use crate::model::{Protocol, RawDocument};
 use crate::pipeline::Pipeline;
 use crate::receivers::decode::decode_request;
@@ -281,7 +282,7 @@ pub fn start(
                                 if xray.is_some() {
                                     docs.push(RawDocument {
                                         id: d.id().to_owned(),
-                                        escaped: escaped(d.json),
+                                        escaped: RequestBody::escape(d.json),
                                     });
                                 }
                             }
@@ -340,13 +341,6 @@ impl Services {
         }
         None
     }
-}
-
-/// The document as PutTraceSegments carries it: the contents of a JSON string.
-fn escaped(json: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(json.len() + json.len() / 4);
-    crate::exporters::xray::translate::json::escape_into(&mut out, json);
-    out
 }
 
 /// Admits one burst's span views like an OTLP request (the receiver counters count them under
