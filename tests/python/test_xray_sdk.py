@@ -494,7 +494,9 @@ def test_python_sdk_centralised_sampling_through_the_proxy(sampling_xray, moto_u
     calls = "sidetrace_xray_proxy_requests"
     assert sample(agent, calls, call="GetSamplingRules", outcome="forwarded") == 1
     assert sample(agent, calls, call="GetSamplingRules", outcome="cached") == 1
-    assert sample(agent, calls, call="SamplingTargets", outcome="forwarded") == len(fake.calls("/SamplingTargets"))
+    # The fake records a call before it answers, and the proxy counts it once the answer is back.
+    wait_until(lambda: sample(agent, calls, call="SamplingTargets", outcome="forwarded")
+               == len(fake.calls("/SamplingTargets")), "the proxy to count the forwarded SamplingTargets")
     assert sample(agent, calls, call="SamplingTargets", outcome="cached") == 0
 
     # The sampled segments went to X-Ray (PutTraceSegments through the fake X-Ray to moto).
