@@ -431,6 +431,13 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
     }
 }
 
+/// This process's cgroup memory limit, if it has one (a container's, a systemd unit's).
+fn container_limit() -> Option<sidetrace::pipeline::memory::ContainerLimit> {
+    use sidetrace::pipeline::memory::{CGROUP_ROOT, container_limit};
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    container_limit(std::path::Path::new(CGROUP_ROOT), &cgroups)
+}
+
 /// A plain HTTP/1.0 GET with a short timeout: no runtime, no shell needed in the image.
 fn healthcheck(mut addr: SocketAddr) -> ExitCode {
     if addr.ip().is_unspecified() {
@@ -464,8 +471,9 @@ fn healthcheck(mut addr: SocketAddr) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+fn run(mut config: Config) -> ExitCode {
     sidetrace::telemetry::init_logging(config.agent.log_format);
+    let memory_limit = config.apply_container_limit(container_limit());
     let (exporters, why) = config.resolve_exporters(&env);
     let names: Vec<&str> = exporters.iter().map(|e| e.label()).collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -480,6 +488,15 @@ fn run(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         info!(version = env!("CARGO_PKG_VERSION"), exporters = %names.join(","), "Starting sidetrace: {why}.");
+        match config.pipeline.memory_limit {
+            0 => info!("{memory_limit}."),
+            bytes => info!(
+                memory_limit_bytes = bytes,
+                queue_max_bytes = config.pipeline.queue_max_bytes,
+                sampling_max_held_bytes = config.sampling.max_held_bytes,
+                "{memory_limit}; above 80 % of it receivers refuse (retryable)."
+            ),
+        }
         let agent = match Agent::start(&config, &exporters).await {
             Ok(a) => a,
             Err(e) => {

@@ -158,7 +158,10 @@ fn healthcheck_passes_against_a_running_agent_and_sigterm_drains() {
 fn a_memory_limit_is_reported_with_the_resident_size() {
     let mut agent = spawn_agent(&["--memory-limit", "48MiB"], &[]);
     assert!(
-        agent.log.contains("Memory limit set") && agent.log.contains("queue_max_bytes=12582912"),
+        agent
+            .log
+            .contains("Memory limit 48 MiB, set by memory_limit")
+            && agent.log.contains("queue_max_bytes=12582912"),
         "the start-up log names the limit and the budgets it set: {}",
         agent.log
     );

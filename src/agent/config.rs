@@ -11,7 +11,9 @@ use crate::exporters::cloudwatch::CloudwatchConfig;
 use crate::exporters::console::ConsoleConfig;
 use crate::exporters::local_store::LocalConfig;
 use crate::exporters::xray::XrayConfig;
+use crate::pipeline::MIN_MEMORY_LIMIT;
 use crate::pipeline::PipelineConfig;
+use crate::pipeline::memory::{CONTAINER_SHARE_PERCENT, ContainerLimit};
 use crate::pipeline::sampler::config::SamplingConfig;
 use crate::proxy::ProxyConfig;
 use crate::receivers::ReceiversConfig;
@@ -319,6 +321,33 @@ impl Config {
         }
     }
 
+    /// Resolves `memory_limit = auto` against the container's cgroup limit (`found`) and
+    /// returns the startup log's sentence on where the limit came from.
+    pub fn apply_container_limit(&mut self, found: Option<ContainerLimit>) -> String {
+        let p = &mut self.pipeline;
+        if !p.memory_limit_auto {
+            return match p.memory_limit {
+                0 => "No memory limit (memory_limit = none)".into(),
+                n => format!("Memory limit {} MiB, set by memory_limit", n >> 20),
+            };
+        }
+        let Some(found) = found else {
+            return "No memory limit: no container (cgroup) limit found and memory_limit not set"
+                .into();
+        };
+        let share = (u128::from(found.bytes) * u128::from(CONTAINER_SHARE_PERCENT) / 100) as u64;
+        p.memory_limit = (share as usize).max(MIN_MEMORY_LIMIT);
+        p.memory_limit_auto = false;
+        let why = format!(
+            "Memory limit {} MiB: {CONTAINER_SHARE_PERCENT} % of the container's {} MiB ({})",
+            p.memory_limit >> 20,
+            found.bytes >> 20,
+            found.file.display()
+        );
+        self.fit_memory_limit();
+        why
+    }
+
     /// Caps the budgets that hold spans to shares of `memory_limit`, leaving the rest for the
     /// agent itself (~12 MB), requests being read, and the allocator; a budget set lower stays.
     pub fn fit_memory_limit(&mut self) {
@@ -512,6 +541,41 @@ mod tests {
 
         let e = Config::load(None, &no_env, &[("memory_limit", "8MiB".into())]).unwrap_err();
         assert!(e[0].message.contains("16MiB"), "{e:?}");
+    }
+
+    #[test]
+    fn without_a_memory_limit_the_container_limit_applies() {
+        let cgroup = || {
+            Some(ContainerLimit {
+                bytes: 64 << 20,
+                file: "/sys/fs/cgroup/memory.max".into(),
+            })
+        };
+        let mut c = Config::load(None, &no_env, &[]).unwrap();
+        let why = c.apply_container_limit(cgroup());
+        assert_eq!(c.pipeline.memory_limit, 48 << 20, "75 % of 64 MiB");
+        assert_eq!(
+            c.pipeline.queue_max_bytes,
+            12 << 20,
+            "budgets follow the limit"
+        );
+        assert!(
+            why.contains("48 MiB") && why.contains("/sys/fs/cgroup/memory.max"),
+            "{why}"
+        );
+
+        let mut c = Config::load(None, &no_env, &[]).unwrap();
+        assert!(c.apply_container_limit(None).contains("no container"));
+        assert_eq!(c.pipeline.memory_limit, 0);
+        for (set, want) in [("none", 0), ("0", 0), ("32MiB", 32 << 20)] {
+            let mut c = Config::load(None, &no_env, &[("memory_limit", set.into())]).unwrap();
+            let why = c.apply_container_limit(cgroup());
+            assert_eq!(c.pipeline.memory_limit, want, "{set}: the setting wins");
+            assert!(why.contains("memory_limit"), "{why}");
+        }
+        let mut c = Config::load(None, &no_env, &[("memory_limit", "auto".into())]).unwrap();
+        c.apply_container_limit(cgroup());
+        assert_eq!(c.pipeline.memory_limit, 48 << 20);
     }
 
     #[test]

@@ -156,14 +156,6 @@ impl Agent {
             span_metrics.clone(),
             memory.clone(),
         ));
-        if config.pipeline.memory_limit > 0 {
-            info!(
-                memory_limit_bytes = config.pipeline.memory_limit,
-                queue_max_bytes = config.pipeline.queue_max_bytes,
-                sampling_max_held_bytes = config.sampling.max_held_bytes,
-                "Memory limit set: receivers refuse (retryable) above 80 % of it."
-            );
-        }
         let pipeline_stats = Arc::new(PipelineStats::default());
         let sampling_stats = Arc::new(SamplingStats::default());
         registry.register(receiver_stats);

@@ -190,6 +190,62 @@ pub fn resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Where the container's memory limit is read, and the share of it the agent takes when no
+/// `memory_limit` is given: 75 % leaves room for what RSS does not show (page cache and kernel
+/// memory count against the cgroup) so the OOM killer never fires first.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub const CONTAINER_SHARE_PERCENT: u64 = 75;
+/// Above this a cgroup "limit" is the kernel's no-limit value (v1 prints 2^63 less a page).
+const NO_LIMIT: u64 = 1 << 60;
+
+/// A memory limit found in this process's cgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerLimit {
+    pub bytes: u64,
+    /// The file it was read from (for the startup log).
+    pub file: std::path::PathBuf,
+}
+
+/// The cgroup memory limit over this process: the smallest `memory.max` (v2) or
+/// `memory.limit_in_bytes` (v1) from its cgroup up to the mount root. Every level is tried
+/// because a container often sees its own cgroup at the mount root (cgroup namespace or bind
+/// mount) while `/proc/self/cgroup` still names the host's path.
+pub fn container_limit(root: &std::path::Path, proc_self_cgroup: &str) -> Option<ContainerLimit> {
+    let mut best: Option<ContainerLimit> = None;
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (base, file) = if id == "0" && controllers.is_empty() {
+            (root.to_path_buf(), "memory.max")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (root.join("memory"), "memory.limit_in_bytes")
+        } else {
+            continue;
+        };
+        if path.split('/').any(|c| c == "..") {
+            continue;
+        }
+        let mut dir = base.join(path.trim_start_matches('/'));
+        loop {
+            let at = dir.join(file);
+            let value = std::fs::read_to_string(&at).ok();
+            if let Some(bytes) = value.and_then(|v| v.trim().parse::<u64>().ok())
+                && bytes < NO_LIMIT
+                && best.as_ref().is_none_or(|b| bytes < b.bytes)
+            {
+                best = Some(ContainerLimit { bytes, file: at });
+            }
+            if dir == base || !dir.pop() {
+                break;
+            }
+        }
+    }
+    best
+}
+
 /// Checks resident memory until `stop`: every [`CHECK_INTERVAL`] under a limit, and once a
 /// second without one (for the resident-memory gauges).
 pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
@@ -285,5 +341,62 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(rss > 1 << 20, "{rss}");
         }
+    }
+
+    /// A fake cgroup tree under a temporary directory: (relative file, contents).
+    fn fake_root(name: &str, files: &[(&str, &str)]) -> std::path::PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("sidetrace-cgroup-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for (file, text) in files {
+            let at = root.join(file);
+            std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+            std::fs::write(at, text).unwrap();
+        }
+        root
+    }
+
+    #[test]
+    fn the_container_limit_is_the_smallest_on_the_cgroup_path() {
+        // cgroup v2 in a namespace: the container's own limit is at the mount root.
+        let root = fake_root("v2", &[("memory.max", "67108864\n")]);
+        let found = container_limit(&root, "0::/\n").unwrap();
+        assert_eq!(
+            (found.bytes, found.file.clone()),
+            (64 << 20, root.join("memory.max"))
+        );
+        // v2 on a host: the process's cgroup and a parent; the parent's smaller limit applies.
+        let root = fake_root(
+            "v2-nested",
+            &[
+                ("app.slice/memory.max", "1073741824"),
+                ("app.slice/web/memory.max", "max"),
+            ],
+        );
+        let found = container_limit(&root, "0::/app.slice/web\n").unwrap();
+        assert_eq!(found.bytes, 1 << 30);
+        // v1 (docker with the host's cgroup namespace): /proc/self/cgroup names a path that is
+        // not in the container's mount, whose root holds the container's limit.
+        let root = fake_root(
+            "v1",
+            &[
+                ("memory/memory.limit_in_bytes", "134217728\n"),
+                ("memory.max", "max"),
+            ],
+        );
+        let text = "5:cpuacct,cpu:/docker/abc\n4:memory:/docker/abc\n0::/\n";
+        assert_eq!(container_limit(&root, text).unwrap().bytes, 128 << 20);
+        // No limit: v2 "max", v1's 2^63 less a page, no file at all, a path that climbs out.
+        let root = fake_root(
+            "none",
+            &[
+                ("memory.max", "max\n"),
+                ("memory/memory.limit_in_bytes", "9223372036854771712\n"),
+            ],
+        );
+        assert_eq!(container_limit(&root, "4:memory:/\n0::/\n"), None);
+        assert_eq!(container_limit(&root.join("absent"), "0::/\n"), None);
+        assert_eq!(container_limit(&root, "0::/../../etc\n"), None);
+        assert_eq!(container_limit(&root, "garbage"), None);
     }
 }

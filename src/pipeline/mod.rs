@@ -33,6 +33,8 @@ pub struct PipelineConfig {
     pub queue_max_bytes: usize,
     /// Resident memory the agent stays under (0: none); sizes the span budgets.
     pub memory_limit: usize,
+    /// No `memory_limit` given: the agent takes a share of the container's cgroup limit at start.
+    pub memory_limit_auto: bool,
     pub drain_timeout: Duration,
 }
 
@@ -42,6 +44,7 @@ impl Default for PipelineConfig {
             queue_max_spans: DEFAULT_QUEUE_MAX_SPANS,
             queue_max_bytes: DEFAULT_QUEUE_MAX_BYTES,
             memory_limit: 0,
+            memory_limit_auto: true,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
@@ -63,16 +66,25 @@ impl Section for PipelineConfig {
         ),
         K::custom(
             "memory_limit",
-            "Resident memory to stay under (e.g. 64MiB; 0: none, at least 16MiB). Above 80 % of it receivers refuse with a retryable status; the queue, sampling hold and local store budgets are capped at 1/4, 1/8 and 1/4 of it.",
+            "Resident memory to stay under (e.g. 64MiB, at least 16MiB); auto: 75 % of the container's cgroup memory limit, if any; none: no limit. Above 80 % of it receivers refuse with a retryable status; the queue, sampling hold and local store budgets are capped at 1/4, 1/8 and 1/4 of it.",
             |c, v| {
-                let limit = parse_bytes(v)?;
+                let (limit, auto) = match v.trim() {
+                    "auto" => (0, true),
+                    "none" => (0, false),
+                    v => (parse_bytes(v)?, false),
+                };
                 if limit != 0 && limit < MIN_MEMORY_LIMIT {
-                    return Err("must be 0 (none) or at least 16MiB".into());
+                    return Err("must be auto, none (or 0), or at least 16MiB".into());
                 }
                 c.memory_limit = limit;
+                c.memory_limit_auto = auto;
                 Ok(())
             },
-            |c| c.memory_limit.to_string(),
+            |c| match (c.memory_limit_auto, c.memory_limit) {
+                (true, 0) => crate::config::parse::toml_string("auto"),
+                (false, 0) => crate::config::parse::toml_string("none"),
+                (_, limit) => limit.to_string(),
+            },
         )
         .with_value_name("BYTES")
         .flag(),
