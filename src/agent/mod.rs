@@ -306,7 +306,17 @@ impl Agent {
         info!(listener = "xray_proxy", addr = %addrs.xray_proxy, "Serving the X-Ray sampling API (TCP): POST /GetSamplingRules, /SamplingTargets.");
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
-        tokio::spawn(memory::watch(memory, admin_stop_rx.clone()));
+        let relief: Vec<memory::Relief> = match store.clone() {
+            Some(store) => vec![Box::new(move || {
+                let evicted = store.shed_half();
+                info!(
+                    evicted,
+                    "Memory pressure: the local store gave back half of its traces."
+                );
+            })],
+            None => Vec::new(),
+        };
+        tokio::spawn(memory::watch(memory, relief, admin_stop_rx.clone()));
         let admin_state = AdminState {
             registry: registry.clone(),
             ready: ready.clone(),

@@ -167,15 +167,7 @@ impl LocalStore {
             inner.bytes += bytes;
             stored += 1;
         }
-        while inner.traces.len() > self.max_traces || inner.bytes > self.max_bytes {
-            let Some(oldest) = inner.order.pop_front() else {
-                break;
-            };
-            if let Some(t) = inner.traces.remove(&oldest) {
-                inner.bytes -= t.bytes;
-                evicted += 1;
-            }
-        }
+        evicted += Self::evict(&mut inner, self.max_traces, self.max_bytes);
         drop(inner);
         self.stats.sent(stored);
         self.stats.dropped(DropReason::TraceSpanCap, capped);
@@ -185,6 +177,35 @@ impl LocalStore {
     /// The span accounting of the `local` exporter.
     pub fn exporter_stats(&self) -> Arc<ExporterStats> {
         self.stats.clone()
+    }
+
+    /// Evicts the oldest traces until at most `max_traces` and `max_bytes` are held.
+    fn evict(inner: &mut Inner, max_traces: usize, max_bytes: usize) -> u64 {
+        let mut evicted = 0;
+        while inner.traces.len() > max_traces || inner.bytes > max_bytes {
+            let Some(oldest) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(t) = inner.traces.remove(&oldest) {
+                inner.bytes -= t.bytes;
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+
+    /// Under memory pressure (the agent refusing spans), gives back half of what the store holds,
+    /// oldest first: it is a cache, and the one budget that stays full after a burst. Returns the
+    /// traces evicted.
+    pub fn shed_half(&self) -> u64 {
+        let mut inner = self.lock();
+        let (traces, bytes) = (inner.traces.len(), inner.bytes);
+        let evicted = Self::evict(&mut inner, traces / 2, bytes / 2);
+        inner.traces.shrink_to_fit();
+        inner.order.shrink_to_fit();
+        drop(inner);
+        self.evicted.add(0, evicted);
+        evicted
     }
 
     /// (traces, approximate bytes) held now.
@@ -249,7 +270,7 @@ impl Stats for LocalStore {
             o,
             "sidetrace_local_store_evicted_traces_total",
             "counter",
-            "Traces evicted (oldest first) to stay within the store's caps.",
+            "Traces evicted (oldest first) to stay within the store's caps, or shed under memory pressure.",
             [(String::new(), self.evicted.get(0))],
         );
     }
@@ -315,5 +336,44 @@ fn summarize(trace_id: &TraceId, spans: &[StoredSpan]) -> TraceSummary {
         error: spans
             .iter()
             .any(|s| s.span.status.as_ref().is_some_and(|st| st.code == 2)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::{Rng, Shape, request};
+    use prost::Message as _;
+
+    #[test]
+    fn under_memory_pressure_the_store_sheds_its_oldest_half() {
+        let store = LocalStore::new(10_000, 64 << 20, 10_000);
+        let req = request(&mut Rng::new(1), &Shape::default());
+        let d = crate::receivers::decode::decode_request(
+            req.encode_to_vec().into(),
+            crate::model::Protocol::Grpc,
+        )
+        .unwrap();
+        store.insert(&d.batch);
+        let (traces, bytes) = store.stats();
+        assert_eq!(traces, 64, "512 spans in traces of 8");
+        let newest = store.list(&TraceFilter {
+            limit: 1,
+            ..Default::default()
+        });
+
+        assert_eq!(store.shed_half(), 32);
+        let (left, left_bytes) = store.stats();
+        assert_eq!(left, 32);
+        assert!(left_bytes <= bytes / 2, "{left_bytes} of {bytes}");
+        let kept = store.list(&TraceFilter {
+            limit: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            kept[0].trace_id, newest[0].trace_id,
+            "the newest traces stay"
+        );
+        assert_eq!(store.evicted.get(0), 32);
     }
 }

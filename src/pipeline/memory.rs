@@ -248,7 +248,13 @@ pub fn container_limit(root: &std::path::Path, proc_self_cgroup: &str) -> Option
 
 /// Checks resident memory until `stop`: every [`CHECK_INTERVAL`] under a limit, and once a
 /// second without one (for the resident-memory gauges).
-pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
+/// What the watcher may free while the agent refuses for memory: caches such as the local
+/// store, which would otherwise stay full after a burst and keep the agent refusing for good.
+pub type Relief = Box<dyn Fn() + Send + Sync>;
+/// How often reliefs run while refusing: long enough for freed pages to leave RSS first.
+const RELIEF_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn watch(guard: Arc<MemoryGuard>, relief: Vec<Relief>, mut stop: watch::Receiver<bool>) {
     let every = if guard.limit == 0 {
         GAUGE_INTERVAL
     } else {
@@ -257,6 +263,7 @@ pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut was_refusing = false;
+    let mut relieved = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -264,6 +271,10 @@ pub async fn watch(guard: Arc<MemoryGuard>, mut stop: watch::Receiver<bool>) {
         }
         guard.observe(resident_bytes());
         let refusing = guard.refusing();
+        if refusing && relieved.elapsed() >= RELIEF_INTERVAL {
+            relieved = tokio::time::Instant::now();
+            relief.iter().for_each(|r| r());
+        }
         if refusing != was_refusing {
             was_refusing = refusing;
             if refusing {
