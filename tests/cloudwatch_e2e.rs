@@ -1,7 +1,8 @@
 //! End to end against an independent AWS emulator (moto's server): the Rust OpenTelemetry SDK →
 //! agent binary → span metrics → PutMetricData (aws-sdk-cloudwatch 1.99, awsQuery) → read back
-//! with GetMetricStatistics and ListMetrics: sample counts equal the spans sent per series, and
-//! the only dimensions are Service and Operation. SIGTERM publishes the last partial interval.
+//! with GetMetricStatistics and ListMetrics: sample counts equal the spans sent per series, the
+//! dimension sets are [Service, Operation] and the [Service] roll-up (every span of a service in
+//! one distribution). SIGTERM publishes the last partial interval.
 
 // Real processes on a real clock: these tests measure wall time and may block.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -115,6 +116,48 @@ async fn statistic(
             Statistic::Maximum => d.maximum().unwrap_or(0.0),
             _ => 0.0,
         })
+        .sum()
+}
+
+/// A statistic of the `[Service]` series alone, through GetMetricData: it matches dimensions
+/// exactly, as CloudWatch does, where moto's GetMetricStatistics also counts every series that
+/// merely contains them (here the per-operation ones).
+async fn service_statistic(
+    cw: &aws_sdk_cloudwatch::Client,
+    namespace: &str,
+    metric: &str,
+    service: &str,
+    stat: &str,
+) -> f64 {
+    use aws_sdk_cloudwatch::types::{Metric, MetricDataQuery, MetricStat};
+    let now = SystemTime::now();
+    let query = MetricDataQuery::builder()
+        .id("q")
+        .metric_stat(
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace(namespace)
+                        .metric_name(metric)
+                        .dimensions(Dimension::builder().name("Service").value(service).build())
+                        .build(),
+                )
+                .period(7200)
+                .stat(stat)
+                .build(),
+        )
+        .build();
+    let out = cw
+        .get_metric_data()
+        .metric_data_queries(query)
+        .start_time(DateTime::from(now - Duration::from_secs(3600)))
+        .end_time(DateTime::from(now + Duration::from_secs(3600)))
+        .send()
+        .await
+        .unwrap();
+    out.metric_data_results()
+        .iter()
+        .flat_map(|r| r.values())
         .sum()
 }
 
@@ -279,22 +322,40 @@ async fn otel_sdk_spans_become_cloudwatch_distributions_with_exact_sample_counts
             assert_eq!(got, want, "{metric} of {service} {operation}");
         }
     }
+    // The [Service] roll-up: one distribution of every span of the service, all operations.
+    for (service, spans, max_ms, faults) in
+        [("orders", 70.0, 40.0, 3.0), ("payments", 15.0, 1500.0, 0.0)]
+    {
+        let stat = |metric, stat| service_statistic(&cw, &namespace, metric, service, stat);
+        assert_eq!(stat("Latency", "SampleCount").await, spans, "{service}");
+        assert_eq!(stat("Requests", "Sum").await, spans, "{service}");
+        assert_eq!(stat("Faults", "Sum").await, faults, "{service}");
+        let max = stat("Latency", "Maximum").await;
+        assert!(
+            (max - max_ms).abs() / max_ms <= 0.011,
+            "{service}: max {max} ms"
+        );
+    }
     let listed = cw
         .list_metrics()
         .namespace(&namespace)
         .send()
         .await
         .unwrap();
-    let mut names = BTreeSet::new();
+    let (mut names, mut sets) = (BTreeSet::new(), BTreeSet::new());
     for metric in listed.metrics() {
         let dims: Vec<&str> = metric
             .dimensions()
             .iter()
             .filter_map(|d| d.name())
             .collect();
-        assert_eq!(dims, ["Service", "Operation"], "{metric:?}");
+        sets.insert(dims.join(","));
         names.insert(metric.metric_name().unwrap_or_default().to_string());
     }
+    assert_eq!(
+        sets,
+        ["Service", "Service,Operation"].map(String::from).into()
+    );
     assert_eq!(
         names,
         ["Errors", "Faults", "Latency", "Requests", "Throttles"]

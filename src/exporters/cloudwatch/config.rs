@@ -14,6 +14,86 @@ pub const DEFAULT_CLOUDWATCH_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one publish may keep being retried: half the interval, so publishes never pile up.
 pub const DEFAULT_CLOUDWATCH_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(30);
 
+/// The dimensions of one set of CloudWatch series: Service always, Operation and Version when
+/// chosen. Percentiles cannot be combined across series afterwards, so a service-wide p99 (what
+/// an alarm or a deployment rollback watches) needs its own `[Service]` series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DimensionSet {
+    pub operation: bool,
+    pub version: bool,
+}
+
+impl DimensionSet {
+    pub const SERVICE: DimensionSet = DimensionSet {
+        operation: false,
+        version: false,
+    };
+
+    /// The `auto` sets: per operation and the service roll-up; with versions on, each carries
+    /// Version and a `[Service]` roll-up over all versions stays beside them.
+    pub fn auto(versions: bool) -> Vec<DimensionSet> {
+        let mut sets = vec![DimensionSet {
+            operation: true,
+            version: versions,
+        }];
+        if versions {
+            sets.push(DimensionSet {
+                operation: false,
+                version: true,
+            });
+        }
+        sets.push(DimensionSet::SERVICE);
+        sets
+    }
+
+    fn show(&self) -> String {
+        let mut names = vec!["Service"];
+        if self.operation {
+            names.push("Operation");
+        }
+        if self.version {
+            names.push("Version");
+        }
+        names.join(",")
+    }
+}
+
+/// `Service,Operation;Service`: sets separated by `;`, dimension names by `,`.
+pub fn parse_dimension_sets(text: &str) -> Result<Option<Vec<DimensionSet>>, String> {
+    if text.trim() == "auto" {
+        return Ok(None);
+    }
+    let mut sets: Vec<DimensionSet> = Vec::new();
+    for set in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (mut service, mut d) = (false, DimensionSet::SERVICE);
+        for name in set.split(',').map(str::trim) {
+            let seen = match name {
+                "Service" => std::mem::replace(&mut service, true),
+                "Operation" => std::mem::replace(&mut d.operation, true),
+                "Version" => std::mem::replace(&mut d.version, true),
+                other => {
+                    return Err(format!(
+                        "unknown dimension {other:?} in {set:?} (Service, Operation, Version)"
+                    ));
+                }
+            };
+            if seen {
+                return Err(format!("{name} twice in {set:?}"));
+            }
+        }
+        if !service {
+            return Err(format!("{set:?} has no Service: every set needs it"));
+        }
+        if !sets.contains(&d) {
+            sets.push(d);
+        }
+    }
+    if sets.is_empty() {
+        return Err("no dimension set: use auto or e.g. \"Service,Operation;Service\"".into());
+    }
+    Ok(Some(sets))
+}
+
 /// Settings of the CloudWatch exporter (span metrics → PutMetricData).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudwatchConfig {
@@ -21,6 +101,8 @@ pub struct CloudwatchConfig {
     pub interval: Duration,
     pub request_timeout: Duration,
     pub retry_max_elapsed: Duration,
+    /// `None`: [`DimensionSet::auto`].
+    pub dimension_sets: Option<Vec<DimensionSet>>,
 }
 
 impl Default for CloudwatchConfig {
@@ -30,6 +112,7 @@ impl Default for CloudwatchConfig {
             interval: DEFAULT_CLOUDWATCH_INTERVAL,
             request_timeout: DEFAULT_CLOUDWATCH_REQUEST_TIMEOUT,
             retry_max_elapsed: DEFAULT_CLOUDWATCH_RETRY_MAX_ELAPSED,
+            dimension_sets: None,
         }
     }
 }
@@ -80,6 +163,25 @@ impl Section for CloudwatchConfig {
             "cloudwatch.retry_max_elapsed",
             "CloudWatch: how long a publish is retried; what is still unsent goes out with the next interval.",
             |c| &mut c.retry_max_elapsed,
+        ),
+        K::custom(
+            "cloudwatch.dimension_sets",
+            "CloudWatch: dimension sets published, e.g. \"Service,Operation;Service\"; auto: [Service, Operation] and the [Service] roll-up (with span_metrics.service_version, Version is added to both and [Service] stays).",
+            |c, v| {
+                c.dimension_sets = parse_dimension_sets(v)?;
+                Ok(())
+            },
+            |c| {
+                let text = match &c.dimension_sets {
+                    None => "auto".to_string(),
+                    Some(sets) => sets
+                        .iter()
+                        .map(DimensionSet::show)
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                };
+                crate::config::parse::toml_string(&text)
+            },
         ),
     ];
 }

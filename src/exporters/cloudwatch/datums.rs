@@ -88,6 +88,27 @@ impl Groups {
     }
 }
 
+/// The sum of two grouped counts (both ascending by group).
+pub fn merge(a: &[(u16, u64)], b: &[(u16, u64)]) -> Vec<(u16, u64)> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut a, mut b) = (a.iter().peekable(), b.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.0 == y.0 => {
+                let sum = (x.0, x.1 + y.1);
+                a.next();
+                b.next();
+                sum
+            }
+            (Some(x), Some(y)) if x.0 < y.0 => *a.next().expect("peeked"),
+            (Some(_), Some(_)) | (None, Some(_)) => *b.next().expect("peeked"),
+            (Some(_), None) => *a.next().expect("peeked"),
+            (None, None) => return out,
+        };
+        out.push(next);
+    }
+}
+
 /// `current - previous` for grouped cumulative counts (both ascending); only positive entries.
 pub fn delta(current: &[(u16, u64)], previous: &[(u16, u64)]) -> Vec<(u16, u64)> {
     let mut prev = previous.iter().peekable();

@@ -23,7 +23,7 @@ use crate::model::DropReason;
 use crate::telemetry::span_metrics::{Histogram, Snapshot, SpanMetrics, StatusClass};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::CloudwatchClient;
-pub use config::CloudwatchConfig;
+pub use config::{CloudwatchConfig, DimensionSet};
 use datums::{Datum, Groups, SeriesDelta};
 
 /// What became of one PutMetricData attempt (a label of `sidetrace_cloudwatch_requests_total`).
@@ -122,9 +122,21 @@ pub async fn start(c: &CloudwatchConfig, shared: &Shared) -> Publisher {
         region = sdk.region().map_or("(from the SDK chain)", |r| r.as_ref()),
         "CloudWatch exporter ready (PutMetricData with Values/Counts)."
     );
+    let versions = shared.span_metrics.config().service_version;
+    let dimension_sets = c
+        .dimension_sets
+        .clone()
+        .unwrap_or_else(|| DimensionSet::auto(versions));
+    if !versions && dimension_sets.iter().any(|d| d.version) {
+        warn!(
+            exporter = "cloudwatch",
+            "cloudwatch.dimension_sets names Version but span_metrics.service_version is off: every Version is \"unknown\"."
+        );
+    }
     let settings = CloudwatchSettings {
         namespace: c.namespace.clone(),
         interval: c.interval,
+        dimension_sets,
         retry: RetryPolicy {
             max_elapsed: c.retry_max_elapsed,
             ..RetryPolicy::default()
@@ -153,11 +165,16 @@ pub async fn start(c: &CloudwatchConfig, shared: &Shared) -> Publisher {
 pub struct CloudwatchSettings {
     pub namespace: String,
     pub interval: Duration,
+    /// Each span is counted once in every set (per operation, the service roll-up, ...).
+    pub dimension_sets: Vec<DimensionSet>,
     pub retry: RetryPolicy,
 }
 
-/// A CloudWatch series: (service, version — empty unless enabled —, operation).
-type SeriesKey = (Box<str>, Box<str>, Box<str>);
+/// The finest series span metrics give: (service, version — empty unless enabled —, operation).
+type FineKey = (Box<str>, Box<str>, Box<str>);
+/// A CloudWatch series: its dimension set and the (service, version, operation) values, empty
+/// where the set does not carry the dimension.
+type SeriesKey = (DimensionSet, Box<str>, Box<str>, Box<str>);
 
 /// Cumulative counts of one CloudWatch series.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -171,8 +188,8 @@ struct Totals {
 
 /// Span metrics merged into CloudWatch series (kinds and status classes folded together, since
 /// only Service and Operation are dimensions), as cumulative counts.
-fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(SeriesKey, Totals)> {
-    let mut out: Vec<(SeriesKey, Totals)> = Vec::new();
+fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(FineKey, Totals)> {
+    let mut out: Vec<(FineKey, Totals)> = Vec::new();
     let mut latency = Histogram::default();
     for s in &snapshot.series {
         let l = &s.labels;
@@ -209,6 +226,50 @@ fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(SeriesKey, Totals)> 
     out
 }
 
+/// Every span's totals projected onto each dimension set: a series of a coarser set (the
+/// `[Service]` roll-up) sums the finer series it covers, latency groups included.
+fn project(fine: Vec<(FineKey, Totals)>, sets: &[DimensionSet]) -> Vec<(SeriesKey, Totals)> {
+    let mut out: Vec<(SeriesKey, Totals)> = Vec::new();
+    let mut index: HashMap<SeriesKey, usize> = HashMap::new();
+    let empty = || Box::<str>::from("");
+    for set in sets {
+        for ((service, version, operation), t) in &fine {
+            let key = (
+                *set,
+                service.clone(),
+                if set.version {
+                    version.clone()
+                } else {
+                    empty()
+                },
+                if set.operation {
+                    operation.clone()
+                } else {
+                    empty()
+                },
+            );
+            match index.get(&key) {
+                Some(&i) => out[i].1.add(t),
+                None => {
+                    index.insert(key.clone(), out.len());
+                    out.push((key, t.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.latency = datums::merge(&self.latency, &other.latency);
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.faults += other.faults;
+        self.throttles += other.throttles;
+    }
+}
+
 /// CloudWatch: dimension values are 1–1,024 ASCII characters with at least one that is not
 /// whitespace (one bad value would fail the whole request): other characters become `_`.
 pub fn dimension_value(text: &str) -> String {
@@ -224,12 +285,14 @@ pub fn dimension_value(text: &str) -> String {
 }
 
 fn dimensions(key: &SeriesKey) -> Vec<(&'static str, String)> {
-    let (service, version, operation) = key;
-    let mut d = vec![
-        ("Service", dimension_value(service)),
-        ("Operation", dimension_value(operation)),
-    ];
-    if !version.is_empty() {
+    let (set, service, version, operation) = key;
+    let mut d = vec![("Service", dimension_value(service))];
+    if set.operation {
+        d.push(("Operation", dimension_value(operation)));
+    }
+    // A span without service.version is Version "unknown" (dimension_value of ""), never a
+    // series without Version that would collide with the set that has none.
+    if set.version {
         d.push(("Version", dimension_value(version)));
     }
     d
@@ -311,10 +374,12 @@ impl CloudwatchExporter {
         let groups = Groups::get();
         // Merging thousands of series takes milliseconds: off the runtime's workers.
         let span_metrics = self.span_metrics.clone();
-        let current =
-            tokio::task::spawn_blocking(move || cumulative(&span_metrics.snapshot(), groups))
-                .await
-                .unwrap_or_default();
+        let sets = self.settings.dimension_sets.clone();
+        let current = tokio::task::spawn_blocking(move || {
+            project(cumulative(&span_metrics.snapshot(), groups), &sets)
+        })
+        .await
+        .unwrap_or_default();
         let deltas: Vec<SeriesDelta> = current
             .iter()
             .map(|(key, totals)| minus(totals, self.published.get(key), key))
@@ -325,8 +390,14 @@ impl CloudwatchExporter {
             .collect();
         let timestamp = SystemTime::now();
         let requests = datums::pack(per_series, &self.settings.namespace);
+        // Spans are counted once, in the first set (every set covers every span).
+        let first = self.settings.dimension_sets.first().copied();
         for (request, members) in requests {
-            let spans: u64 = members.iter().map(|i| deltas[*i].requests).sum();
+            let spans: u64 = members
+                .iter()
+                .filter(|i| Some(current[**i].0.0) == first)
+                .map(|i| deltas[*i].requests)
+                .sum();
             let commit = match self.send(&request, timestamp).await {
                 Sent::Ok => {
                     self.cloudwatch.datums_sent(request.len() as u64);

@@ -104,7 +104,22 @@ impl Default for Counts {
     }
 }
 
+/// The per-operation set alone (most tests look at one series).
+const PER_OPERATION: DimensionSet = DimensionSet {
+    operation: true,
+    version: false,
+};
+
 async fn exporter(url: &str, span_metrics: SpanMetrics, metrics: Counts) -> CloudwatchExporter {
+    exporter_with(url, span_metrics, metrics, vec![PER_OPERATION]).await
+}
+
+async fn exporter_with(
+    url: &str,
+    span_metrics: SpanMetrics,
+    metrics: Counts,
+    dimension_sets: Vec<DimensionSet>,
+) -> CloudwatchExporter {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_credential_types::Credentials::new(
@@ -117,6 +132,7 @@ async fn exporter(url: &str, span_metrics: SpanMetrics, metrics: Counts) -> Clou
     let settings = CloudwatchSettings {
         namespace: "Shop".into(),
         interval: Duration::from_secs(60),
+        dimension_sets,
         retry: RetryPolicy {
             base: Duration::from_millis(1),
             cap: Duration::from_millis(5),
@@ -251,6 +267,103 @@ async fn publishes_distributions_and_counts_per_service_and_operation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn roll_ups_give_each_service_and_version_its_own_distribution() {
+    let (url, fake) = fake_endpoint(vec![]).await;
+    let m = SpanMetrics::new(SpanMetricsConfig {
+        service_version: true,
+        ..Default::default()
+    });
+    let metrics = Counts::default();
+    let mut e = exporter_with(&url, m.clone(), metrics.clone(), DimensionSet::auto(true)).await;
+    let op = |name: &str, n: u64, ms: u64, status: i64| -> Vec<_> {
+        let attrs = [("http.route", &name[4..]), ("http.request.method", "GET")];
+        (0..n)
+            .map(|_| span(name, 2, false, ms * 1000, &attrs, status))
+            .collect()
+    };
+    // Two operations on the stable version, one on the canary; the canary is slow and failing.
+    m.record(&batch(vec![(
+        "shop",
+        "1.0",
+        [op("GET /a", 90, 2, 200), op("GET /b", 10, 4, 200)].concat(),
+    )]));
+    m.record(&batch(vec![("shop", "1.1", op("GET /a", 20, 50, 503))]));
+    e.publish(false).await;
+
+    let f = fake.lock().unwrap();
+    let datums: Vec<Received> = f
+        .bodies
+        .iter()
+        .flat_map(|(form, _)| datums_of(form))
+        .collect();
+    let d = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let find = |metric: &str, dims: &[(&str, &str)]| -> Vec<&Received> {
+        datums
+            .iter()
+            .filter(|r| r.0 == metric && r.1 == d(dims))
+            .collect()
+    };
+    let requests = |dims: &[(&str, &str)]| find("Requests", dims).first().and_then(|r| r.4);
+    // [Service]: every span of the service, whatever its version or operation.
+    assert_eq!(requests(&[("Service", "shop")]), Some(120.0));
+    let [all] = find("Latency", &[("Service", "shop")])[..] else {
+        panic!("{datums:?}")
+    };
+    assert_eq!(all.3.iter().sum::<f64>(), 120.0);
+    assert!(
+        (all.2.last().unwrap() - 50.0).abs() / 50.0 <= 0.01,
+        "the canary's 50 ms is in it"
+    );
+    // [Service, Version]: the canary alone, to compare with the stable version.
+    assert_eq!(
+        requests(&[("Service", "shop"), ("Version", "1.0")]),
+        Some(100.0)
+    );
+    assert_eq!(
+        requests(&[("Service", "shop"), ("Version", "1.1")]),
+        Some(20.0)
+    );
+    let faults = find("Faults", &[("Service", "shop"), ("Version", "1.1")]);
+    assert_eq!(faults[0].4, Some(20.0));
+    // [Service, Operation, Version]: the finest series, as before.
+    let fine = [
+        ("Service", "shop"),
+        ("Operation", "GET /b"),
+        ("Version", "1.0"),
+    ];
+    assert_eq!(requests(&fine), Some(10.0));
+    // 3 fine + 2 version + 1 service series, 5 datums each; each span counted once as sent.
+    assert_eq!(metrics.cloudwatch.datums(), 30);
+    assert_eq!(metrics.stats.sent_spans(), 120);
+}
+
+#[test]
+fn dimension_sets_parse_and_print() {
+    use super::config::parse_dimension_sets;
+    let sets = parse_dimension_sets("Service,Operation; Service ;Service,Version").unwrap();
+    assert_eq!(
+        sets,
+        Some(vec![
+            PER_OPERATION,
+            DimensionSet::SERVICE,
+            DimensionSet {
+                operation: false,
+                version: true
+            }
+        ])
+    );
+    assert_eq!(parse_dimension_sets("auto").unwrap(), None);
+    for bad in ["Operation", "Service,Region", "Service,Service", ";"] {
+        assert!(parse_dimension_sets(bad).is_err(), "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_size_estimate_bounds_the_real_request_body() {
     let (url, fake) = fake_endpoint(vec![]).await;
     let m = SpanMetrics::new(SpanMetricsConfig::default());
@@ -273,7 +386,7 @@ async fn the_size_estimate_bounds_the_real_request_body() {
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     let expected: usize = {
         let groups = Groups::get();
-        let current = cumulative(&m.snapshot(), groups);
+        let current = project(cumulative(&m.snapshot(), groups), &[PER_OPERATION]);
         current
             .iter()
             .map(|(k, t)| datums::series_datums(&minus(t, None, k), groups))
