@@ -1,0 +1,2 @@
+export * from './sidetrace-sidecar.js';
+export * from './sidetrace-alarms.js';
