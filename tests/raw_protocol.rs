@@ -558,3 +558,79 @@ async fn request_bodies_past_the_read_budget_are_refused_and_the_budget_is_given
     assert_eq!(pipeline.queue.queued_spans(), 6000);
     assert_eq!(pipeline.memory.reading(), 0, "every byte given back");
 }
+
+#[tokio::test]
+async fn a_declared_length_over_the_cap_gets_413_before_any_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = common::start_local(|c| c.receivers.max_request_bytes = 64 * 1024).await;
+    let mut s = tokio::net::TcpStream::connect(agent.addrs.otlp_http)
+        .await
+        .unwrap();
+    // 1 TB declared, not a byte of it sent: the answer must come at once, not after a read.
+    s.write_all(
+        b"POST /v1/traces HTTP/1.1\r\nHost: agent\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000000000000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut answer))
+        .await
+        .expect("answered without waiting for the body")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert_eq!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_requests_total{protocol=\"http_protobuf\",outcome=\"too_large\"}"
+        )
+        .await,
+        1.0
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_with_a_content_type_that_is_not_grpc_gets_http_415() {
+    use http_body_util::{BodyExt, Full};
+    let agent = common::start_local(|_| {}).await;
+    let tcp = tokio::net::TcpStream::connect(agent.addrs.otlp_grpc)
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let path = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+    for content_type in ["application/json", "text/plain", "application/grp"] {
+        let req = http::Request::post(format!("http://agent{path}"))
+            .header("content-type", content_type)
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 415, "{content_type}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("application/grpc"));
+    }
+    // The same bytes as application/grpc+proto are an (empty) export: OK.
+    let req = http::Request::post(format!("http://agent{path}"))
+        .header("content-type", "application/grpc+proto")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_requests_total{protocol=\"grpc\",outcome=\"unsupported_media_type\"}"
+        )
+        .await,
+        3.0
+    );
+    agent.shutdown().await;
+}

@@ -151,6 +151,26 @@ impl tower::Service<http::Request<tonic::body::Body>> for TraceService {
             return Box::pin(async move { Ok(status.into_http()) });
         }
         let pipeline = self.pipeline.clone();
+        // gRPC over HTTP/2: a content-type not starting "application/grpc" gets HTTP 415.
+        let grpc_type = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/grpc"));
+        if !grpc_type {
+            pipeline
+                .stats
+                .request(Protocol::Grpc, RequestOutcome::UnsupportedMediaType);
+            let mut resp = http::Response::new(tonic::body::Body::new(http_body_util::Full::new(
+                Bytes::from_static(b"Content-Type must be application/grpc\n"),
+            )));
+            *resp.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            return Box::pin(async move { Ok(resp) });
+        }
         // Refused before a byte of the body is read: under a flood this is what keeps memory flat.
         if pipeline.memory.refusing() {
             pipeline

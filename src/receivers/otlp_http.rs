@@ -281,6 +281,14 @@ async fn export(
             false,
         )
     };
+    // A declared length over the cap is refused before any body is read (gzip's is the
+    // compressed size, which a body within the cap never exceeds by more than gzip's framing).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > s.max_request_bytes as u64) {
+        return too_large("declared Content-Length");
+    }
     // Refused before a byte of the body is read: under a flood this is what keeps memory flat.
     if s.pipeline.memory.refusing() {
         metrics.request(protocol, RequestOutcome::MemoryLimit);
