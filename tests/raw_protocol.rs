@@ -634,3 +634,81 @@ async fn grpc_with_a_content_type_that_is_not_grpc_gets_http_415() {
     );
     agent.shutdown().await;
 }
+
+#[tokio::test]
+async fn slow_idle_and_header_heavy_http_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+    let (pipeline, _, _) = stalled_receivers(1000, 1 << 20).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = otlp_http::router(pipeline, 4 << 20);
+    let timeout = std::time::Duration::from_millis(300);
+    tokio::spawn(otlp_http::serve_with(
+        listener,
+        app,
+        std::future::pending(),
+        timeout,
+    ));
+    // Reads until the server closes the connection (or 5 s pass): what it sent, and when.
+    async fn until_closed(s: &mut TcpStream) -> (String, std::time::Duration) {
+        let start = std::time::Instant::now();
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await
+        {
+            if n == 0 {
+                return (String::from_utf8_lossy(&all).into_owned(), start.elapsed());
+            }
+            all.extend_from_slice(&buf[..n]);
+        }
+        panic!("still open after 5 s: {}", String::from_utf8_lossy(&all));
+    }
+
+    // Slowloris: half a request's headers, then nothing.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: agent\r\n")
+        .await
+        .unwrap();
+    let (_, after) = until_closed(&mut slow).await;
+    assert!(after < std::time::Duration::from_secs(3), "{after:?}");
+
+    // An idle keep-alive connection is closed after its request was answered.
+    let body = request(vec![good_span(1)]);
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(
+        format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: agent\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    idle.write_all(&body).await.unwrap();
+    let (answer, after) = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(after < std::time::Duration::from_secs(3), "{after:?}");
+
+    // Too many header fields: 431.
+    let mut heavy = TcpStream::connect(addr).await.unwrap();
+    let mut head = String::from("POST /v1/traces HTTP/1.1\r\nHost: agent\r\n");
+    for i in 0..150 {
+        head.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    head.push_str("Content-Length: 0\r\n\r\n");
+    heavy.write_all(head.as_bytes()).await.unwrap();
+    let (answer, _) = until_closed(&mut heavy).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // None of them stopped a new client.
+    let r = post(
+        addr,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(2)]),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+}

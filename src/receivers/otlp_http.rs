@@ -1,6 +1,7 @@
 //! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON, optionally gzip, answers per the OTLP spec.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -42,8 +43,16 @@ struct HttpState {
 /// was within noise of the default (BENCHMARKS.md, "Memory").
 pub const READ_BUFFER_BYTES: usize = 16 * 1024;
 
-/// Serves the OTLP/HTTP routes on `listener` until `stop` resolves, then lets open connections
-/// finish their requests. `axum::serve` with hyper's per-connection settings exposed.
+/// How long a client may take to send a request's headers, counted from when the connection
+/// waits for a request: a slowloris, or a keep-alive connection left idle, is closed after it
+/// (hyper's own default, which it applies only once a timer is given).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most header fields in an HTTP/1.1 request (431 beyond; hyper's default, made explicit). Their
+/// bytes are capped by [`READ_BUFFER_BYTES`].
+pub const MAX_HEADERS: usize = 100;
+/// HTTP/2: most bytes of a request's header list (h2's own default is 16 MB).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
 /// Serves OTLP/HTTP on `listener` until `stop` resolves.
 pub fn start(
     listener: tokio::net::TcpListener,
@@ -54,12 +63,24 @@ pub fn start(
     tokio::spawn(serve(listener, router(pipeline, max_request_bytes), stop))
 }
 
+/// Serves the OTLP/HTTP routes on `listener` until `stop` resolves, then lets open connections
+/// finish their requests. `axum::serve` with hyper's per-connection settings exposed.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    serve_with(listener, app, stop, HEADER_READ_TIMEOUT).await
+}
+
+/// [`serve`] with a given header read timeout (tests use a short one).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()>,
+    header_read_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
 
@@ -84,7 +105,13 @@ pub async fn serve(
         let mut drain = draining.subscribe();
         tokio::spawn(async move {
             let mut builder = Builder::new(TokioExecutor::new());
-            builder.http1().max_buf_size(READ_BUFFER_BYTES);
+            builder
+                .http1()
+                .max_buf_size(READ_BUFFER_BYTES)
+                .max_headers(MAX_HEADERS)
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            builder.http2().max_header_list_size(MAX_HEADER_LIST_BYTES);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut shutting_down = false;
