@@ -190,10 +190,11 @@ pub fn resident_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
-/// Where the container's memory limit is read, and the share of it the agent takes when no
-/// `memory_limit` is given: 75 % leaves room for what RSS does not show (page cache and kernel
-/// memory count against the cgroup) so the OOM killer never fires first.
+/// Where the cgroup hierarchy is mounted (v2 at the root, v1 per controller below it).
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The share of the container's limit the agent takes when no `memory_limit` is given: 75 %
+/// leaves room for what RSS does not show (page cache and kernel memory count against the
+/// cgroup), so the agent refuses before the OOM killer fires.
 pub const CONTAINER_SHARE_PERCENT: u64 = 75;
 /// Above this a cgroup "limit" is the kernel's no-limit value (v1 prints 2^63 less a page).
 const NO_LIMIT: u64 = 1 << 60;

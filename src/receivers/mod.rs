@@ -24,6 +24,9 @@ pub const DEFAULT_OTLP_GRPC_ADDR: &str = "127.0.0.1:4317";
 pub const DEFAULT_OTLP_HTTP_ADDR: &str = "127.0.0.1:4318";
 /// gRPC's customary 4 MiB message cap, applied after decompression to both OTLP protocols.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+/// HTTP/2 (OTLP/gRPC, and OTLP/HTTP over h2): most bytes of a request's header list, on both
+/// receivers (h2's own default is 16 MB).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Where the receivers listen and how large a request they take.
 #[derive(Debug, Clone, PartialEq)]

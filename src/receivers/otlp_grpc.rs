@@ -227,7 +227,7 @@ pub fn start(
         // OTLP exporters send one to ten requests at a time.
         if let Err(e) = tonic::transport::Server::builder()
             .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-            .http2_max_header_list_size(crate::receivers::otlp_http::MAX_HEADER_LIST_BYTES)
+            .http2_max_header_list_size(crate::receivers::MAX_HEADER_LIST_BYTES)
             .serve_with_incoming_shutdown(svc, incoming, stop)
             .await
         {

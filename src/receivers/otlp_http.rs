@@ -50,8 +50,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most header fields in an HTTP/1.1 request (431 beyond; hyper's default, made explicit). Their
 /// bytes are capped by [`READ_BUFFER_BYTES`].
 pub const MAX_HEADERS: usize = 100;
-/// HTTP/2: most bytes of a request's header list (h2's own default is 16 MB).
-pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Serves OTLP/HTTP on `listener` until `stop` resolves.
 pub fn start(
@@ -111,7 +109,9 @@ pub async fn serve_with(
                 .max_headers(MAX_HEADERS)
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout);
-            builder.http2().max_header_list_size(MAX_HEADER_LIST_BYTES);
+            builder
+                .http2()
+                .max_header_list_size(crate::receivers::MAX_HEADER_LIST_BYTES);
             let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
             let mut shutting_down = false;

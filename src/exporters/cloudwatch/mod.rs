@@ -228,12 +228,12 @@ fn cumulative(snapshot: &Snapshot, groups: &Groups) -> Vec<(FineKey, Totals)> {
 
 /// Every span's totals projected onto each dimension set: a series of a coarser set (the
 /// `[Service]` roll-up) sums the finer series it covers, latency groups included.
-fn project(fine: Vec<(FineKey, Totals)>, sets: &[DimensionSet]) -> Vec<(SeriesKey, Totals)> {
+fn project(fine: &[(FineKey, Totals)], sets: &[DimensionSet]) -> Vec<(SeriesKey, Totals)> {
     let mut out: Vec<(SeriesKey, Totals)> = Vec::new();
     let mut index: HashMap<SeriesKey, usize> = HashMap::new();
     let empty = || Box::<str>::from("");
     for set in sets {
-        for ((service, version, operation), t) in &fine {
+        for ((service, version, operation), t) in fine {
             let key = (
                 *set,
                 service.clone(),
@@ -376,7 +376,7 @@ impl CloudwatchExporter {
         let span_metrics = self.span_metrics.clone();
         let sets = self.settings.dimension_sets.clone();
         let current = tokio::task::spawn_blocking(move || {
-            project(cumulative(&span_metrics.snapshot(), groups), &sets)
+            project(&cumulative(&span_metrics.snapshot(), groups), &sets)
         })
         .await
         .unwrap_or_default();

@@ -386,7 +386,7 @@ async fn the_size_estimate_bounds_the_real_request_body() {
     let mut e = exporter(&url, m.clone(), metrics.clone()).await;
     let expected: usize = {
         let groups = Groups::get();
-        let current = project(cumulative(&m.snapshot(), groups), &[PER_OPERATION]);
+        let current = project(&cumulative(&m.snapshot(), groups), &[PER_OPERATION]);
         current
             .iter()
             .map(|(k, t)| datums::series_datums(&minus(t, None, k), groups))
