@@ -76,7 +76,7 @@ for cfg in $CONFIGS; do
     IDLE_KB=$(status_kb "$AGENT_PID" VmRSS)
     c0=$(cpu_ticks "$AGENT_PID")
     MIX_ARGS=(); [ "$cfg" = b ] && MIX_ARGS=(--error-mix "$MIX")
-    OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" "${MIX_ARGS[@]}" | tail -1)
+    OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" "${MIX_ARGS[@]}" | tail -1)
     c1=$(cpu_ticks "$AGENT_PID")
     PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
     KEPT=$(kept_fraction)
@@ -96,9 +96,9 @@ done
 if [[ " $CONFIGS " == *" b "* ]]; then
   start_agent b
   sleep 1
-  SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 5s --error-mix "$MIX" | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+  SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 5s --error-mix "$MIX" | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
   HALF=$(( SAT / 2 ))
-  OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" --error-mix "$MIX" | tail -1)
+  OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" --error-mix "$MIX" | tail -1)
   echo "open loop at 50% of saturation ($HALF of $SAT spans/s), config b: $OUT"
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
 fi
@@ -108,8 +108,8 @@ if [[ " $CONFIGS " == *" o "* ]]; then
   for run in $(seq 1 "$RUNS"); do
     start_agent o
     sleep 1
-    SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 3s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
-    OUT=$(taskset -c "$LOAD_CPU" timeout 120 "$LOADGEN" loadgen --target "$GRPC" --spans-per-request "$SPANS" --rate $(( SAT * 10 )) --duration "$DURATION" | tail -1)
+    SAT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration 3s | tail -1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["spans_per_sec"]))')
+    OUT=$(taskset -c "$LOAD_CPU" timeout 120 "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --rate $(( SAT * 10 )) --duration "$DURATION" | tail -1)
     PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
     LIMIT_B=$(curl -s "http://$ADMIN/metrics" | awk '$1 == "sidetrace_memory_limit_bytes" {print $2}')
     python3 - "$run" "$OUT" "$SAT" "$PEAK_KB" "$LIMIT_B" <<'PY'

@@ -40,6 +40,7 @@ pub struct LoadSpec {
     pub extra_attributes: usize,
     pub xray_ids: bool,
     pub gzip: bool,
+    pub topology: crate::workload::Topology,
 }
 
 /// The outcome of a run.
@@ -91,6 +92,10 @@ impl Report {
 struct Template {
     bytes: Vec<u8>,
     trace_id_offsets: Vec<usize>,
+    /// Where span start and end times and event times sit (little-endian fixed64).
+    time_offsets: Vec<usize>,
+    /// The time the template's timestamps were made at.
+    made_unix_nano: u64,
 }
 
 fn templates(spec: &LoadSpec) -> Vec<Template> {
@@ -106,6 +111,7 @@ fn templates(spec: &LoadSpec) -> Vec<Template> {
         xray_ids: spec.xray_ids,
         extra_attributes: spec.extra_attributes,
         now_unix_nano: now,
+        topology: spec.topology,
     };
     (0..POOL)
         .map(|_| {
@@ -131,22 +137,58 @@ fn templates(spec: &LoadSpec) -> Vec<Template> {
                 })
                 .map(|i| i + 2)
                 .collect();
+            let mut times: Vec<u64> = req
+                .resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| &s.spans)
+                .flat_map(|s| {
+                    [s.start_time_unix_nano, s.end_time_unix_nano]
+                        .into_iter()
+                        .chain(s.events.iter().map(|e| e.time_unix_nano))
+                })
+                .collect();
+            times.sort_unstable();
+            times.dedup();
+            // Span fields 7 and 8 and Event field 1 are fixed64 (keys 0x39, 0x41, 0x09); a key
+            // byte followed by one of the trace's own timestamps is one of them.
+            let time_offsets = (0..bytes.len().saturating_sub(9))
+                .filter(|&i| {
+                    matches!(bytes[i], 0x39 | 0x41 | 0x09)
+                        && times
+                            .binary_search(&u64::from_le_bytes(
+                                bytes[i + 1..i + 9].try_into().unwrap_or([0; 8]),
+                            ))
+                            .is_ok()
+                })
+                .map(|i| i + 1)
+                .collect();
             Template {
                 bytes,
                 trace_id_offsets,
+                time_offsets,
+                made_unix_nano: now,
             }
         })
         .collect()
 }
 
 /// A copy of the template with every trace ID made unique to this send (bytes 8..12 are
-/// random in both W3C and X-Ray IDs; the rest, including the X-Ray epoch part, stays).
-fn instantiate(t: &Template, seq: u64) -> Vec<u8> {
+/// random in both W3C and X-Ray IDs; the rest, including the X-Ray epoch part, stays), and its
+/// timestamps moved to `now` so a long run's traces start when they are sent.
+fn instantiate(t: &Template, seq: u64, now_unix_nano: u64) -> Vec<u8> {
     let mut b = t.bytes.clone();
     let salt = (seq as u32).to_be_bytes();
     for &o in &t.trace_id_offsets {
         for (k, s) in salt.iter().enumerate() {
             b[o + 8 + k] ^= s;
+        }
+    }
+    let shift = now_unix_nano.saturating_sub(t.made_unix_nano);
+    if shift > 0 {
+        for &o in &t.time_offsets {
+            let at = u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or([0; 8]));
+            b[o..o + 8].copy_from_slice(&at.wrapping_add(shift).to_le_bytes());
         }
     }
     b
@@ -302,7 +344,10 @@ impl Shared {
             return None;
         }
         let t = &self.templates[seq as usize % self.templates.len()];
-        Some((instantiate(t, seq), self.spec.spans_per_request))
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        Some((instantiate(t, seq, now), self.spec.spans_per_request))
     }
 
     async fn one(&self, client: &mut Client, body: Vec<u8>, spans: usize) {
@@ -504,6 +549,7 @@ mod tests {
             extra_attributes: 1,
             xray_ids: true,
             gzip: false,
+            topology: crate::workload::Topology::Services,
         };
         let t = &templates(&spec)[0];
         assert_eq!(t.trace_id_offsets.len(), 64, "every span's trace ID found");
@@ -518,8 +564,58 @@ mod tests {
                 .map(|s| s.trace_id)
                 .collect::<std::collections::HashSet<_>>()
         };
-        let (a, b) = (ids(instantiate(t, 1)), ids(instantiate(t, 2)));
-        assert_eq!(a.len(), 8);
+        let (a, b) = (ids(instantiate(t, 1, 0)), ids(instantiate(t, 2, 0)));
+        assert_eq!(a.len(), 10, "traces of 7 spans, the last one cut short");
         assert!(a.is_disjoint(&b));
+    }
+
+    #[test]
+    fn each_send_moves_every_timestamp_to_when_it_is_sent() {
+        let spec = LoadSpec {
+            protocol: "grpc".into(),
+            target: String::new(),
+            spans_per_request: 700,
+            spans_per_trace: 8,
+            streams: 1,
+            rate: None,
+            duration: Duration::from_secs(1),
+            max_requests: None,
+            error_ratio: 0.5,
+            error_mix: crate::workload::ErrorMix::Realistic,
+            extra_attributes: 1,
+            xray_ids: true,
+            gzip: false,
+            topology: crate::workload::Topology::Services,
+        };
+        let t = &templates(&spec)[0];
+        let decode = |b: Vec<u8>| crate::proto::ExportTraceServiceRequest::decode(&b[..]).unwrap();
+        let (before, after) = (
+            decode(t.bytes.clone()),
+            decode(instantiate(t, 0, t.made_unix_nano + 60_000_000_000)),
+        );
+        let spans = |r: &crate::proto::ExportTraceServiceRequest| {
+            r.resource_spans
+                .iter()
+                .flat_map(|r| &r.scope_spans)
+                .flat_map(|s| s.spans.clone())
+                .collect::<Vec<_>>()
+        };
+        let (b, a) = (spans(&before), spans(&after));
+        assert_eq!(b.len(), 700);
+        for (b, a) in b.iter().zip(&a) {
+            assert_eq!(
+                a.start_time_unix_nano - b.start_time_unix_nano,
+                60_000_000_000
+            );
+            assert_eq!(a.end_time_unix_nano - b.end_time_unix_nano, 60_000_000_000);
+            for (eb, ea) in b.events.iter().zip(&a.events) {
+                assert_eq!(ea.time_unix_nano - eb.time_unix_nano, 60_000_000_000);
+            }
+            assert_eq!((&a.name, &a.attributes), (&b.name, &b.attributes));
+        }
+        assert!(
+            b.iter().any(|s| !s.events.is_empty()),
+            "some spans carry exceptions"
+        );
     }
 }

@@ -252,6 +252,10 @@ struct LoadgenArgs {
     /// gzip request bodies
     #[arg(long)]
     gzip: bool,
+    /// services (7-span traces: a frontend calls two backends, one calls a database) or chain
+    /// (--spans-per-trace spans of one service, what the benchmarks send)
+    #[arg(long, default_value = "services")]
+    topology: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -369,6 +373,14 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
+    let topology = match a.topology.as_str() {
+        "services" => sidetrace::workload::Topology::Services,
+        "chain" => sidetrace::workload::Topology::Chain,
+        other => {
+            eprintln!("sidetrace loadgen: --topology: {other:?} is not services or chain");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
     let default_port = match a.protocol.as_str() {
         "http" => 4318,
         "xray-udp" => 2000,
@@ -390,6 +402,7 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
         extra_attributes: a.attributes,
         xray_ids: !a.random_ids,
         gzip: a.gzip,
+        topology,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -130,6 +130,19 @@ pub struct Shape {
     /// Extra attributes per span on top of the semantic-convention ones.
     pub extra_attributes: usize,
     pub now_unix_nano: u64,
+    pub topology: Topology,
+}
+
+/// How a trace's spans are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Topology {
+    /// `spans_per_trace` spans of one service: a server span over database and internal
+    /// spans (what the benchmarks measure).
+    #[default]
+    Chain,
+    /// Seven spans across three services: a frontend calls two backends over HTTP, and one of
+    /// them calls a database (what the local UI's search and service graph are tried with).
+    Services,
 }
 
 impl Default for Shape {
@@ -142,6 +155,7 @@ impl Default for Shape {
             xray_ids: true,
             extra_attributes: 2,
             now_unix_nano: 1_764_000_000_000_000_000,
+            topology: Topology::Chain,
         }
     }
 }
@@ -171,10 +185,23 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
             (ErrorMix::Realistic, 1300..1500) => Outcome::Throttled,
             _ => Outcome::Ok,
         };
+        let start = shape.now_unix_nano - rng.below(5_000_000_000);
+        if shape.topology == Topology::Services {
+            let want = SERVICES_TRACE_SPANS.min(shape.spans - made);
+            made += services_trace(
+                rng,
+                shape,
+                &trace_id,
+                start,
+                (outcome, error),
+                want,
+                &mut by_service,
+            );
+            continue;
+        }
         let service = rng.below(SERVICES.len() as u64) as usize;
         let route = ROUTES[rng.below(ROUTES.len() as u64) as usize];
         let n = shape.spans_per_trace.min(shape.spans - made).max(1);
-        let start = shape.now_unix_nano - rng.below(5_000_000_000);
         let mut parent = Vec::new();
         for k in 0..n {
             let span_id = (rng.next_u64() | 1).to_be_bytes().to_vec();
@@ -316,10 +343,307 @@ pub fn request(rng: &mut Rng, shape: &Shape) -> ExportTraceServiceRequest {
     }
 }
 
+/// Spans in one [`Topology::Services`] trace.
+const SERVICES_TRACE_SPANS: usize = 7;
+
+/// One cross-service trace (at most `want` spans): `frontend` serves a page, calling `cart` or
+/// `catalog` (which queries PostgreSQL) and then `payments` or `checkout`. Each span goes to its
+/// service's list, as each service's SDK would send it. Returns the spans made.
+fn services_trace(
+    rng: &mut Rng,
+    shape: &Shape,
+    trace_id: &[u8; 16],
+    start: u64,
+    (outcome, error): (Outcome, bool),
+    want: usize,
+    by_service: &mut [Vec<Span>],
+) -> usize {
+    const FRONTEND: usize = 4;
+    let reader = if rng.below(2) == 0 { 1 } else { 3 };
+    let writer = if rng.below(2) == 0 { 2 } else { 0 };
+    let item = rng.below(100_000);
+    let page = ["/checkout", "/cart", "/product/{id}"][rng.below(3) as usize];
+    let ms = 1_000_000u64;
+    let db = ms + rng.below(20 * ms);
+    let charge = 2 * ms + rng.below(60 * ms);
+    // Which spans fail, and the HTTP status each server answers.
+    let (read_fails, write_status) = match outcome {
+        _ if error => (true, 500),
+        Outcome::ServerFault => (false, 503),
+        Outcome::DependencyError => (true, 200),
+        Outcome::Throttled => (false, 429),
+        _ => (false, 200),
+    };
+    let read_status = if read_fails { 500 } else { 200 };
+    let page_status = match outcome {
+        Outcome::ClientError => 404,
+        _ if read_fails || write_status >= 500 => 502,
+        _ => 200,
+    };
+    let id = |rng: &mut Rng| (rng.next_u64() | 1).to_be_bytes();
+    let ids: [[u8; 8]; SERVICES_TRACE_SPANS] = std::array::from_fn(|_| id(rng));
+    let exception = |at: u64, kind: &str, message: &str| span::Event {
+        time_unix_nano: at,
+        name: "exception".into(),
+        attributes: vec![
+            s("exception.type", kind),
+            s("exception.message", message),
+            s(
+                "exception.stacktrace",
+                format!(
+                    "{kind}: {message}\n  at handler (app/handlers.py:88)\n  at dispatch (app/server.py:210)"
+                ),
+            ),
+        ],
+        ..Default::default()
+    };
+    let http_server = |method: &str, route: &str, path: String, status: i64| {
+        vec![
+            s("http.request.method", method),
+            s("http.route", route),
+            s("url.path", path),
+            s("url.scheme", "http"),
+            i("http.response.status_code", status),
+            s("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64)"),
+        ]
+    };
+    let http_client = |method: &str, host: &str, path: String, status: i64| {
+        vec![
+            s("http.request.method", method),
+            s("server.address", host),
+            i("server.port", 8080),
+            s("url.full", format!("http://{host}:8080{path}")),
+            i("http.response.status_code", status),
+        ]
+    };
+    let (t0, t1) = (start, start + ms / 2);
+    let (t3, t4) = (t1 + ms / 5, t1 + ms / 2);
+    let t5 = t1 + db + 2 * ms;
+    let t6 = t5 + ms / 5;
+    let end = t5 + charge + ms;
+    let r = SERVICES[reader];
+    let w = SERVICES[writer];
+    // (service, id, parent, kind, name, start, end, attributes, error, events)
+    let mut spans = vec![
+        (
+            FRONTEND,
+            0,
+            None,
+            span::SpanKind::Server,
+            format!("GET {page}"),
+            t0,
+            end,
+            http_server(
+                "GET",
+                page,
+                page.replace("{id}", &item.to_string()),
+                page_status,
+            ),
+            page_status >= 500,
+            Vec::new(),
+        ),
+        (
+            FRONTEND,
+            1,
+            Some(0),
+            span::SpanKind::Client,
+            "GET".to_string(),
+            t1,
+            t1 + db + ms,
+            http_client("GET", r, format!("/items/{item}"), read_status),
+            read_fails,
+            Vec::new(),
+        ),
+        (
+            reader,
+            2,
+            Some(1),
+            span::SpanKind::Server,
+            "GET /items/{id}".to_string(),
+            t3 - ms / 10,
+            t1 + db + ms - ms / 10,
+            http_server("GET", "/items/{id}", format!("/items/{item}"), read_status),
+            read_fails,
+            Vec::new(),
+        ),
+        (
+            reader,
+            3,
+            Some(2),
+            span::SpanKind::Client,
+            "SELECT items".to_string(),
+            t4,
+            t4 + db,
+            vec![
+                s("db.system.name", "postgresql"),
+                s("db.namespace", "shop"),
+                s("db.operation.name", "SELECT"),
+                s("db.collection.name", "items"),
+                s(
+                    "db.query.text",
+                    "SELECT id, name, price FROM items WHERE id = $1",
+                ),
+                s("server.address", "db.internal"),
+                i("server.port", 5432),
+            ],
+            read_fails,
+            if read_fails {
+                vec![exception(
+                    t4 + db,
+                    "OperationalError",
+                    "could not connect to server: Connection refused",
+                )]
+            } else {
+                Vec::new()
+            },
+        ),
+        (
+            FRONTEND,
+            4,
+            Some(0),
+            span::SpanKind::Client,
+            "POST".to_string(),
+            t5,
+            t5 + charge,
+            http_client("POST", w, "/charge".into(), write_status),
+            write_status >= 400,
+            Vec::new(),
+        ),
+        (
+            writer,
+            5,
+            Some(4),
+            span::SpanKind::Server,
+            "POST /charge".to_string(),
+            t6,
+            t5 + charge - ms / 10,
+            http_server("POST", "/charge", "/charge".into(), write_status),
+            write_status >= 500,
+            if write_status >= 500 {
+                vec![exception(
+                    t5 + charge - ms / 5,
+                    "PaymentGatewayError",
+                    "card processor timed out",
+                )]
+            } else {
+                Vec::new()
+            },
+        ),
+        (
+            writer,
+            6,
+            Some(5),
+            span::SpanKind::Internal,
+            "authorize card".to_string(),
+            t6 + ms / 10,
+            t6 + charge / 2,
+            vec![
+                s("code.function.name", "authorize"),
+                s("payment.method", "card"),
+            ],
+            false,
+            Vec::new(),
+        ),
+    ];
+    spans.truncate(want);
+    let made = spans.len();
+    for (service, k, parent, kind, name, begin, finish, mut attrs, failed, events) in spans {
+        for x in 0..shape.extra_attributes {
+            attrs.push(s(
+                &format!("app.attr{x}"),
+                format!("value-{}", rng.below(1000)),
+            ));
+        }
+        by_service[service].push(Span {
+            trace_id: trace_id.to_vec().into(),
+            span_id: ids[k].to_vec().into(),
+            parent_span_id: parent.map_or(Vec::new(), |p: usize| ids[p].to_vec()).into(),
+            name,
+            kind: kind as i32,
+            start_time_unix_nano: begin,
+            end_time_unix_nano: finish.max(begin),
+            attributes: attrs,
+            status: Some(Status {
+                code: if failed { 2 } else { 0 },
+                message: if failed {
+                    "request failed".into()
+                } else {
+                    String::new()
+                },
+            }),
+            events,
+            flags: 0x101,
+            ..Default::default()
+        });
+    }
+    made
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn cross_service_traces_link_a_frontend_to_two_backends_and_a_database() {
+        let shape = Shape {
+            spans: 7 * 50,
+            topology: Topology::Services,
+            error_mix: ErrorMix::Realistic,
+            ..Shape::default()
+        };
+        let req = request(&mut Rng::new(11), &shape);
+        // span id -> (service, parent id, name)
+        let mut spans = std::collections::HashMap::new();
+        for rs in &req.resource_spans {
+            let service = match &rs.resource.as_ref().unwrap().attributes[0]
+                .value
+                .as_ref()
+                .unwrap()
+                .value
+            {
+                Some(any_value::Value::StringValue(s)) => s.clone(),
+                _ => unreachable!(),
+            };
+            for sp in &rs.scope_spans[0].spans {
+                spans.insert(
+                    sp.span_id.to_vec(),
+                    (
+                        service.clone(),
+                        sp.parent_span_id.to_vec(),
+                        sp.name.clone(),
+                        sp.status.as_ref().unwrap().code,
+                    ),
+                );
+            }
+        }
+        assert_eq!(spans.len(), 7 * 50);
+        let mut edges = std::collections::BTreeSet::new();
+        for (service, parent, _, _) in spans.values() {
+            if parent.is_empty() {
+                assert_eq!(service, "frontend", "every trace starts at the frontend");
+                continue;
+            }
+            let (up, ..) = &spans[parent];
+            if up != service {
+                edges.insert((up.as_str(), service.as_str()));
+            }
+        }
+        assert_eq!(
+            edges.into_iter().collect::<Vec<_>>(),
+            [
+                ("frontend", "cart"),
+                ("frontend", "catalog"),
+                ("frontend", "checkout"),
+                ("frontend", "payments")
+            ]
+        );
+        assert!(spans.values().any(|(_, _, name, _)| name == "SELECT items"));
+        assert!(
+            spans.values().any(|(_, _, _, code)| *code == 2),
+            "some spans fail"
+        );
+    }
 
     #[test]
     fn the_realistic_mix_fails_about_one_trace_in_eleven() {

@@ -51,6 +51,8 @@ pub struct AdminState {
     /// Present in local mode.
     pub store: Option<Arc<LocalStore>>,
     pub span_metrics: SpanMetrics,
+    /// When the agent started: span metrics count from here (rates in `/api/metrics`).
+    pub started: tokio::time::Instant,
 }
 
 /// The admin routes, testable with `oneshot` and no socket.
@@ -63,6 +65,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/traces", get(api::list_traces))
         .route("/api/traces/{trace_id}", get(api::get_trace))
         .route("/api/metrics", get(api::span_metrics))
+        .route("/api/store", get(api::store_status))
+        .route("/api/services", get(api::services))
+        .route("/api/dependencies", get(api::dependencies))
         .with_state(state)
 }
 
@@ -152,6 +157,7 @@ mod tests {
             ready: Arc::new(AtomicBool::new(ready)),
             store,
             span_metrics: SpanMetrics::new(Default::default()),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -181,9 +187,26 @@ mod tests {
         assert_eq!(s, StatusCode::OK);
         assert!(text.contains("sidetrace_queue_capacity_spans 10\n"));
         assert!(text.contains("sidetrace_local_store_traces 0\n"));
+        let (s, doc) = get(state(true, true), "/api/traces").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(doc.starts_with("{\"matched\":0,\"store\":{"), "{doc}");
+        assert!(doc.ends_with("\"traces\":[]}"), "{doc}");
+        let (s, doc) = get(state(true, true), "/api/traces?min_duration=fast").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(doc.contains("\"parameter\":\"min_duration\""), "{doc}");
+        let (s, doc) = get(state(true, true), "/api/traces?colour=red").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(doc.contains("unknown parameter \\\"colour\\\""), "{doc}");
+        for path in ["/api/store", "/api/services", "/api/dependencies"] {
+            assert_eq!(
+                get(state(true, true), path).await.0,
+                StatusCode::OK,
+                "{path}"
+            );
+        }
         assert_eq!(
-            get(state(true, true), "/api/traces").await.1,
-            "{\"traces\":[]}"
+            get(state(true, false), "/api/store").await.0,
+            StatusCode::NOT_FOUND
         );
         assert_eq!(
             get(state(true, false), "/api/traces").await.0,

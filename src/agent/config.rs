@@ -9,7 +9,7 @@ use crate::config::{Key, Keys, Mounted, Problem, Section, env_name, flatten_toml
 use crate::exporters::ExporterKind;
 use crate::exporters::cloudwatch::CloudwatchConfig;
 use crate::exporters::console::ConsoleConfig;
-use crate::exporters::local_store::LocalConfig;
+use crate::exporters::local::LocalConfig;
 use crate::exporters::xray::XrayConfig;
 use crate::pipeline::MIN_MEMORY_LIMIT;
 use crate::pipeline::PipelineConfig;

@@ -19,7 +19,7 @@ pub use config::Config;
 use crate::admin::{self, AdminState};
 use crate::exporters::cloudwatch::{self, Publisher};
 use crate::exporters::{
-    self, ExporterFamilies, ExporterKind, LocalStore, Running, Shared, console, local_store, xray,
+    self, ExporterFamilies, ExporterKind, LocalStore, Running, Shared, console, local, xray,
 };
 use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{self, SamplingStats};
@@ -180,7 +180,7 @@ impl Agent {
         for kind in exporters {
             match kind {
                 ExporterKind::Local => {
-                    let (s, r) = local_store::start(&config.local, &shared);
+                    let (s, r) = local::start(&config.local, &shared);
                     store = Some(s);
                     running.push(r);
                 }
@@ -322,6 +322,7 @@ impl Agent {
             ready: ready.clone(),
             store: store.clone(),
             span_metrics: span_metrics.clone(),
+            started: tokio::time::Instant::now(),
         };
         let admin = admin::start(admin_listener, admin_state, stopped(admin_stop_rx));
         info!(listener = "admin", addr = %addrs.admin, "Serving /healthz, /readyz, /metrics, /api/traces, /api/metrics and the UI.");

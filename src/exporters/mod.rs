@@ -6,7 +6,7 @@ pub mod aws;
 pub mod batching;
 pub mod cloudwatch;
 pub mod console;
-pub mod local_store;
+pub mod local;
 pub mod otlp;
 pub mod retry;
 pub mod stats;
@@ -25,7 +25,7 @@ use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
 
 pub use console::Console;
-pub use local_store::LocalStore;
+pub use local::LocalStore;
 pub use stats::{ExporterFamilies, ExporterStats};
 
 /// How often an exporter gets its periodic tick (console grace, partial-batch flushes).

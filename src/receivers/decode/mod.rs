@@ -21,6 +21,7 @@ use crate::model::{
     Batch, Decoded, HttpInfo, Protocol, RejectReason, Rejected, ResourceInfo, ScopeInfo, SpanInfo,
 };
 use schema::{Msg, check};
+pub use semconv::has_attribute;
 use semconv::{find_service_attrs, span_attribute};
 use wire::{Reader, check_utf8, expect, index_u32, to_u32};
 

@@ -161,3 +161,55 @@ pub(super) fn capture_http(
         *stable |= field;
     }
 }
+
+/// True when a (checked) message holds, in its repeated `KeyValue` field `field` (9 in a `Span`,
+/// 1 in a `Resource`), the attribute `key` whose scalar value reads as `value` ("GET", "500",
+/// "true", "0.5"). The local store's attribute search: a walk, no decoding into structs.
+pub fn has_attribute(message: &[u8], field: u32, key: &str, value: &str) -> bool {
+    let mut r = Reader::new(message, 0..message.len());
+    while !r.done() {
+        let Ok((f, w)) = r.key() else { return false };
+        if f != field || w != 2 {
+            if r.skip("Span", f, w).is_err() {
+                return false;
+            }
+            continue;
+        }
+        let Ok(kv) = r.bytes() else { return false };
+        let Some((k, Some(v))) = key_value(message, kv) else {
+            continue;
+        };
+        if &message[k] == key.as_bytes() && scalar_reads_as(message, v, value) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether an `AnyValue` (string, bool, int or double; the last one set wins) reads as `text`.
+fn scalar_reads_as(buf: &[u8], any: Range<usize>, text: &str) -> bool {
+    let mut found = false;
+    let mut r = Reader::new(buf, any);
+    while !r.done() {
+        let Ok((f, w)) = r.key() else { return false };
+        found = match (f, w) {
+            (1, 2) => r.bytes().is_ok_and(|s| &buf[s] == text.as_bytes()),
+            (2, 0) => r
+                .varint()
+                .is_ok_and(|b| text == if b != 0 { "true" } else { "false" }),
+            (3, 0) => r
+                .varint()
+                .is_ok_and(|i| text.parse::<i64>() == Ok(i as i64)),
+            (4, 1) => r
+                .fixed::<8>()
+                .is_ok_and(|d| text.parse::<f64>() == Ok(f64::from_le_bytes(d))),
+            _ => {
+                if r.skip("AnyValue", f, w).is_err() {
+                    return false;
+                }
+                false
+            }
+        };
+    }
+    found
+}

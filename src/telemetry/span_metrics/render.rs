@@ -265,6 +265,29 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
+/// Upper bounds (ms) of the latency histogram `/api/metrics` gives each row (the last bucket,
+/// `null`, is everything slower): 1-2.5-5 steps, coarse enough to draw as a row of bars.
+const UI_BOUNDS_MS: [f64; 16] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+    10000.0,
+];
+
+/// A histogram as `{"le_ms": [bounds…, null], "counts": [per bucket]}`.
+fn ui_histogram(h: &Histogram) -> Value {
+    let mut counts = [0u64; UI_BOUNDS_MS.len() + 1];
+    for &(index, n) in &h.counts {
+        // A counter holds values up to its highest; place it by its midpoint.
+        let us = (super::hdr::lowest_value(index as usize)
+            + super::hdr::highest_value(index as usize))
+            / 2;
+        let b = UI_BOUNDS_MS.partition_point(|&le| le * 1000.0 < us as f64);
+        counts[b] += n;
+    }
+    let mut le: Vec<Value> = UI_BOUNDS_MS.iter().map(|b| json!(b)).collect();
+    le.push(Value::Null);
+    json!({ "le_ms": le, "counts": counts })
+}
+
 /// The `/api/metrics` document: per (service, operation, kind) — status classes merged — the
 /// span count, error count and rate, p50/p90/p99/max in ms; optionally for one service only.
 pub fn summary(snapshot: &Snapshot, service: Option<&str>) -> Value {
@@ -303,6 +326,7 @@ pub fn summary(snapshot: &Snapshot, service: Option<&str>) -> Value {
             "p90_ms": ms(hist.value_at_quantile(0.9)),
             "p99_ms": ms(hist.value_at_quantile(0.99)),
             "max_ms": ms(hist.max()),
+            "histogram": ui_histogram(&hist),
         });
         if snapshot.service_version {
             row["service_version"] = json!(&*first.version);
