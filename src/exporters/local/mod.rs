@@ -85,6 +85,13 @@ impl Stats for LocalStore {
             "Traces evicted (oldest first) to stay within the store's caps, or shed under memory pressure.",
             [(String::new(), self.evicted.get(0))],
         );
+        family(
+            o,
+            "sidetrace_local_store_duplicate_spans_total",
+            "counter",
+            "Spans not stored again because their trace already held that span ID (retried exports).",
+            [(String::new(), self.duplicates.get(0))],
+        );
     }
 }
 

@@ -220,16 +220,27 @@ impl LocalStore {
                     })
                 })
                 .collect();
+            // Ties (equal durations or span counts) go newest first, then by ID, so a listing
+            // keeps its order from one refresh to the next.
+            let newest = |a: &(&TraceId, &StoredTrace), b: &(&TraceId, &StoredTrace)| {
+                b.1.start.cmp(&a.1.start).then_with(|| a.0.cmp(b.0))
+            };
+            let dur = |t: &StoredTrace| t.end.saturating_sub(t.start);
             match filter.sort {
-                Sort::Newest => hits.sort_unstable_by_key(|(_, t)| std::cmp::Reverse(t.start)),
-                Sort::Oldest => hits.sort_unstable_by_key(|(_, t)| t.start),
-                Sort::Longest => hits.sort_unstable_by_key(|(_, t)| {
-                    std::cmp::Reverse(t.end.saturating_sub(t.start))
-                }),
-                Sort::Shortest => hits.sort_unstable_by_key(|(_, t)| t.end.saturating_sub(t.start)),
-                Sort::MostSpans => {
-                    hits.sort_unstable_by_key(|(_, t)| std::cmp::Reverse(t.spans.len()))
+                Sort::Newest => hits.sort_unstable_by(newest),
+                Sort::Oldest => hits.sort_unstable_by(|a, b| newest(b, a)),
+                Sort::Longest => {
+                    hits.sort_unstable_by(|a, b| dur(b.1).cmp(&dur(a.1)).then_with(|| newest(a, b)))
                 }
+                Sort::Shortest => {
+                    hits.sort_unstable_by(|a, b| dur(a.1).cmp(&dur(b.1)).then_with(|| newest(a, b)))
+                }
+                Sort::MostSpans => hits.sort_unstable_by(|a, b| {
+                    b.1.spans
+                        .len()
+                        .cmp(&a.1.spans.len())
+                        .then_with(|| newest(a, b))
+                }),
             }
             if !filter.attributes.is_empty() {
                 retain_with_attributes(inner, &mut hits, &filter.attributes);
@@ -390,7 +401,10 @@ mod tests {
                     "http.response.status_code",
                     any_value::Value::IntValue(if error { 500 } else { 200 }),
                 ),
-                kv("cache.hit", any_value::Value::BoolValue(id.is_multiple_of(2))),
+                kv(
+                    "cache.hit",
+                    any_value::Value::BoolValue(id.is_multiple_of(2)),
+                ),
             ],
             ..Default::default()
         }

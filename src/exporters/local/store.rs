@@ -154,6 +154,8 @@ pub struct LocalStore {
     inner: Mutex<Inner>,
     stats: Arc<ExporterStats>,
     pub(super) evicted: Counters<1>,
+    /// Spans not stored again because their trace already held that span ID.
+    pub(super) duplicates: Counters<1>,
     pub(super) max_traces: usize,
     pub(super) max_bytes: usize,
     max_spans_per_trace: usize,
@@ -161,6 +163,8 @@ pub struct LocalStore {
 
 /// Charged per stored trace beside its entries: the map slot, the struct, its Vec's header.
 const TRACE_OVERHEAD_BYTES: usize = 96;
+/// Largest trace (in spans) in which a span arriving again is recognised and dropped.
+const DEDUP_SPANS: usize = 1024;
 /// Charged per chunk beside its compressed bytes and tables.
 const CHUNK_OVERHEAD_BYTES: usize = 256;
 /// Fast deflate: spans of one batch repeat their attribute keys and values, so even level 1
@@ -300,6 +304,7 @@ impl LocalStore {
             inner: Mutex::new(Inner::default()),
             stats: ExporterStats::new("local"),
             evicted: Counters::default(),
+            duplicates: Counters::default(),
             max_traces,
             max_bytes,
             max_spans_per_trace,
@@ -320,7 +325,7 @@ impl LocalStore {
             mut chunk,
             mut entries,
         } = build(batch);
-        let (mut stored, mut capped) = (0u64, 0u64);
+        let (mut stored, mut capped, mut duplicates) = (0u64, 0u64, 0u64);
         let mut inner = self.lock();
         let inner = &mut *inner;
         let seq = inner.next_seq;
@@ -338,6 +343,14 @@ impl LocalStore {
             });
             if trace.spans.len() >= self.max_spans_per_trace {
                 capped += 1;
+                continue;
+            }
+            // A retried export sends the same spans again: keep the first copy. Checked in
+            // traces of up to DEDUP_SPANS spans, where a scan costs less than an index would.
+            if trace.spans.len() <= DEDUP_SPANS
+                && trace.spans.iter().any(|e| e.span_id == entry.span_id)
+            {
+                duplicates += 1;
                 continue;
             }
             entry.chunk = seq;
@@ -361,6 +374,7 @@ impl LocalStore {
         self.stats.sent(stored);
         self.stats.dropped(DropReason::TraceSpanCap, capped);
         self.evicted.add(0, evicted);
+        self.duplicates.add(0, duplicates);
     }
 
     /// The span accounting of the `local` exporter.
@@ -578,6 +592,18 @@ mod tests {
             "the oldest go"
         );
         assert_eq!(store.evicted.get(0), shed);
+    }
+
+    #[test]
+    fn a_retried_export_does_not_store_its_spans_twice() {
+        let store = LocalStore::new(10_000, 64 << 20, 10_000);
+        let b = batch(5, &Shape::default());
+        store.insert(&b);
+        store.insert(&b);
+        let spans = store.get(&b.spans[0].trace_id).unwrap();
+        assert_eq!(spans.len(), 8);
+        assert_eq!(store.duplicates.get(0), 512);
+        assert_eq!(store.status().spans, 512);
     }
 
     #[test]
