@@ -16,6 +16,7 @@ use sidetrace::model::Protocol;
 use sidetrace::model::RequestOutcome;
 use sidetrace::pipeline::{MemoryGuard, Pipeline, Queue, ReceiverStats};
 use sidetrace::proto::*;
+use sidetrace::receivers::connections::Connections;
 use sidetrace::receivers::{otlp_grpc, otlp_http};
 use sidetrace::telemetry::span_metrics::SpanMetrics;
 use sidetrace::telemetry::span_metrics::SpanMetricsConfig;
@@ -649,6 +650,7 @@ async fn slow_idle_and_header_heavy_http_clients_are_cut_off() {
     tokio::spawn(otlp_http::serve_with(
         listener,
         app,
+        Connections::new("otlp_http", 100, std::time::Duration::from_secs(60)),
         std::future::pending(),
         timeout,
     ));
@@ -713,4 +715,119 @@ async fn slow_idle_and_header_heavy_http_clients_are_cut_off() {
     )
     .await;
     assert_eq!(r.status(), 200);
+}
+
+/// Reads until the peer closes (`Some(elapsed)`) or `within` passes (`None`).
+async fn closed_within(
+    s: &mut tokio::net::TcpStream,
+    within: std::time::Duration,
+) -> Option<std::time::Duration> {
+    use tokio::io::AsyncReadExt;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(within.saturating_sub(start.elapsed()), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn at_max_connections_the_idlest_makes_room_and_silent_ones_are_refused_or_timed_out() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let agent = common::start_local(|c| {
+        c.receivers.max_connections = 3;
+        c.receivers.connection_idle_timeout = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let http = agent.addrs.otlp_http;
+    let short = std::time::Duration::from_millis(300);
+    // Three clients that connect and say nothing take every slot.
+    let mut silent = Vec::new();
+    for _ in 0..3 {
+        silent.push(TcpStream::connect(http).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // None has been idle a second yet: a fourth is refused (closed at once, no answer).
+    let mut fourth = TcpStream::connect(http).await.unwrap();
+    let _ = fourth
+        .write_all(b"GET /v1/traces HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    assert!(
+        closed_within(&mut fourth, std::time::Duration::from_secs(3))
+            .await
+            .is_some(),
+        "refused"
+    );
+    for s in &mut silent {
+        assert!(
+            closed_within(s, short).await.is_none(),
+            "the first three stay open"
+        );
+    }
+    // Once they are idle, a real client gets in and one silent connection goes.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let r = post(
+        http,
+        "application/x-protobuf",
+        false,
+        request(vec![good_span(7)]),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let mut closed = 0;
+    for s in &mut silent {
+        closed += usize::from(
+            closed_within(s, std::time::Duration::from_secs(2))
+                .await
+                .is_some(),
+        );
+    }
+    assert_eq!(closed, 1, "exactly the idlest one made room");
+    let m = |reason: &str| {
+        format!(
+            "sidetrace_receiver_connections_closed_total{{receiver=\"otlp_http\",reason=\"{reason}\"}}"
+        )
+    };
+    assert_eq!(common::metric(&agent, &m("refused")).await, 1.0);
+    assert_eq!(common::metric(&agent, &m("evicted")).await, 1.0);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn grpc_connections_that_send_nothing_are_closed_after_the_idle_timeout() {
+    let agent = common::start_local(|c| {
+        c.receivers.connection_idle_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    // A slowloris on the gRPC port: not even the HTTP/2 preface.
+    let mut silent = tokio::net::TcpStream::connect(agent.addrs.otlp_grpc)
+        .await
+        .unwrap();
+    let after = closed_within(&mut silent, std::time::Duration::from_secs(5)).await;
+    assert!(
+        after.is_some_and(|d| d >= std::time::Duration::from_millis(400)),
+        "{after:?}"
+    );
+    // A real client still gets its export through.
+    let answer = grpc_call(
+        agent.addrs.otlp_grpc,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request(vec![good_span(3)]),
+        false,
+    )
+    .await;
+    assert!(answer.is_ok(), "{answer:?}");
+    assert!(
+        common::metric(
+            &agent,
+            "sidetrace_receiver_connections_closed_total{receiver=\"otlp_grpc\",reason=\"idle\"}"
+        )
+        .await
+            >= 1.0
+    );
+    agent.shutdown().await;
 }

@@ -25,6 +25,7 @@ use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{self, SamplingStats};
 use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats};
 use crate::proxy;
+use crate::receivers::connections::Connections;
 use crate::receivers::{otlp_grpc, otlp_http, xray_udp};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
@@ -266,10 +267,20 @@ impl Agent {
         let ready = Arc::new(AtomicBool::new(false));
 
         let max = config.receivers.max_request_bytes;
+        let connections = |receiver| {
+            let c = Connections::new(
+                receiver,
+                config.receivers.max_connections,
+                config.receivers.connection_idle_timeout,
+            );
+            registry.register(c.clone());
+            c
+        };
         let grpc = otlp_grpc::start(
             grpc_listener,
             pipeline.clone(),
             max,
+            connections("otlp_grpc"),
             stopped(stop_rx.clone()),
         );
         info!(listener = "otlp_grpc", addr = %addrs.otlp_grpc, "Listening for OTLP/gRPC.");
@@ -277,6 +288,7 @@ impl Agent {
             http_listener,
             pipeline.clone(),
             max,
+            connections("otlp_http"),
             stopped(stop_rx.clone()),
         );
         info!(listener = "otlp_http", addr = %addrs.otlp_http, "Listening for OTLP/HTTP on /v1/traces.");
@@ -301,6 +313,7 @@ impl Agent {
             proxy_listener,
             upstream.unwrap_or(proxy::Upstream::Local),
             proxy_stats,
+            connections("xray_proxy"),
             stopped(stop_rx),
         );
         info!(listener = "xray_proxy", addr = %addrs.xray_proxy, "Serving the X-Ray sampling API (TCP): POST /GetSamplingRules, /SamplingTargets.");

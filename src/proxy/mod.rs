@@ -235,6 +235,7 @@ pub fn start(
     listener: tokio::net::TcpListener,
     upstream: Upstream,
     stats: Arc<ProxyStats>,
+    connections: Arc<crate::receivers::connections::Connections>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> JoinHandle<()> {
     if matches!(upstream, Upstream::Local) {
@@ -246,6 +247,7 @@ pub fn start(
     tokio::spawn(crate::receivers::otlp_http::serve(
         listener,
         router(upstream, stats),
+        connections,
         stop,
     ))
 }

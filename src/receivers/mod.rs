@@ -1,6 +1,7 @@
 //! Receivers: OTLP over gRPC and HTTP (protobuf and JSON). They decode and hand off to the
 //! pipeline; here are their shared settings, the metered request body and the one gunzip.
 
+pub mod connections;
 pub mod decode;
 pub mod otlp_grpc;
 pub mod otlp_http;
@@ -34,6 +35,9 @@ pub struct ReceiversConfig {
     pub otlp_grpc_addr: std::net::SocketAddr,
     pub otlp_http_addr: std::net::SocketAddr,
     pub max_request_bytes: usize,
+    /// Per OTLP receiver (and the X-Ray sampling proxy).
+    pub max_connections: usize,
+    pub connection_idle_timeout: std::time::Duration,
 }
 
 impl Default for ReceiversConfig {
@@ -43,6 +47,8 @@ impl Default for ReceiversConfig {
             otlp_grpc_addr: addr(DEFAULT_OTLP_GRPC_ADDR),
             otlp_http_addr: addr(DEFAULT_OTLP_HTTP_ADDR),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_connections: connections::DEFAULT_MAX_CONNECTIONS,
+            connection_idle_timeout: connections::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -65,6 +71,16 @@ impl Section for ReceiversConfig {
             "max_request_bytes",
             "Largest OTLP request accepted, after decompression (bytes; KiB/MiB suffixes allowed).",
             |c| &mut c.max_request_bytes,
+        ),
+        K::count(
+            "max_connections",
+            "Most connections open at once on each OTLP receiver and the X-Ray sampling port; at the cap the longest-idle one is closed for a new one.",
+            |c| &mut c.max_connections,
+        ),
+        K::duration(
+            "connection_idle_timeout",
+            "A connection that sends nothing this long is closed (slowloris; the client reconnects on its next export).",
+            |c| &mut c.connection_idle_timeout,
         ),
     ];
 }

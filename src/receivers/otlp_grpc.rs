@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use prost::Message;
+use tokio::net::TcpStream;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::server::{Grpc, UnaryService};
 use tonic::{Code, Request, Response, Status};
@@ -22,6 +23,7 @@ use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use crate::receivers::Metered;
+use crate::receivers::connections::{Connections, Tracked};
 use crate::receivers::decode::decode_request;
 
 /// The gRPC method path of OTLP trace export.
@@ -216,12 +218,42 @@ pub fn start(
     listener: tokio::net::TcpListener,
     pipeline: Arc<Pipeline>,
     max_request_bytes: usize,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     let svc = TraceService::new(pipeline, max_request_bytes);
     tokio::spawn(async move {
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Our own accept loop, so each connection is counted and can be closed when idle; tonic
+        // takes them as a stream. The loop ends when tonic drops the stream.
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Tracked<TcpStream>>>(16);
+        let sweep = tokio::spawn(connections.clone().sweep_until({
+            let tx = tx.clone();
+            async move { tx.closed().await }
+        }));
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    a = listener.accept() => a,
+                    () = tx.closed() => return,
+                };
+                match accepted {
+                    Ok((io, _)) => {
+                        let _ = io.set_nodelay(true);
+                        if let Some(io) = connections.admit(io)
+                            && tx.send(Ok(io)).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(listener = "otlp_grpc", error = %e, "Accept failed.");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
         // Each open stream costs a task and tonic's buffers before the read budget sees a
         // byte (hyper allows 200 a connection: ~20 MB over four connections under a flood);
         // OTLP exporters send one to ten requests at a time.
@@ -233,5 +265,6 @@ pub fn start(
         {
             tracing::warn!(listener = "otlp_grpc", error = %e, "OTLP/gRPC server stopped with an error.");
         }
+        sweep.abort();
     })
 }

@@ -21,6 +21,7 @@ use crate::proto::{
     ExportTracePartialSuccess, ExportTraceServiceResponse, ProtoAny, ProtoDuration, RetryInfo,
     RpcStatus, code,
 };
+use crate::receivers::connections::Connections;
 use crate::receivers::decode::decode_request;
 use crate::receivers::otlp_json::json_to_protobuf;
 use crate::receivers::{InflateError, Metered, gunzip_capped};
@@ -56,9 +57,15 @@ pub fn start(
     listener: tokio::net::TcpListener,
     pipeline: Arc<Pipeline>,
     max_request_bytes: usize,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(serve(listener, router(pipeline, max_request_bytes), stop))
+    tokio::spawn(serve(
+        listener,
+        router(pipeline, max_request_bytes),
+        connections,
+        stop,
+    ))
 }
 
 /// Serves the OTLP/HTTP routes on `listener` until `stop` resolves, then lets open connections
@@ -66,15 +73,17 @@ pub fn start(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    serve_with(listener, app, stop, HEADER_READ_TIMEOUT).await
+    serve_with(listener, app, connections, stop, HEADER_READ_TIMEOUT).await
 }
 
 /// [`serve`] with a given header read timeout (tests use a short one).
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     app: Router,
+    connections: Arc<Connections>,
     stop: impl std::future::Future<Output = ()>,
     header_read_timeout: Duration,
 ) {
@@ -85,6 +94,10 @@ pub async fn serve_with(
     // Each connection task holds a receiver: `true` asks it to drain, and `closed()` resolves
     // once the last one has ended.
     let (draining, _) = tokio::sync::watch::channel(false);
+    let mut sweep_stop = draining.subscribe();
+    tokio::spawn(connections.clone().sweep_until(async move {
+        let _ = sweep_stop.wait_for(|d| *d).await;
+    }));
     tokio::pin!(stop);
     loop {
         let io = tokio::select! {
@@ -98,6 +111,10 @@ pub async fn serve_with(
                 }
             },
             () = &mut stop => break,
+        };
+        // Refused at the cap: dropping the stream closes it.
+        let Some(io) = connections.admit(io) else {
+            continue;
         };
         let service = TowerToHyperService::new(app.clone());
         let mut drain = draining.subscribe();
