@@ -99,11 +99,38 @@ impl<'a> Reader<'a> {
             1 => self.fixed::<8>().map(drop),
             2 => self.bytes().map(drop),
             5 => self.fixed::<4>().map(drop),
+            // A group (proto2, deprecated): prost skips an unknown one, so the walk does too.
+            3 => self.skip_group(message, field, 1),
+            // An end-group key with no group open: prost refuses it.
             _ => Err(DecodeError::WireType {
                 message,
                 field,
                 wire_type,
             }),
+        }
+    }
+
+    /// Skips to the end-group key of `field`, through nested groups (at most
+    /// [`MAX_NESTING_DEPTH`](super::MAX_NESTING_DEPTH) deep).
+    fn skip_group(
+        &mut self,
+        message: &'static str,
+        field: u32,
+        depth: u32,
+    ) -> Result<(), DecodeError> {
+        if depth > super::MAX_NESTING_DEPTH {
+            return Err(DecodeError::TooDeep);
+        }
+        loop {
+            if self.done() {
+                return Err(DecodeError::Truncated);
+            }
+            let (f, w) = self.key()?;
+            match w {
+                4 if f == field => return Ok(()),
+                3 => self.skip_group(message, f, depth + 1)?,
+                _ => self.skip(message, f, w)?,
+            }
         }
     }
 }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for SECONDS each (default 60), starting from the committed seeds
+# (fuzz/seeds/TARGET) and growing a git-ignored corpus (fuzz/corpus/TARGET); prints libFuzzer's
+# final stats (executions) per target. Findings land in fuzz/artifacts/TARGET: add each as a
+# case in tests/fuzz_replay.rs once fixed.
+# Usage: fuzz/run.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")"
+SECONDS_EACH=${1:-60}
+shift || true
+TARGETS=${*:-otlp_protobuf otlp_json gzip config xray_datagram}
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# cargo-fuzz passes -Z flags (the sanitizer); on a stable toolchain, allow them (no nightly is
+# installable here, and the flags are all it needs).
+if ! rustc --version | grep -q nightly; then
+  export RUSTC_BOOTSTRAP=1
+fi
+for t in $TARGETS; do
+  mkdir -p "corpus/$t"
+  echo "== $t (${SECONDS_EACH}s)"
+  cargo fuzz run --release "$t" "corpus/$t" "seeds/$t" -- \
+    -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=65536 2>&1 |
+    grep -E "stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|panicked|ERROR" || true
+  if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
+    echo "!! $t: findings in fuzz/artifacts/$t"; ls "artifacts/$t"; exit 1
+  fi
+done
