@@ -178,4 +178,10 @@ fn known_divergences_stay_fixed() {
     // A stray end-group key and an unclosed group: both refuse.
     checks::otlp_protobuf(&[0x9c, 0x06]);
     checks::otlp_protobuf(&[0x9b, 0x06, 0x08, 0x01]);
+    // A key over 32 bits (cargo-fuzz): prost refuses it; the walk took field numbers up to 2^32.
+    checks::otlp_protobuf(&[0xd8, 0xf5, 0x8f, 0x8d, 0x43, 0x0b]);
+    // A ten-byte varint past 64 bits in an unknown field (cargo-fuzz): prost refuses it.
+    checks::otlp_protobuf(&[
+        0x28, 0x8a, 0x00, 0x10, 0x88, 0x8e, 0x8a, 0x8a, 0x8a, 0x8a, 0xff, 0xff, 0xff, 0x0f,
+    ]);
 }

@@ -48,6 +48,10 @@ impl<'a> Reader<'a> {
                 return Err(DecodeError::Truncated);
             };
             self.pos += 1;
+            // The tenth byte holds bit 63 only; more overflows 64 bits, which prost refuses.
+            if i == 9 && b > 1 {
+                return Err(DecodeError::Varint);
+            }
             value |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
                 return Ok(value);
@@ -58,7 +62,9 @@ impl<'a> Reader<'a> {
 
     pub(super) fn key(&mut self) -> Result<(u32, u8), DecodeError> {
         let key = self.varint()?;
-        let field = u32::try_from(key >> 3).map_err(|_| DecodeError::Varint)?;
+        // A key is a uint32 (field numbers stop at 2^29 - 1), as prost reads it.
+        let key = u32::try_from(key).map_err(|_| DecodeError::Varint)?;
+        let field = key >> 3;
         if field == 0 {
             return Err(DecodeError::FieldZero);
         }
