@@ -1,5 +1,7 @@
 //! A minimal, fast stand-in for the X-Ray API for pipeline benchmarks (moto is too slow to be
 //! the bottleneck-free endpoint a throughput run needs): accepts PutTraceSegments and counts.
+//! `fake-xray ADDR [FAULT_EVERY]`: every FAULT_EVERY-th call fails instead, alternately throttled
+//! (HTTP 429 `ThrottlingException`) and a 500, as X-Ray's own faults look (benches/soak.sh).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,13 +15,35 @@ use axum::routing::{get, post};
 struct Counts {
     calls: AtomicU64,
     documents: AtomicU64,
+    faults: AtomicU64,
+    fault_every: u64,
 }
 
 async fn put(
     State(c): State<Arc<Counts>>,
     body: Bytes,
-) -> ([(&'static str, &'static str); 1], &'static str) {
-    c.calls.fetch_add(1, Ordering::Relaxed);
+) -> (
+    axum::http::StatusCode,
+    [(&'static str, &'static str); 1],
+    &'static str,
+) {
+    let n = c.calls.fetch_add(1, Ordering::Relaxed) + 1;
+    if c.fault_every > 0 && n.is_multiple_of(c.fault_every) {
+        let k = c.faults.fetch_add(1, Ordering::Relaxed);
+        let json = [("content-type", "application/json")];
+        return match k % 2 {
+            0 => (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                json,
+                r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#,
+            ),
+            _ => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                json,
+                r#"{"__type":"InternalFailure","message":"injected"}"#,
+            ),
+        };
+    }
     // Counting the documents without parsing: each one is a JSON string in the array.
     let docs = body
         .windows(8)
@@ -28,6 +52,7 @@ async fn put(
         .max(1);
     c.documents.fetch_add(docs as u64, Ordering::Relaxed);
     (
+        axum::http::StatusCode::OK,
         [("content-type", "application/json")],
         r#"{"UnprocessedTraceSegments":[]}"#,
     )
@@ -35,9 +60,10 @@ async fn put(
 
 async fn stats(State(c): State<Arc<Counts>>) -> String {
     format!(
-        "{{\"calls\":{},\"documents\":{}}}\n",
+        "{{\"calls\":{},\"documents\":{},\"faults\":{}}}\n",
         c.calls.load(Ordering::Relaxed),
-        c.documents.load(Ordering::Relaxed)
+        c.documents.load(Ordering::Relaxed),
+        c.faults.load(Ordering::Relaxed)
     )
 }
 
@@ -50,7 +76,14 @@ fn main() {
         .build()
         .expect("runtime");
     rt.block_on(async move {
-        let counts = Arc::new(Counts::default());
+        let fault_every = std::env::args()
+            .nth(2)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let counts = Arc::new(Counts {
+            fault_every,
+            ..Counts::default()
+        });
         let app = Router::new()
             .route("/TraceSegments", post(put))
             .route("/stats", get(stats))
