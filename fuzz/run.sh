@@ -15,13 +15,18 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 if ! rustc --version | grep -q nightly; then
   export RUSTC_BOOTSTRAP=1
 fi
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
 for t in $TARGETS; do
   mkdir -p "corpus/$t"
   echo "== $t (${SECONDS_EACH}s)"
+  rc=0
   cargo fuzz run --release "$t" "corpus/$t" "seeds/$t" -- \
-    -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=65536 2>&1 |
-    grep -E "stat::number_of_executed_units|stat::peak_rss_mb|SUMMARY|panicked|ERROR" || true
-  if [ -n "$(ls -A "artifacts/$t" 2>/dev/null)" ]; then
-    echo "!! $t: findings in fuzz/artifacts/$t"; ls "artifacts/$t"; exit 1
+    -max_total_time="$SECONDS_EACH" -print_final_stats=1 -max_len=65536 >"$LOG" 2>&1 || rc=$?
+  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" "$LOG" || true
+  if [ "$rc" -ne 0 ]; then
+    tail -n 40 "$LOG"
+    echo "!! $t failed (exit $rc); findings, if any, in fuzz/artifacts/$t"
+    exit 1
   fi
 done
