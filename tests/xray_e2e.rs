@@ -294,6 +294,8 @@ struct Proxy {
     fault: Fault,
     failures: usize,
     seen: Arc<AtomicUsize>,
+    /// The most documents one PutTraceSegments call carried.
+    max_documents: Arc<AtomicUsize>,
     upstream: String,
 }
 
@@ -329,6 +331,10 @@ async fn proxy_handler(
     }
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+    if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+        let n = v["TraceSegmentDocuments"].as_array().map_or(0, Vec::len);
+        p.max_documents.fetch_max(n, Ordering::SeqCst);
+    }
     let mut fwd = reqwest::Client::new()
         .request(parts.method.clone(), format!("{}{}", p.upstream, parts.uri));
     for (k, v) in &parts.headers {
@@ -354,18 +360,102 @@ async fn start_proxy(
     fault: Fault,
     failures: usize,
 ) -> Arc<AtomicUsize> {
+    start_counting_proxy(listener, fault, failures).await.0
+}
+
+/// The proxy, and the most documents it saw in one call.
+async fn start_counting_proxy(
+    listener: tokio::net::TcpListener,
+    fault: Fault,
+    failures: usize,
+) -> (Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let seen = Arc::new(AtomicUsize::new(0));
+    let max_documents = Arc::new(AtomicUsize::new(0));
     let state = Proxy {
         fault,
         failures,
         seen: seen.clone(),
+        max_documents: max_documents.clone(),
         upstream: moto().to_string(),
     };
     let app = axum::Router::new()
         .fallback(proxy_handler)
         .with_state(state);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    seen
+    (seen, max_documents)
+}
+
+/// Client spans marked LOCAL_ROOT become two documents each: a call of 50 is never
+/// passed when a pair straddles two calls, and every document of every pair arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn span_pairs_never_overfill_a_call() {
+    use sidetrace::proto::*;
+    let port = common::process::free_port();
+    let env = aws_env(&format!("http://127.0.0.1:{port}"));
+    let agent = spawn_agent(
+        &["--sampling-ratio", "1", "--set", "xray.idle_flush=100ms"],
+        &env_refs(&env),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (_, max_documents) = start_counting_proxy(listener, Fault::Throttle, 0).await;
+    let id = fresh_id(u64::from(port));
+    let spans = (1..=75u8)
+        .map(|i| Span {
+            trace_id: id.to_vec().into(),
+            span_id: vec![i; 8].into(),
+            name: format!("call-{i}"),
+            kind: 3,
+            // The first is a plain span (one document), so that a pair lands on 49 + 2.
+            attributes: (i > 1)
+                .then(|| KeyValue {
+                    key: "aws.span.kind".into(),
+                    value: Some(AnyValue {
+                        value: Some(any_value::Value::StringValue("LOCAL_ROOT".into())),
+                    }),
+                    ..Default::default()
+                })
+                .into_iter()
+                .collect(),
+            start_time_unix_nano: 1_764_000_000_000_000_000 + u64::from(i),
+            end_time_unix_nano: 1_764_000_000_100_000_000,
+            ..Default::default()
+        })
+        .collect();
+    let body = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(sidetrace::workload::resource("pairs")),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    post(&agent, body).await;
+    let docs = read_back(moto(), &[xray_trace_id(&id)], 149).await;
+    assert_eq!(
+        docs.len(),
+        149,
+        "one document, then both of each of 74 pairs"
+    );
+    assert_valid(&docs);
+    assert_eq!(
+        max_documents.load(Ordering::SeqCst),
+        50,
+        "calls are filled to X-Ray's limit and never past it"
+    );
+    let t = Instant::now();
+    while agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}") < 75.0 {
+        assert!(t.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        agent.metric("sidetrace_exporter_sent_spans_total{exporter=\"xray\"}"),
+        75.0
+    );
 }
 
 /// Sends 6 traces × 20 spans through an agent whose X-Ray endpoint misbehaves, then checks that

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use serde_json::{Value, json};
 use sidetrace::exporters::xray::translate::{
-    IndexedKeys, TraceIdPolicy, TranslateOptions, Translated, to_segment,
+    IndexedKeys, TraceIdPolicy, TranslateOptions, Translated, to_segment, to_segment_escaped,
 };
 use sidetrace::exporters::xray::validate::validate_document;
 use sidetrace::proto::ExportTraceServiceRequest;
@@ -147,6 +147,34 @@ fn run_case(input_path: &Path) -> (Value, Vec<String>) {
             if again != out {
                 problems.push("a second translation gave different bytes".into());
             }
+            // What a PutTraceSegments body carries, written in the same pass: exactly these
+            // documents, each as a JSON string.
+            let mut escaped = b"prefix".to_vec();
+            let mut scratch = Vec::new();
+            let t = to_segment_escaped(
+                &ss.spans[0],
+                &resource,
+                &scope,
+                &opts,
+                &mut escaped,
+                &mut scratch,
+            )
+            .expect("escaped translation");
+            let strings: Vec<String> = translated
+                .documents()
+                .iter()
+                .map(|r| {
+                    serde_json::to_string(std::str::from_utf8(&out[r.clone()]).unwrap()).unwrap()
+                })
+                .collect();
+            if escaped[6..] != *strings.join(",").as_bytes() || t.documents().len() != strings.len()
+            {
+                problems.push(format!(
+                    "the escaped documents differ from the plain ones:\n{}\n{}",
+                    String::from_utf8_lossy(&escaped[6..]),
+                    strings.join(",")
+                ));
+            }
             if docs.len() == 1 {
                 docs.pop().unwrap_or_default()
             } else {
@@ -156,6 +184,18 @@ fn run_case(input_path: &Path) -> (Value, Vec<String>) {
         Err(e) => {
             if out != b"prefix" {
                 problems.push("a failed translation left bytes in the buffer".into());
+            }
+            let mut escaped = b"prefix".to_vec();
+            match to_segment_escaped(
+                &ss.spans[0],
+                &resource,
+                &scope,
+                &opts,
+                &mut escaped,
+                &mut Vec::new(),
+            ) {
+                Err(e2) if e2 == e && escaped == b"prefix" => {}
+                other => problems.push(format!("the escaped translation gave {other:?}")),
             }
             json!({ "translate_error": e.reason() })
         }

@@ -5,6 +5,7 @@
 //! `POST /TraceSegments`, `{"TraceSegmentDocuments": [...]}`, errors named by the
 //! `x-amzn-ErrorType` header or the body's `__type`.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use crate::exporters::aws::signed::{self, Signer};
 use crate::exporters::aws::{CachedCredentials, xray_base_url};
 use crate::exporters::retry::{ExportError, THROTTLING_CODES};
 use crate::exporters::xray::BuildError;
+use crate::exporters::xray::translate::Translated;
 use crate::exporters::xray::translate::json::escape_into;
 
 /// PutTraceSegments API limit: documents per call ("Exceeding maximum segment count: 50").
@@ -61,9 +63,56 @@ impl RequestBody {
         self.documents += 1;
     }
 
+    /// Lets `write` append whole documents as JSON strings (`"…"`, separated by `,`, as
+    /// [`crate::exporters::xray::to_segment_escaped`] writes them); on `Err` the body is left as it was.
+    pub fn write_with<T: Counted, E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mark = self.buf.len();
+        if self.documents > 0 {
+            self.buf.push(b',');
+        }
+        match write(&mut self.buf) {
+            Ok(t) => {
+                self.documents += t.documents();
+                Ok(t)
+            }
+            Err(e) => {
+                self.buf.truncate(mark);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes the last document back out, given where its escaped text is (as a write reported
+    /// it), and returns that text.
+    pub fn take_last(&mut self, text: Range<usize>) -> Vec<u8> {
+        let doc = self.buf[text.clone()].to_vec();
+        // The document's opening quote, and the comma before it unless it was the first.
+        let mut cut = text.start.saturating_sub(1);
+        if self.documents > 1 && cut > 0 && self.buf[cut - 1] == b',' {
+            cut -= 1;
+        }
+        self.buf.truncate(cut);
+        self.documents = self.documents.saturating_sub(1);
+        doc
+    }
+
     pub fn finish(mut self) -> Bytes {
         self.buf.extend_from_slice(b"]}");
         self.buf.into()
+    }
+}
+
+/// How many documents a write into a [`RequestBody`] added.
+pub trait Counted {
+    fn documents(&self) -> usize;
+}
+
+impl Counted for crate::exporters::xray::translate::Translated {
+    fn documents(&self) -> usize {
+        Translated::documents(self).len()
     }
 }
 

@@ -12,17 +12,17 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::exporters::batching::{BatchLimits, Batcher};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
 use crate::model::{Batch, DropReason, RawDocument, hex};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::{MAX_DOCUMENTS_PER_CALL, RequestBody, XrayClient};
 pub use config::{XrayConfig, XrayMode};
-pub use translate::{TranslateOptions, to_segment};
+pub use translate::{TranslateOptions, to_segment, to_segment_escaped};
 
 /// X-Ray's own counters beside the shared exporter ones.
 #[derive(Debug, Default)]
@@ -159,14 +159,28 @@ pub struct XraySettings {
     pub translate: TranslateOptions,
 }
 
-/// A document waiting to be sent, and whether it stands for one span in the counters (a
-/// LOCAL_ROOT dependency span makes two documents; the synthesised service segment has weight 0).
+/// The PutTraceSegments call being filled: its body, written as spans are translated, and for
+/// each document the span it stands for (a LOCAL_ROOT dependency span makes two documents; the
+/// synthesised service segment stands for none and is not counted).
 #[derive(Debug)]
-struct PendingDoc {
-    /// The document JSON-escaped, ready to go into the request body.
-    escaped: Vec<u8>,
-    span_id: Option<String>,
+struct OpenCall {
+    body: RequestBody,
+    span_ids: Vec<Option<String>>,
+    oldest: Option<Instant>,
 }
+
+impl OpenCall {
+    fn new() -> Self {
+        OpenCall {
+            body: RequestBody::with_capacity(BODY_CAPACITY_BYTES),
+            span_ids: Vec::with_capacity(MAX_DOCUMENTS_PER_CALL),
+            oldest: None,
+        }
+    }
+}
+
+/// What a body of 50 typical documents (~1 KB each, escaped) needs; it grows past this when it must.
+const BODY_CAPACITY_BYTES: usize = 64 * 1024;
 
 /// The X-Ray exporter's state on its own task; sends run on tasks of their own.
 #[derive(Debug)]
@@ -175,50 +189,49 @@ pub struct XrayExporter {
     settings: XraySettings,
     stats: Arc<ExporterStats>,
     xray: Arc<XrayStats>,
-    buf: Vec<u8>,
-    batch: Batcher<PendingDoc>,
+    /// Where a document that must be trimmed is written before it is escaped into the body.
+    scratch: Vec<u8>,
+    call: OpenCall,
     sends: Sends,
 }
 
 impl XrayExporter {
     pub fn new(
         client: XrayClient,
-        settings: XraySettings,
+        mut settings: XraySettings,
         stats: Arc<ExporterStats>,
         xray: Arc<XrayStats>,
     ) -> Self {
-        // Documents per call are the batch's weight; PutTraceSegments caps them, not bytes.
-        let batch = Batcher::new(BatchLimits {
-            max_weight: settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL),
-            max_bytes: usize::MAX,
-            idle: settings.idle_flush,
-        });
+        // Documents per call: PutTraceSegments caps them, not bytes.
+        settings.batch_size = settings.batch_size.clamp(1, MAX_DOCUMENTS_PER_CALL);
         XrayExporter {
             sends: Sends::new(settings.concurrency),
             client,
             settings,
             stats,
             xray,
-            buf: Vec::with_capacity(16 * 1024),
-            batch,
+            scratch: Vec::new(),
+            call: OpenCall::new(),
         }
     }
 
-    async fn push(&mut self, doc: PendingDoc, now: Instant) {
-        if doc.span_id.is_some() {
-            self.stats.pending_add(1);
-        }
-        let bytes = doc.escaped.len();
-        if self.batch.push(doc, 1, bytes, now) {
+    /// Notes the documents just written into the open call, and sends it when full.
+    async fn added(&mut self, span_ids: &[Option<String>], now: Instant) {
+        self.call.oldest.get_or_insert(now);
+        self.stats
+            .pending_add(span_ids.iter().filter(|id| id.is_some()).count() as i64);
+        self.call.span_ids.extend_from_slice(span_ids);
+        if self.call.span_ids.len() >= self.settings.batch_size {
             self.flush().await;
         }
     }
 
     async fn flush(&mut self) {
-        let Some(taken) = self.batch.take() else {
+        if self.call.span_ids.is_empty() {
             return;
-        };
-        let docs = taken.items;
+        }
+        let OpenCall { body, span_ids, .. } = std::mem::replace(&mut self.call, OpenCall::new());
+        let body = body.finish();
         let (client, stats, retry) = (
             self.client.clone(),
             self.stats.clone(),
@@ -231,15 +244,15 @@ impl XrayExporter {
                     stats,
                     backoff: Backoff::new(retry, seed),
                 }
-                .send(docs)
+                .send(body, span_ids)
             })
             .await;
     }
 }
 
 impl Export for XrayExporter {
-    /// Translates a batch into documents and sends every full batch; waits (backpressure) only
-    /// when all `concurrency` calls are busy.
+    /// Translates a batch straight into the open call's body and sends every full call; waits
+    /// (backpressure) only when all `concurrency` calls are busy.
     async fn export(&mut self, batch: &Batch, now: Instant) {
         let (spans, undecodable) = batch.decode_all();
         self.stats.dropped(DropReason::Undecodable, undecodable);
@@ -247,30 +260,25 @@ impl Export for XrayExporter {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         for d in spans {
-            self.buf.clear();
-            match to_segment(
-                &d.span,
-                &d.resource,
-                &d.scope,
-                &self.settings.translate,
-                &mut self.buf,
-            ) {
+            let (opts, scratch) = (&self.settings.translate, &mut self.scratch);
+            let written = self.call.body.write_with(|out| {
+                to_segment_escaped(&d.span, &d.resource, &d.scope, opts, out, scratch)
+            });
+            match written {
                 Ok(t) => {
                     self.xray
                         .trimmed(u64::from(t.annotations_over_cap), t.trim.is_some());
-                    for (n, range) in t.documents().iter().enumerate() {
-                        // The translator writes UTF-8 (its inputs were validated on receipt):
-                        // one validation pass, not the lossy decoder's chunk walk (~1 % of (b)).
-                        let doc = &self.buf[range.clone()];
-                        let json = match std::str::from_utf8(doc) {
-                            Ok(s) => std::borrow::Cow::Borrowed(s),
-                            Err(_) => String::from_utf8_lossy(doc),
-                        };
-                        // Escaped here, once, instead of copied now and escaped at send.
-                        let escaped = RequestBody::escape(&json);
-                        // With two documents the first is the dependency subsegment carrying the span's own ID.
-                        let span_id = (n == 0).then(|| hex(&d.span.span_id));
-                        self.push(PendingDoc { escaped, span_id }, now).await;
+                    // With two documents the first is the dependency subsegment carrying the span's own ID.
+                    let ids = [Some(hex(&d.span.span_id)), None];
+                    let docs = t.documents();
+                    if docs.len() == 2 && self.call.span_ids.len() + 2 > self.settings.batch_size {
+                        // A pair that would pass the call's limit: its second goes into the next call.
+                        let second = self.call.body.take_last(docs[1].clone());
+                        self.added(&ids[..1], now).await;
+                        self.call.body.push_escaped(&second);
+                        self.added(&ids[1..], now).await;
+                    } else {
+                        self.added(&ids[..docs.len()], now).await;
                     }
                 }
                 Err(e) => {
@@ -284,20 +292,18 @@ impl Export for XrayExporter {
     /// Documents from X-Ray SDKs, relayed as they came: batched, sent and counted like ours.
     async fn export_documents(&mut self, docs: Vec<RawDocument>, now: Instant) {
         for d in docs {
-            self.push(
-                PendingDoc {
-                    escaped: d.escaped,
-                    span_id: Some(d.id),
-                },
-                now,
-            )
-            .await;
+            self.call.body.push_escaped(&d.escaped);
+            self.added(&[Some(d.id)], now).await;
         }
     }
 
-    /// Sends a partial batch whose oldest document has waited `idle_flush`.
+    /// Sends a partial call whose oldest document has waited `idle_flush`.
     async fn tick(&mut self, now: Instant) {
-        if self.batch.is_due(now) {
+        if self
+            .call
+            .oldest
+            .is_some_and(|t| now.duration_since(t) >= self.settings.idle_flush)
+        {
             self.flush().await;
         }
     }
@@ -318,14 +324,9 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send(mut self, docs: Vec<PendingDoc>) {
-        let spans = docs.iter().filter(|d| d.span_id.is_some()).count() as u64;
+    async fn send(mut self, body: Bytes, span_ids: Vec<Option<String>>) {
+        let spans = span_ids.iter().filter(|id| id.is_some()).count() as u64;
         // Written once; a retry sends the same bytes (a cheap clone), re-signed.
-        let mut body = RequestBody::with_capacity(docs.iter().map(|d| d.escaped.len() + 3).sum());
-        for d in &docs {
-            body.push_escaped(&d.escaped);
-        }
-        let body = body.finish();
         let (client, stats) = (&self.client, &self.stats);
         let result = retry::deliver(
             &mut self.backoff,
@@ -343,9 +344,9 @@ impl Sender {
                 let mut rejected = 0;
                 for u in &unprocessed {
                     // Only documents that stand for a span count; X-Ray does not take them again.
-                    if docs
+                    if span_ids
                         .iter()
-                        .any(|d| d.span_id.as_deref() == Some(u.id.as_str()))
+                        .any(|id| id.as_deref() == Some(u.id.as_str()))
                     {
                         rejected += 1;
                         m.rejected(&u.error_code, 1);

@@ -24,7 +24,7 @@ use crate::proto::{InstrumentationScope, Resource, Span};
 
 use attrs::{Res, is_resource_key};
 use plan::{Ctx, Doc, Ids, Role};
-use write::write_document;
+use write::{write_document, write_document_escaped};
 
 /// X-Ray devguide "Segment documents": at most 64 kB per document. Counted as 64,000 bytes so
 /// that both readings of "kB" hold.
@@ -216,9 +216,35 @@ impl Translated {
 pub fn to_segment(
     span: &Span,
     resource: &Resource,
+    scope: &InstrumentationScope,
+    opts: &TranslateOptions,
+    out: &mut Vec<u8>,
+) -> Result<Translated, TranslateError> {
+    translate(span, resource, scope, opts, out, None)
+}
+
+/// Like [`to_segment`], but each document is written as a JSON string (`"…"`, its text
+/// escaped, documents separated by `,`): the elements of a PutTraceSegments body, written in
+/// the one pass that translates them. `scratch` is only used for a document that must be trimmed.
+/// The ranges of [`Translated::documents`] are the escaped texts, without their quotes.
+pub fn to_segment_escaped(
+    span: &Span,
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    opts: &TranslateOptions,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Result<Translated, TranslateError> {
+    translate(span, resource, scope, opts, out, Some(scratch))
+}
+
+fn translate(
+    span: &Span,
+    resource: &Resource,
     _scope: &InstrumentationScope,
     opts: &TranslateOptions,
     out: &mut Vec<u8>,
+    mut escaped: Option<&mut Vec<u8>>,
 ) -> Result<Translated, TranslateError> {
     let ids = Ids::of(span)?;
     check_trace_id(&ids.trace, opts)?;
@@ -233,7 +259,16 @@ pub fn to_segment(
     };
     for (n, role) in roles.iter().enumerate() {
         let doc = Doc::new(&ctx, *role, n as u64, &mut report);
-        match write_document(&doc, out, &mut report) {
+        let written = match escaped.as_deref_mut() {
+            Some(scratch) => {
+                out.extend_from_slice(if n == 0 { b"\"" } else { b",\"" });
+                let r = write_document_escaped(&doc, out, scratch, &mut report);
+                out.push(b'"');
+                r
+            }
+            None => write_document(&doc, out, &mut report),
+        };
+        match written {
             Ok(range) => {
                 report.documents[n] = range;
                 report.document_count = n + 1;

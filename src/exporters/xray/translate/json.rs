@@ -8,8 +8,13 @@ const CLOSE_RESERVE_BYTES: usize = 32;
 const MAX_VALUE_DEPTH: usize = 32;
 
 /// Writes one document into the caller's buffer and keeps the budget used for trimming.
+///
+/// In escaped mode the document is written as the contents of a JSON string (what a
+/// PutTraceSegments body carries), so it goes into the request body in the one pass that
+/// translates it: structural quotes come out as `\"`, string contents escaped twice.
 pub(super) struct Writer<'o> {
-    pub out: &'o mut Vec<u8>,
+    out: &'o mut Vec<u8>,
+    escaped: bool,
     start: usize,
     limit: usize,
     /// Budget mode: every optional member is checked against `limit` and rolled back if it overflows.
@@ -23,6 +28,7 @@ impl<'o> Writer<'o> {
         let start = out.len();
         Writer {
             out,
+            escaped: false,
             start,
             limit,
             greedy_all,
@@ -31,6 +37,14 @@ impl<'o> Writer<'o> {
         }
     }
 
+    /// A writer of the document as the contents of a JSON string (no budget: see `write_document`).
+    pub fn escaped(out: &'o mut Vec<u8>) -> Self {
+        let mut w = Writer::new(out, usize::MAX, false, usize::MAX);
+        w.escaped = true;
+        w
+    }
+
+    /// Bytes written so far (in escaped mode, of the escaped text).
     pub fn len(&self) -> usize {
         self.out.len() - self.start
     }
@@ -48,12 +62,55 @@ impl<'o> Writer<'o> {
         self.len() + CLOSE_RESERVE_BYTES <= self.limit
     }
 
+    /// JSON text that needs no escaping as JSON (literals, numbers, sanitised names).
     pub fn raw(&mut self, bytes: &[u8]) {
-        self.out.extend_from_slice(bytes);
+        if self.escaped {
+            escape_text_into(self.out, bytes);
+        } else {
+            self.out.extend_from_slice(bytes);
+        }
     }
 
     pub fn byte(&mut self, b: u8) {
+        if self.escaped && (b == b'"' || b == b'\\') {
+            self.out.push(b'\\');
+        }
         self.out.push(b);
+    }
+
+    /// A structural quote.
+    fn quote(&mut self) {
+        if self.escaped {
+            self.out.extend_from_slice(b"\\\"");
+        } else {
+            self.out.push(b'"');
+        }
+    }
+
+    /// The contents of a JSON string: escaped once, or twice in escaped mode.
+    pub fn escape(&mut self, s: &str) {
+        if self.escaped {
+            escape_twice_into(self.out, s);
+        } else {
+            escape_into(self.out, s);
+        }
+    }
+
+    /// Any serde value, as JSON.
+    pub fn json<T: serde::Serialize + ?Sized>(&mut self, v: &T) {
+        if self.escaped {
+            let text = serde_json::to_vec(v).unwrap_or_else(|_| b"null".to_vec());
+            escape_text_into(self.out, &text);
+        } else if serde_json::to_writer(&mut *self.out, v).is_err() {
+            self.out.extend_from_slice(b"null");
+        }
+    }
+
+    /// An X-Ray trace ID (`1-…-…`), quoted.
+    pub fn trace_id(&mut self, trace_id: &[u8; 16]) {
+        self.quote();
+        push_trace_id(self.out, trace_id);
+        self.quote();
     }
 
     /// Writes `,"key":` (no comma for the first member). `key` must need no escaping.
@@ -62,9 +119,10 @@ impl<'o> Writer<'o> {
             self.out.push(b',');
         }
         *first = false;
-        self.out.push(b'"');
+        self.quote();
         self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.quote();
+        self.out.push(b':');
     }
 
     /// Like [`Writer::key`] for keys that come from the span (escaped, never truncated).
@@ -79,9 +137,9 @@ impl<'o> Writer<'o> {
 
     /// A whole string, escaped.
     pub fn str(&mut self, s: &str) {
-        self.out.push(b'"');
-        escape_into(self.out, s);
-        self.out.push(b'"');
+        self.quote();
+        self.escape(s);
+        self.quote();
     }
 
     /// A string cut to the current cap (only set while trimming), counted when cut.
@@ -102,10 +160,10 @@ impl<'o> Writer<'o> {
     pub fn str_parts(&mut self, parts: &[&str]) {
         let mut left = self.str_cap;
         let mut cut = false;
-        self.out.push(b'"');
+        self.quote();
         for part in parts {
             let (kept, c) = truncate_chars(part, left);
-            escape_into(self.out, kept);
+            self.escape(kept);
             if c {
                 cut = true;
                 break;
@@ -116,7 +174,7 @@ impl<'o> Writer<'o> {
                 kept.chars().count()
             };
         }
-        self.out.push(b'"');
+        self.quote();
         if cut {
             self.strings_truncated += 1;
         }
@@ -159,9 +217,9 @@ impl<'o> Writer<'o> {
 
     /// 16 lower-case hex digits of an 8-byte ID, quoted.
     pub fn hex_id(&mut self, id: &[u8]) {
-        self.out.push(b'"');
+        self.quote();
         push_hex(self.out, id);
-        self.out.push(b'"');
+        self.quote();
     }
 
     /// An attribute value as plain JSON (what the Collector's `AsRaw` marshals to).
@@ -180,9 +238,9 @@ impl<'o> Writer<'o> {
             Some(Value::IntValue(i)) => self.int(*i),
             Some(Value::DoubleValue(d)) => self.float(*d),
             Some(Value::BytesValue(b)) => {
-                self.out.push(b'"');
+                self.quote();
                 push_base64(self.out, b);
-                self.out.push(b'"');
+                self.quote();
             }
             Some(Value::ArrayValue(a)) => {
                 self.out.push(b'[');
@@ -232,6 +290,50 @@ pub(crate) fn escape_into(out: &mut Vec<u8>, s: &str) {
             _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+}
+
+/// Escapes JSON text (structural quotes and the backslashes of its escapes) to sit inside a
+/// JSON string.
+fn escape_text_into(out: &mut Vec<u8>, text: &[u8]) {
+    let mut run = 0;
+    for (i, &b) in text.iter().enumerate() {
+        if b == b'"' || b == b'\\' {
+            out.extend_from_slice(&text[run..i]);
+            out.push(b'\\');
+            run = i;
+        }
+    }
+    out.extend_from_slice(&text[run..]);
+}
+
+/// Escapes `s` as [`escape_into`] does, then escapes that result again: the contents of a JSON
+/// string inside a document that is itself a JSON string.
+pub(crate) fn escape_twice_into(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        match b {
+            b'"' => out.extend_from_slice(b"\\\\\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\\\\\"),
+            b'\n' => out.extend_from_slice(b"\\\\n"),
+            b'\r' => out.extend_from_slice(b"\\\\r"),
+            b'\t' => out.extend_from_slice(b"\\\\t"),
+            0x08 => out.extend_from_slice(b"\\\\b"),
+            0x0c => out.extend_from_slice(b"\\\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\\\u00");
                 out.push(HEX[(b >> 4) as usize]);
                 out.push(HEX[(b & 0xf) as usize]);
             }

@@ -6,7 +6,6 @@ use crate::proto::{AnyValue, any_value::Value};
 
 use super::attrs::{Res, str_of};
 use super::blocks::{AwsSpan, Http, Port, Sql, Tables, Url};
-use super::json::push_trace_id;
 use super::json::{self, Writer};
 use super::plan::{
     Cause, Disp, Doc, EMPTY, Name, Role, annotation_key_char, derived_id, name_char_ok,
@@ -15,6 +14,31 @@ use super::{
     DEFAULT_NAME, MAX_ANNOTATION_VALUE_CHARS, MAX_NAME_CHARS, METADATA_PREFIX, RESOURCE_PREFIX,
     TRIMMED_STRING_CHARS, TranslateError, Translated, Trim,
 };
+
+/// Renders one document as the contents of a JSON string, straight into a request body. A
+/// document whose escaped text is over the limit (its JSON may still fit) is written plain into
+/// `scratch` by [`write_document`], trimmed there if it has to be, and escaped from there.
+pub(super) fn write_document_escaped(
+    doc: &Doc<'_, '_>,
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    report: &mut Translated,
+) -> Result<Range<usize>, TranslateError> {
+    let begin = out.len();
+    render(doc, &mut Writer::escaped(out), &mut Trim::default());
+    // The escaped text is never shorter than the document, so this is the common case.
+    if out.len() - begin <= doc.c.opts.max_document_bytes {
+        return Ok(begin..out.len());
+    }
+    out.truncate(begin);
+    scratch.clear();
+    let plain = write_document(doc, scratch, report)?;
+    json::escape_into(
+        out,
+        std::str::from_utf8(&scratch[plain]).unwrap_or_default(),
+    );
+    Ok(begin..out.len())
+}
 
 /// Renders one document, trimming it to `max_document_bytes` if it has to.
 pub(super) fn write_document(
@@ -93,9 +117,7 @@ pub(super) fn render(d: &Doc<'_, '_>, w: &mut Writer<'_>, trim: &mut Trim) {
     w.key(&mut first, "id");
     w.hex_id(&d.id);
     w.key(&mut first, "trace_id");
-    w.byte(b'"');
-    push_trace_id(w.out, &c.ids.trace);
-    w.byte(b'"');
+    w.trace_id(&c.ids.trace);
     w.key(&mut first, "start_time");
     w.time(c.span.start_time_unix_nano);
     if c.in_progress {
@@ -191,7 +213,7 @@ pub(super) fn write_name(w: &mut Writer<'_>, name: Name<'_>) {
             break;
         }
         let s = ch.encode_utf8(&mut buf);
-        json::escape_into(w.out, s);
+        w.escape(s);
         kept += 1;
     }
     if kept == 0 {
@@ -654,9 +676,9 @@ pub(super) fn write_links(w: &mut Writer<'_>, first: &mut bool, d: &Doc<'_, '_>,
                 w.byte(b',');
             }
             *f = false;
-            w.raw(b"{\"trace_id\":\"");
-            push_trace_id(w.out, link.trace_id[..].try_into().unwrap_or(&[0; 16]));
-            w.raw(b"\",\"id\":");
+            w.raw(b"{\"trace_id\":");
+            w.trace_id(link.trace_id[..].try_into().unwrap_or(&[0; 16]));
+            w.raw(b",\"id\":");
             w.hex_id(&link.span_id);
             let attrs = link
                 .attributes
@@ -726,7 +748,7 @@ pub(super) fn write_metadata(
                             for (k, v) in &map {
                                 optional(w, &mut f, true, dropped, |w, f| {
                                     w.key_escaped(f, k);
-                                    let _ = serde_json::to_writer(&mut *w.out, v);
+                                    w.json(v);
                                 });
                             }
                         }
@@ -753,7 +775,7 @@ pub(super) fn write_metadata(
                 *f = false;
                 w.byte(b'"');
                 w.raw(RESOURCE_PREFIX.as_bytes());
-                json::escape_into(w.out, &kv.key);
+                w.escape(&kv.key);
                 w.raw(b"\":");
                 w.any_value(kv.value.as_ref().unwrap_or(&EMPTY));
             });
@@ -778,7 +800,7 @@ pub(super) fn write_metadata(
             if let Some(map) = parse_object(kv.value.as_ref().unwrap_or(&EMPTY)) {
                 optional(w, &mut outer, true, dropped, |w, f| {
                     w.key_escaped(f, ns);
-                    let _ = serde_json::to_writer(&mut *w.out, &map);
+                    w.json(&map);
                 });
             }
         }
