@@ -10,6 +10,7 @@ use crate::exporters::ExporterKind;
 use crate::exporters::cloudwatch::CloudwatchConfig;
 use crate::exporters::console::ConsoleConfig;
 use crate::exporters::local::LocalConfig;
+use crate::exporters::otlp::OtlpConfig;
 use crate::exporters::xray::XrayConfig;
 use crate::pipeline::MIN_MEMORY_LIMIT;
 use crate::pipeline::PipelineConfig;
@@ -76,7 +77,7 @@ impl Section for AgentConfig {
         .flag(),
         K::custom(
             "exporters",
-            "auto (xray,cloudwatch when an AWS region is set, else local,console) or a comma list of: xray, cloudwatch, local, console.",
+            "auto (xray,cloudwatch when an AWS region is set, else local,console) or a comma list of: xray, cloudwatch, otlp, local, console.",
             |c, v| {
                 c.exporters = parse_exporters(v)?;
                 Ok(())
@@ -124,12 +125,13 @@ pub struct Config {
     pub local: LocalConfig,
     pub console: ConsoleConfig,
     pub xray: XrayConfig,
+    pub otlp: OtlpConfig,
     pub span_metrics: SpanMetricsConfig,
     pub cloudwatch: CloudwatchConfig,
 }
 
 /// Every section, in the order `config default` prints its keys.
-fn sections() -> [&'static dyn Keys<Config>; 12] {
+fn sections() -> [&'static dyn Keys<Config>; 13] {
     [
         &Mounted::<Config, ReceiversConfig> {
             part: |c| &mut c.receivers,
@@ -160,6 +162,9 @@ fn sections() -> [&'static dyn Keys<Config>; 12] {
         },
         &Mounted::<Config, XrayConfig> {
             part: |c| &mut c.xray,
+        },
+        &Mounted::<Config, OtlpConfig> {
+            part: |c| &mut c.otlp,
         },
         &Mounted::<Config, SpanMetricsConfig> {
             part: |c| &mut c.span_metrics,
@@ -252,6 +257,14 @@ impl Config {
                 }),
             }
         }
+        // The OTLP exporter specification's variables; SIDETRACE_OTLP_* still win.
+        for (key, var, message) in self.otlp.apply_otel_env(env) {
+            problems.push(Problem {
+                key: key.into(),
+                source: var.into(),
+                message,
+            });
+        }
         let names: Vec<&str> = sections()
             .iter()
             .flat_map(|s| s.list())
@@ -271,7 +284,8 @@ impl Config {
         }
     }
 
-    /// Loads defaults < file < env (`AWS_XRAY_DAEMON_ADDRESS`, then `SIDETRACE_*`) < flags, or
+    /// Loads defaults < file < env (`AWS_XRAY_DAEMON_ADDRESS` and `OTEL_EXPORTER_OTLP_*`, then
+    /// `SIDETRACE_*`) < flags, or
     /// every problem found.
     pub fn load(
         file: Option<&Path>,

@@ -71,6 +71,8 @@ pub struct Agent {
 pub enum StartError {
     #[error(transparent)]
     Xray(#[from] xray::BuildError),
+    #[error(transparent)]
+    Otlp(#[from] crate::exporters::otlp::BuildError),
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         what: &'static str,
@@ -186,6 +188,9 @@ impl Agent {
                     running.push(r);
                 }
                 ExporterKind::Console => running.push(console::start(&config.console, &shared)),
+                ExporterKind::Otlp => {
+                    running.push(crate::exporters::otlp::start(&config.otlp, &shared)?)
+                }
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
                     let r = xray::start(&config.xray, &sdk, &shared)?;

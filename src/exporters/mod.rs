@@ -39,6 +39,8 @@ pub enum ExporterKind {
     Xray,
     /// Span metrics to CloudWatch: fed by snapshots on its own task, not by batches.
     Cloudwatch,
+    /// OTLP/HTTP to any OTLP endpoint (a gateway, a Collector, a vendor).
+    Otlp,
 }
 
 impl ExporterKind {
@@ -48,6 +50,7 @@ impl ExporterKind {
             ExporterKind::Console => "console",
             ExporterKind::Xray => "xray",
             ExporterKind::Cloudwatch => "cloudwatch",
+            ExporterKind::Otlp => "otlp",
         }
     }
 
@@ -57,9 +60,9 @@ impl ExporterKind {
             "console" => Ok(ExporterKind::Console),
             "xray" => Ok(ExporterKind::Xray),
             "cloudwatch" => Ok(ExporterKind::Cloudwatch),
-            n @ "otlp" => Err(format!("the {n} exporter is not part of this build yet")),
+            "otlp" => Ok(ExporterKind::Otlp),
             n => Err(format!(
-                "unknown exporter {n:?} (known: xray, cloudwatch, local, console)"
+                "unknown exporter {n:?} (known: xray, cloudwatch, otlp, local, console)"
             )),
         }
     }

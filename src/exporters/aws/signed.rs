@@ -51,6 +51,19 @@ pub async fn post(
     timeout: Duration,
     max_response: usize,
 ) -> Result<Answer, ExportError> {
+    post_with(url, content_type, &[], body, signer, timeout, max_response).await
+}
+
+/// [`post`] with extra request headers (signed with the rest).
+pub async fn post_with(
+    url: &str,
+    content_type: &str,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    body: Bytes,
+    signer: Option<&Signer>,
+    timeout: Duration,
+    max_response: usize,
+) -> Result<Answer, ExportError> {
     let retry = |reason, message: String| ExportError::Retryable {
         reason,
         message,
@@ -64,6 +77,9 @@ pub async fn post(
         .header("content-type", content_type)
         .body(Full::new(body.clone()))
         .map_err(|e| permanent("bad_url", e.to_string()))?;
+    for (name, value) in headers {
+        req.headers_mut().append(name.clone(), value.clone());
+    }
     if let Some(signer) = signer {
         // Credentials that cannot be had yet (the ECS endpoint at start-up) are worth a retry.
         let creds = signer

@@ -1,9 +1,71 @@
-//! OTLP out, shared by `xray.mode=otlp` and the OTLP exporter to come: [`splice`] builds new
-//! requests from the received span bytes, [`send`] posts them over HTTP and signs them with
-//! SigV4 when the destination is AWS. (OTLP/gRPC sending lands with the OTLP exporter.)
+//! OTLP out: [`splice`] builds new requests from the received span bytes, [`send`] posts them
+//! over HTTP (signed with SigV4 when the destination is AWS), [`exporter`] batches, sends and
+//! retries them. Used by the `otlp` exporter and by `xray.mode=otlp`. (OTLP/gRPC sending and
+//! trace-ID load balancing are still to come.)
 
+pub mod config;
+pub mod exporter;
 pub mod send;
 pub mod splice;
 
-pub use send::{HttpSender, Signer};
+use std::sync::Arc;
+
+use tracing::info;
+
+pub use config::{OtlpConfig, OtlpProtocol};
+pub use exporter::{OtlpExporter, OtlpSettings};
+pub use send::{HttpSender, PartialSuccess, Signer};
 pub use splice::{Limits, Request, Splicer};
+
+use crate::exporters::retry::RetryPolicy;
+use crate::exporters::{ExporterStats, Running, Shared};
+
+/// Why the OTLP exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("otlp.protocol=grpc is not supported yet; use http/protobuf (port 4318)")]
+    GrpcNotYet,
+    #[error("otlp.headers: {0}")]
+    Headers(String),
+    #[error("cannot set up TLS for the OTLP exporter: {0}")]
+    Tls(std::io::Error),
+}
+
+/// Starts the `otlp` exporter.
+pub fn start(c: &OtlpConfig, shared: &Shared) -> Result<Running, BuildError> {
+    if c.protocol == OtlpProtocol::Grpc {
+        return Err(BuildError::GrpcNotYet);
+    }
+    let headers = c.header_values().map_err(BuildError::Headers)?;
+    let sender = HttpSender::new(c.endpoint.clone(), c.timeout, None)
+        .map_err(BuildError::Tls)?
+        .otlp(headers, c.gzip);
+    // Header names only: their values are often credentials.
+    let header_names: Vec<String> = c
+        .headers
+        .iter()
+        .filter_map(|h| h.split_once('=').map(|(k, _)| k.trim().to_owned()))
+        .collect();
+    info!(exporter = "otlp", url = sender.url(), protocol = "http/protobuf", gzip = c.gzip, headers = ?header_names, "OTLP exporter ready.");
+    let stats = ExporterStats::new("otlp");
+    let settings = OtlpSettings {
+        name: "otlp",
+        limits: Limits {
+            max_spans: exporter::DEFAULT_MAX_SPANS_PER_REQUEST,
+            max_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
+            max_span_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
+            idle: c.idle_flush,
+        },
+        concurrency: c.concurrency.max(1),
+        retry: RetryPolicy {
+            max_elapsed: c.retry_max_elapsed,
+            ..RetryPolicy::default()
+        },
+    };
+    let exporter = OtlpExporter::new(sender, settings, stats.clone());
+    Ok(crate::exporters::spawn(
+        exporter,
+        Arc::clone(&stats),
+        shared.input_bytes,
+    ))
+}

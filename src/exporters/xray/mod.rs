@@ -98,11 +98,9 @@ pub fn start(
         };
         let sender = crate::exporters::otlp::HttpSender::new(url, x.request_timeout, Some(signer))
             .map_err(BuildError::Tls)?;
-        let exporter = otlp_mode::OtlpModeExporter::new(
+        let exporter = crate::exporters::otlp::OtlpExporter::new(
             sender,
-            x.idle_flush,
-            x.concurrency,
-            retry,
+            otlp_mode::settings(x.idle_flush, x.concurrency, retry),
             stats.clone(),
         );
         return Ok(crate::exporters::spawn(exporter, stats, shared.input_bytes));

@@ -1,0 +1,312 @@
+//! The `otlp` exporter against real processes on loopback: a sidecar forwarding to a sidetrace
+//! gateway (every span arrives intact), and against a test endpoint that answers as the OTLP
+//! spec's failure cases do (Retry-After, 429, partial success, permanent errors), with the
+//! spec's variables for the URL, headers and compression.
+
+// Real processes on a real clock: these tests measure wall time and may block.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
+mod common;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::process::{Running, free_port, http_get, spawn_agent};
+use prost::Message;
+use sidetrace::admin::api::attrs_json;
+use sidetrace::model::hex;
+use sidetrace::proto::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use sidetrace::workload::{Rng, Shape, Topology, request};
+
+async fn post(agent: &Running, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", agent.http))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn wait_metric(agent: &Running, series: &str, want: f64) {
+    let t = Instant::now();
+    while agent.metric(series) < want {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{series} stayed at {} (want {want})\n{}",
+            agent.metric(series),
+            agent.metrics_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A sidecar with `--exporters otlp` forwards to a gateway (sidetrace in local mode) found
+/// through OTEL_EXPORTER_OTLP_ENDPOINT, gzip on: every span arrives with its IDs, name, times,
+/// attributes and resource.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sidecar_forwards_every_span_intact_to_a_gateway() {
+    let gateway = spawn_agent(&["--exporters", "local"], &[]);
+    let base = format!("http://{}", gateway.http);
+    let sidecar = spawn_agent(
+        &[
+            "--exporters",
+            "otlp",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "otlp.idle_flush=50ms",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    );
+    let req = request(
+        &mut Rng::new(17),
+        &Shape {
+            spans: 60,
+            topology: Topology::Services,
+            extra_attributes: 3,
+            ..Shape::default()
+        },
+    );
+    post(&sidecar, req.encode_to_vec()).await;
+    wait_metric(
+        &sidecar,
+        "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}",
+        60.0,
+    )
+    .await;
+    let mut checked = 0;
+    for rs in &req.resource_spans {
+        let resource = attrs_json(&rs.resource.clone().unwrap_or_default().attributes);
+        for span in rs.scope_spans.iter().flat_map(|s| &s.spans) {
+            let trace = http_get(
+                &gateway.admin,
+                &format!("/api/traces/{}", hex(&span.trace_id)),
+            );
+            let trace: serde_json::Value = serde_json::from_str(&trace).unwrap();
+            let got = trace["spans"]
+                .as_array()
+                .unwrap_or_else(|| {
+                    panic!("trace {} not at the gateway: {trace}", hex(&span.trace_id))
+                })
+                .iter()
+                .find(|s| s["span_id"] == hex(&span.span_id).as_str())
+                .unwrap_or_else(|| panic!("span {} missing", hex(&span.span_id)));
+            assert_eq!(got["name"], span.name.as_str());
+            assert_eq!(got["start_time_unix_nano"], span.start_time_unix_nano);
+            assert_eq!(got["end_time_unix_nano"], span.end_time_unix_nano);
+            assert_eq!(got["attributes"], attrs_json(&span.attributes));
+            assert_eq!(got["resource"], resource);
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 60);
+    assert_eq!(
+        gateway.metric("sidetrace_receiver_spans_received_total{protocol=\"http_protobuf\"}"),
+        60.0,
+        "{}",
+        gateway.metrics_text()
+    );
+}
+
+/// What the test endpoint saw of one call.
+#[derive(Debug, Clone)]
+struct Call {
+    at: Instant,
+    path: String,
+    api_key: Option<String>,
+    gzip: bool,
+    spans: usize,
+}
+
+/// An OTLP/HTTP endpoint answering each call with the next status of `script` (then 200).
+async fn endpoint(port: u16, script: Vec<(u16, Option<&'static str>)>) -> Arc<Mutex<Vec<Call>>> {
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = calls.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let (seen, script) = (seen.clone(), script.clone());
+        async move {
+            use axum::response::IntoResponse;
+            let (parts, body) = req.into_parts();
+            let body = axum::body::to_bytes(body, 64 << 20).await.unwrap();
+            let gzip = parts
+                .headers
+                .get("content-encoding")
+                .is_some_and(|v| v == "gzip");
+            let mut raw = Vec::new();
+            if gzip {
+                flate2::read::GzDecoder::new(&body[..])
+                    .read_to_end(&mut raw)
+                    .unwrap();
+            } else {
+                raw = body.to_vec();
+            }
+            let req = ExportTraceServiceRequest::decode(&raw[..]).unwrap();
+            let n = {
+                let mut calls = seen.lock().unwrap();
+                calls.push(Call {
+                    at: Instant::now(),
+                    path: parts.uri.path().to_owned(),
+                    api_key: parts
+                        .headers
+                        .get("api-key")
+                        .map(|v| v.to_str().unwrap().to_owned()),
+                    gzip,
+                    spans: req
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum(),
+                });
+                calls.len() - 1
+            };
+            match script.get(n) {
+                Some(&(status, retry_after)) => {
+                    let mut r =
+                        (axum::http::StatusCode::from_u16(status).unwrap(), "no").into_response();
+                    if let Some(s) = retry_after {
+                        r.headers_mut().insert("retry-after", s.parse().unwrap());
+                    }
+                    r
+                }
+                None => {
+                    // Two spans refused, as a partial success.
+                    let answer = ExportTraceServiceResponse {
+                        partial_success: Some(ExportTracePartialSuccess {
+                            rejected_spans: 2,
+                            error_message: "2 spans had no name".into(),
+                        }),
+                    };
+                    (
+                        [("content-type", "application/x-protobuf")],
+                        answer.encode_to_vec(),
+                    )
+                        .into_response()
+                }
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    calls
+}
+
+fn sidecar_for(port: u16) -> Running {
+    let url = format!("http://127.0.0.1:{port}/ingest/traces");
+    spawn_agent(
+        &[
+            "--exporters",
+            "otlp",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "otlp.idle_flush=50ms",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url.leak()),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s%3Dcret%20key"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip"),
+        ],
+    )
+}
+
+fn ten_spans() -> Vec<u8> {
+    request(
+        &mut Rng::new(3),
+        &Shape {
+            spans: 10,
+            ..Shape::default()
+        },
+    )
+    .encode_to_vec()
+}
+
+/// 503 with Retry-After and 429 are retried (the first after the time the server named), the
+/// partial success is counted as rejected; the URL, header and gzip come from the spec's variables.
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_answers_are_retried_and_partial_success_is_counted() {
+    let port = free_port();
+    let calls = endpoint(port, vec![(503, Some("1")), (429, None)]).await;
+    let sidecar = sidecar_for(port);
+    post(&sidecar, ten_spans()).await;
+    wait_metric(
+        &sidecar,
+        "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}",
+        8.0,
+    )
+    .await;
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    for c in &calls {
+        assert_eq!(c.path, "/ingest/traces", "the traces URL is used as is");
+        assert_eq!(
+            c.api_key.as_deref(),
+            Some("s=cret key"),
+            "the header, URL-decoded"
+        );
+        assert!(c.gzip);
+        assert_eq!(c.spans, 10);
+    }
+    assert!(
+        calls[1].at - calls[0].at >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured ({:?})",
+        calls[1].at - calls[0].at
+    );
+    let m = |s: &str| sidecar.metric(s);
+    assert_eq!(
+        m(
+            "sidetrace_exporter_rejected_spans_total{exporter=\"otlp\",code=\"otlp_partial_success\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        m("sidetrace_exporter_retries_total{exporter=\"otlp\",reason=\"server_error\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sidetrace_exporter_retries_total{exporter=\"otlp\",reason=\"throttled\"}"),
+        1.0
+    );
+    assert_eq!(
+        m("sidetrace_exporter_pending_spans{exporter=\"otlp\"}"),
+        0.0
+    );
+}
+
+/// The spec retries 429, 502, 503 and 504 only: a 500 or a 400 is dropped after one call.
+#[tokio::test(flavor = "multi_thread")]
+async fn other_statuses_are_not_retried() {
+    for status in [500, 400] {
+        let port = free_port();
+        let calls = endpoint(port, vec![(status, None); 5]).await;
+        let sidecar = sidecar_for(port);
+        post(&sidecar, ten_spans()).await;
+        wait_metric(
+            &sidecar,
+            "sidetrace_exporter_dropped_spans_total{exporter=\"otlp\",reason=\"permanent_error\"}",
+            10.0,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            calls.lock().unwrap().len(),
+            1,
+            "HTTP {status} was not retried"
+        );
+        assert_eq!(
+            sidecar.metric("sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}"),
+            0.0
+        );
+    }
+}
