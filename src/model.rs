@@ -360,6 +360,38 @@ impl SpanInfo {
     }
 }
 
+/// Keeps a request held in the persistent queue open: every batch made from the request (and
+/// every exporter call holding its spans) carries a clone, and the request is done when the last
+/// clone drops. The default holds nothing (no persistent queue).
+#[derive(Debug, Clone, Default)]
+pub struct Ticket(Option<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl Ticket {
+    pub fn new(record: Arc<dyn std::any::Any + Send + Sync>) -> Self {
+        Ticket(Some(record))
+    }
+
+    pub fn is_some(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// Whether both hold the same request (or both nothing).
+    pub fn same(&self, other: &Ticket) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Adds `ticket` to `held` unless it holds nothing or is already the last one there.
+pub fn hold(held: &mut Vec<Ticket>, ticket: &Ticket) {
+    if ticket.is_some() && !held.last().is_some_and(|t| t.same(ticket)) {
+        held.push(ticket.clone());
+    }
+}
+
 /// A decoded, validated `ExportTraceServiceRequest`: one queue item.
 ///
 /// Only an index is built on the hot path; exporters decode the full spans they need from
@@ -371,6 +403,8 @@ pub struct Batch {
     pub resources: Vec<ResourceInfo>,
     pub scopes: Vec<ScopeInfo>,
     pub spans: Vec<SpanInfo>,
+    /// Set when the request is in the persistent queue.
+    pub ticket: Ticket,
 }
 
 fn slice(buf: &Bytes, r: &Range<u32>) -> Bytes {

@@ -16,6 +16,7 @@ use crate::pipeline::MIN_MEMORY_LIMIT;
 use crate::pipeline::PipelineConfig;
 use crate::pipeline::memory::{CONTAINER_SHARE_PERCENT, ContainerLimit};
 use crate::pipeline::sampler::config::SamplingConfig;
+use crate::pipeline::spool::SpoolConfig;
 use crate::proxy::ProxyConfig;
 use crate::receivers::ReceiversConfig;
 use crate::receivers::xray_udp::XrayUdpConfig;
@@ -121,6 +122,7 @@ pub struct Config {
     pub xray_proxy: ProxyConfig,
     pub admin: AdminConfig,
     pub pipeline: PipelineConfig,
+    pub queue: SpoolConfig,
     pub sampling: SamplingConfig,
     pub local: LocalConfig,
     pub console: ConsoleConfig,
@@ -131,7 +133,7 @@ pub struct Config {
 }
 
 /// Every section, in the order `config default` prints its keys.
-fn sections() -> [&'static dyn Keys<Config>; 13] {
+fn sections() -> [&'static dyn Keys<Config>; 14] {
     [
         &Mounted::<Config, ReceiversConfig> {
             part: |c| &mut c.receivers,
@@ -150,6 +152,9 @@ fn sections() -> [&'static dyn Keys<Config>; 13] {
         },
         &Mounted::<Config, PipelineConfig> {
             part: |c| &mut c.pipeline,
+        },
+        &Mounted::<Config, SpoolConfig> {
+            part: |c| &mut c.queue,
         },
         &Mounted::<Config, LocalConfig> {
             part: |c| &mut c.local,

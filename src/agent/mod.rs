@@ -23,9 +23,11 @@ use crate::exporters::{
 };
 use crate::pipeline::memory::{self, MemoryGuard};
 use crate::pipeline::sampler::{self, SamplingStats};
+use crate::pipeline::spool::{Replay, Spool};
 use crate::pipeline::{self, InFlight, Pipeline, PipelineStats, Queue, ReceiverStats};
 use crate::proxy;
 use crate::receivers::connections::Connections;
+use crate::receivers::decode::decode_request;
 use crate::receivers::{otlp_grpc, otlp_http, xray_udp};
 use crate::telemetry::Registry;
 use crate::telemetry::span_metrics::SpanMetrics;
@@ -63,6 +65,7 @@ pub struct Agent {
     exporter_stats: Arc<ExporterFamilies>,
     pipeline_stats: Arc<PipelineStats>,
     cloudwatch: Option<Publisher>,
+    spool: Option<Arc<Spool>>,
     drain_timeout: Duration,
 }
 
@@ -73,6 +76,8 @@ pub enum StartError {
     Xray(#[from] xray::BuildError),
     #[error(transparent)]
     Otlp(#[from] crate::exporters::otlp::BuildError),
+    #[error("cannot open the persistent queue in {dir}: {source}")]
+    Spool { dir: String, source: std::io::Error },
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         what: &'static str,
@@ -124,6 +129,40 @@ async fn bind_daemon_ports(
     }
 }
 
+/// Queues what the persistent queue held at start, waiting for room; stops (leaving the rest in
+/// the spool) when the agent drains.
+async fn replay_spooled(pipeline: Arc<Pipeline>, replay: Vec<Replay>) {
+    let mut left = replay.into_iter();
+    for r in left.by_ref() {
+        let mut batch = match decode_request(r.payload, r.protocol) {
+            Ok(d) => d.batch,
+            Err(e) => {
+                // It decoded when it was admitted: only a bug could get here. Marked done.
+                warn!(error = %e, "Persistent queue: a replayed request does not decode; skipped.");
+                continue;
+            }
+        };
+        batch.ticket = r.ticket;
+        loop {
+            match pipeline.requeue(r.protocol, batch) {
+                Ok(()) => break,
+                Err(Some(b)) => {
+                    batch = b;
+                    tokio::time::sleep(REPLAY_RETRY).await;
+                }
+                Err(None) => {
+                    std::mem::forget(left);
+                    return;
+                }
+            }
+        }
+    }
+    info!("Persistent queue: replay done.");
+}
+
+/// How long the replay waits for room in a full queue before it tries again.
+const REPLAY_RETRY: Duration = Duration::from_millis(10);
+
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
@@ -153,12 +192,26 @@ impl Agent {
             config.pipeline.queue_max_bytes,
         ));
         let span_metrics = SpanMetrics::new(config.span_metrics.clone());
-        let pipeline = Arc::new(Pipeline::new(
+        let (spool, replay) = match config.queue.dir.is_empty() {
+            true => (None, Vec::new()),
+            false => {
+                let (s, r) = Spool::open(&config.queue).map_err(|source| StartError::Spool {
+                    dir: config.queue.dir.clone(),
+                    source,
+                })?;
+                info!(dir = %config.queue.dir, fsync = if config.queue.fsync_always { "always" } else { "interval" }, fsync_interval_ms = config.queue.fsync_interval.as_millis() as u64, max_disk_bytes = config.queue.max_disk_bytes, "Persistent queue on: requests are acknowledged once on disk.");
+                registry.register(s.stats());
+                (Some(s), r)
+            }
+        };
+        let mut p = Pipeline::new(
             queue.clone(),
             receiver_stats.clone(),
             span_metrics.clone(),
             memory.clone(),
-        ));
+        );
+        p.spool = spool.clone();
+        let pipeline = Arc::new(p);
         let pipeline_stats = Arc::new(PipelineStats::default());
         let sampling_stats = Arc::new(SamplingStats::default());
         registry.register(receiver_stats);
@@ -267,6 +320,10 @@ impl Agent {
             in_flight.clone(),
         ));
 
+        if !replay.is_empty() {
+            tokio::spawn(replay_spooled(pipeline.clone(), replay));
+        }
+
         let (stop_receivers, stop_rx) = watch::channel(false);
         let (stop_admin, admin_stop_rx) = watch::channel(false);
         let ready = Arc::new(AtomicBool::new(false));
@@ -363,6 +420,7 @@ impl Agent {
             exporter_stats,
             pipeline_stats,
             cloudwatch,
+            spool,
             drain_timeout: config.pipeline.drain_timeout,
         })
     }
@@ -396,6 +454,11 @@ impl Agent {
         let lost = match late {
             false => 0,
             true => {
+                // The spool stops first: what the aborted tasks held stays in it, not marked
+                // done, and is replayed at the next start.
+                if let Some(s) = &self.spool {
+                    s.close();
+                }
                 for task in &tasks {
                     task.abort();
                 }
@@ -423,6 +486,9 @@ impl Agent {
                     "Drain deadline passed before the last span metrics were published."
                 );
             }
+        }
+        if let Some(s) = &self.spool {
+            s.close();
         }
         let _ = self.stop_admin.send(true);
         let _ = self.admin.await;

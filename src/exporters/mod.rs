@@ -280,6 +280,7 @@ mod tests {
             resources: vec![],
             scopes: vec![],
             spans: vec![],
+            ticket: Default::default(),
         }
     }
 

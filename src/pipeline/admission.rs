@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Decoded, Protocol, RejectReason, RequestOutcome};
+use crate::model::{Batch, Decoded, Protocol, RejectReason, RequestOutcome};
 use crate::pipeline::memory::MemoryGuard;
 use crate::pipeline::queue::{PushError, Queue};
+use crate::pipeline::spool::Spool;
 use crate::telemetry::span_metrics::SpanMetrics;
 use crate::telemetry::{Counters, Stats, family};
 
@@ -43,6 +44,8 @@ pub struct Pipeline {
     /// Sees 100% of admitted spans, before any sampling.
     pub span_metrics: SpanMetrics,
     pub memory: Arc<MemoryGuard>,
+    /// The persistent queue, when `queue.dir` is set.
+    pub spool: Option<Arc<Spool>>,
 }
 
 impl Pipeline {
@@ -57,6 +60,39 @@ impl Pipeline {
             stats,
             span_metrics,
             memory,
+            spool: None,
+        }
+    }
+
+    /// [`Pipeline::admit`], with the request first written to the persistent queue (when there
+    /// is one) and the answer waiting for its fsync: what the client sees acknowledged survives
+    /// a crash. Without a persistent queue this is `admit`, and does not wait.
+    pub async fn admit_durable(
+        &self,
+        protocol: Protocol,
+        mut decoded: Decoded,
+    ) -> Result<Admitted, Refusal> {
+        let Some(spool) = self
+            .spool
+            .as_ref()
+            .filter(|_| !decoded.batch.spans.is_empty())
+        else {
+            return self.admit(protocol, decoded);
+        };
+        match spool.append(protocol, decoded.batch.buf.clone()).await {
+            // Refused by the queue after this, the ticket drops and the record is done at once.
+            Ok(ticket) => {
+                decoded.batch.ticket = ticket;
+                self.admit(protocol, decoded)
+            }
+            Err(_) => {
+                let m = &self.stats;
+                let spans = decoded.batch.spans.len() as u64;
+                m.spans_received(protocol, spans + decoded.rejected.total());
+                m.spans_refused(protocol, true, spans);
+                m.request(protocol, RequestOutcome::QueueFull);
+                Err(Refusal::QueueFull)
+            }
         }
     }
 
@@ -80,6 +116,26 @@ impl Pipeline {
         };
         self.stats.request(protocol, outcome);
         Err(refusal)
+    }
+
+    /// Queues a request replayed from the persistent queue (counted as accepted again, since
+    /// this process has not seen it). The batch comes back while the queue is full; `None` when
+    /// the queue is closed (draining).
+    pub fn requeue(&self, protocol: Protocol, batch: Batch) -> Result<(), Option<Batch>> {
+        let spans = batch.spans.len() as u64;
+        let span_metrics = &self.span_metrics;
+        match self.queue.try_push_with(batch, |b| span_metrics.record(b)) {
+            Ok(()) => {
+                self.stats.spans_accepted(protocol, spans);
+                Ok(())
+            }
+            Err(PushError::Full(b)) => Err(Some(b)),
+            Err(PushError::Closed(b)) => {
+                // Left in the persistent queue for the next start: its ticket must not mark it done.
+                std::mem::forget(b);
+                Err(None)
+            }
+        }
     }
 
     /// Admits a decoded request: count, then one non-blocking push of the whole batch. Span

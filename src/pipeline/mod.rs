@@ -6,6 +6,7 @@ pub mod dispatcher;
 pub mod memory;
 pub mod queue;
 pub mod sampler;
+pub mod spool;
 
 pub use admission::{Admitted, Pipeline, RETRY_AFTER, ReceiverStats, Refusal};
 pub use dispatcher::{InFlight, PipelineStats, TICK, count_undelivered, run_dispatcher};

@@ -203,6 +203,7 @@ mod tests {
             resources: vec![],
             scopes: vec![],
             spans: vec![info; spans],
+            ticket: Default::default(),
         }
     }
 

@@ -4,7 +4,6 @@
 //! `decode.rs` reads it, rather than prost materialising every span on the hot path.
 
 use std::convert::Infallible;
-use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -73,8 +72,12 @@ impl Encoder for ResponseEncoder {
     }
 }
 
-/// Decode + admit for one request; runs on the request's own task and never waits.
-pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResponse, Status> {
+/// Decode + admit for one request, on the request's own task; it waits only for the persistent
+/// queue's fsync, when there is one.
+pub async fn export(
+    pipeline: &Pipeline,
+    body: Bytes,
+) -> Result<ExportTraceServiceResponse, Status> {
     if let Err(r) = pipeline.precheck(Protocol::Grpc, body.len()) {
         return Err(refusal_status(r));
     }
@@ -84,7 +87,7 @@ pub fn export(pipeline: &Pipeline, body: Bytes) -> Result<ExportTraceServiceResp
             .request(Protocol::Grpc, RequestOutcome::Malformed);
         Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}"))
     })?;
-    match pipeline.admit(Protocol::Grpc, decoded) {
+    match pipeline.admit_durable(Protocol::Grpc, decoded).await {
         Ok(a) => Ok(ExportTraceServiceResponse {
             partial_success: a.message.map(|error_message| ExportTracePartialSuccess {
                 rejected_spans: a.rejected_spans as i64,
@@ -113,10 +116,17 @@ struct ExportMethod(Arc<Pipeline>);
 
 impl UnaryService<Bytes> for ExportMethod {
     type Response = ExportTraceServiceResponse;
-    type Future = Ready<Result<Response<Self::Response>, Status>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Self::Response>, Status>> + Send>,
+    >;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        ready(export(&self.0, request.into_inner()).map(Response::new))
+        let pipeline = self.0.clone();
+        Box::pin(async move {
+            export(&pipeline, request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 

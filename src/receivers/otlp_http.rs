@@ -411,7 +411,7 @@ async fn export(
             );
         }
     };
-    match s.pipeline.admit(protocol, decoded) {
+    match s.pipeline.admit_durable(protocol, decoded).await {
         Ok(a) => success_response(enc, a.rejected_spans, a.message),
         Err(r) => refusal_response(enc, r),
     }

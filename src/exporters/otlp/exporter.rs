@@ -60,7 +60,14 @@ impl OtlpExporter {
         }
     }
 
-    async fn send(&mut self, Request { body, spans }: Request) {
+    async fn send(
+        &mut self,
+        Request {
+            body,
+            spans,
+            tickets,
+        }: Request,
+    ) {
         let (sender, stats, policy, name) = (
             self.sender.clone(),
             self.stats.clone(),
@@ -92,6 +99,8 @@ impl OtlpExporter {
                     }
                     Err(reason) => stats.dropped(reason, spans),
                 }
+                // Answered or given up: the persistent queue may forget these requests.
+                drop(tickets);
             })
             .await;
     }

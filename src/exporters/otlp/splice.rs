@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::exporters::batching::{BatchLimits, Batcher};
-use crate::model::Batch;
+use crate::model::{Batch, Ticket, hold};
 
 /// Limits of one outgoing request.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +23,8 @@ pub struct Limits {
 pub struct Request {
     pub body: Bytes,
     pub spans: u64,
+    /// The persistent queue's requests whose spans are in this one: held until it is answered.
+    pub tickets: Vec<Ticket>,
 }
 
 /// What adding a batch did.
@@ -39,6 +41,9 @@ pub struct Added {
 pub struct Splicer {
     batch: Batcher<Vec<u8>>,
     max_span_bytes: usize,
+    /// The tickets of the request being filled, and that of the batch being added.
+    tickets: Vec<Ticket>,
+    adding: Ticket,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -74,6 +79,8 @@ impl Splicer {
                 idle: limits.idle,
             }),
             max_span_bytes: limits.max_span_bytes,
+            tickets: Vec::new(),
+            adding: Ticket::default(),
         }
     }
 
@@ -88,6 +95,7 @@ impl Splicer {
 
     /// The request being filled, if any (idle flush and shutdown).
     pub fn take(&mut self) -> Option<Request> {
+        let tickets = std::mem::take(&mut self.tickets);
         self.batch.take().map(|t| {
             let mut body = Vec::with_capacity(t.bytes);
             for item in t.items {
@@ -96,12 +104,20 @@ impl Splicer {
             Request {
                 body: body.into(),
                 spans: t.weight as u64,
+                tickets,
             }
         })
     }
 
     /// Splices a batch's spans in; every request that fills up is pushed to `full`.
     pub fn add(&mut self, batch: &Batch, now: Instant, full: &mut Vec<Request>) -> Added {
+        self.adding = batch.ticket.clone();
+        let added = self.add_spans(batch, now, full);
+        self.adding = Ticket::default();
+        added
+    }
+
+    fn add_spans(&mut self, batch: &Batch, now: Instant, full: &mut Vec<Request>) -> Added {
         let buf = &batch.buf[..];
         let slice = |r: &std::ops::Range<u32>| &buf[r.start as usize..r.end as usize];
         let mut added = Added::default();
@@ -185,6 +201,7 @@ impl Splicer {
             let mut item = Vec::with_capacity(field_len(rs.len()));
             put_field(&mut item, 1, &rs);
             let len = item.len();
+            hold(&mut self.tickets, &self.adding);
             if self.batch.push(item, take, len, now) {
                 full.extend(self.take());
             }

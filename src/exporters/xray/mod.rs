@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats, Running, Shared};
-use crate::model::{Batch, DropReason, RawDocument, hex};
+use crate::model::{Batch, DropReason, RawDocument, Ticket, hex, hold};
 use crate::telemetry::{Counters, Stats, family};
 pub use client::{MAX_DOCUMENTS_PER_CALL, RequestBody, XrayClient};
 pub use config::{XrayConfig, XrayMode};
@@ -165,6 +165,8 @@ struct OpenCall {
     body: RequestBody,
     span_ids: Vec<Option<String>>,
     oldest: Option<Instant>,
+    /// The persistent queue's requests whose spans are in this call: done once it is answered.
+    tickets: Vec<Ticket>,
 }
 
 impl OpenCall {
@@ -173,6 +175,7 @@ impl OpenCall {
             body: RequestBody::with_capacity(BODY_CAPACITY_BYTES),
             span_ids: Vec::with_capacity(MAX_DOCUMENTS_PER_CALL),
             oldest: None,
+            tickets: Vec::new(),
         }
     }
 }
@@ -228,7 +231,12 @@ impl XrayExporter {
         if self.call.span_ids.is_empty() {
             return;
         }
-        let OpenCall { body, span_ids, .. } = std::mem::replace(&mut self.call, OpenCall::new());
+        let OpenCall {
+            body,
+            span_ids,
+            tickets,
+            ..
+        } = std::mem::replace(&mut self.call, OpenCall::new());
         let body = body.finish();
         let (client, stats, retry) = (
             self.client.clone(),
@@ -242,7 +250,7 @@ impl XrayExporter {
                     stats,
                     backoff: Backoff::new(retry, seed),
                 }
-                .send(body, span_ids)
+                .send(body, span_ids, tickets)
             })
             .await;
     }
@@ -269,11 +277,13 @@ impl Export for XrayExporter {
                     // With two documents the first is the dependency subsegment carrying the span's own ID.
                     let ids = [Some(hex(&d.span.span_id)), None];
                     let docs = t.documents();
+                    hold(&mut self.call.tickets, &batch.ticket);
                     if docs.len() == 2 && self.call.span_ids.len() + 2 > self.settings.batch_size {
                         // A pair that would pass the call's limit: its second goes into the next call.
                         let second = self.call.body.take_last(docs[1].clone());
                         self.added(&ids[..1], now).await;
                         self.call.body.push_escaped(&second);
+                        hold(&mut self.call.tickets, &batch.ticket);
                         self.added(&ids[1..], now).await;
                     } else {
                         self.added(&ids[..docs.len()], now).await;
@@ -322,7 +332,9 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send(mut self, body: Bytes, span_ids: Vec<Option<String>>) {
+    /// `tickets` are held until the call is answered (or given up): then the persistent queue
+    /// may forget those requests.
+    async fn send(mut self, body: Bytes, span_ids: Vec<Option<String>>, tickets: Vec<Ticket>) {
         let spans = span_ids.iter().filter(|id| id.is_some()).count() as u64;
         // Written once; a retry sends the same bytes (a cheap clone), re-signed.
         let (client, stats) = (&self.client, &self.stats);
@@ -355,5 +367,6 @@ impl Sender {
             }
             Err(reason) => m.dropped(reason, spans),
         }
+        drop(tickets);
     }
 }

@@ -254,6 +254,7 @@ impl Sampler {
                     resources: batch.resources.clone(),
                     scopes: batch.scopes.clone(),
                     spans: keep,
+                    ticket: batch.ticket.clone(),
                 });
             }
             // The span index's spare capacity is memory too (the decoder sizes it by guess).
@@ -517,6 +518,7 @@ impl Sampler {
                     resources: h.batch.resources.clone(),
                     scopes: h.batch.scopes.clone(),
                     spans,
+                    ticket: h.batch.ticket.clone(),
                 });
             }
         }

@@ -94,6 +94,7 @@ pub fn decode_request(buf: Bytes, protocol: Protocol) -> Result<Decoded, DecodeE
             resources,
             scopes,
             spans,
+            ticket: Default::default(),
         },
         rejected,
     })
