@@ -10,7 +10,7 @@
 # how much reaches X-Ray: the kept fraction is printed);
 # c = X-Ray export of 100% of spans; o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
-# AWS is a local fake endpoint (benches/fake_xray.rs).
+# AWS is a local fake endpoint (benches/fake_xray.rs). AGENT_ARGS adds flags to the agent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -41,6 +41,9 @@ start_agent() {
   local cfg=$1
   local env=(env -u AWS_REGION -u AWS_DEFAULT_REGION)
   local args=(--otlp-grpc-addr "$GRPC" --otlp-http-addr "$HTTP" --admin-addr "$ADMIN")
+  # AGENT_ARGS="--set queue.dir=/tmp/spool" (say) adds flags to every agent started.
+  # shellcheck disable=SC2206
+  [ -n "${AGENT_ARGS:-}" ] && args+=($AGENT_ARGS)
   # Builds with the X-Ray daemon port get one off the default, so a running daemon does not clash.
   "$BIN" --help | grep -q -- --xray-udp-addr && args+=(--xray-udp-addr "$UDP")
   case $cfg in

@@ -241,7 +241,8 @@ class TestRunCommand:
 
     def test_documented_metrics_exist(self, agent, moto_url):
         """Every metric the README names is on /metrics: of this local-mode agent, or of an
-        AWS-mode one (against moto) for the X-Ray and CloudWatch exporters' own."""
+        AWS-mode one (against moto, persistent queue on) for the X-Ray and CloudWatch exporters'
+        and the persistent queue's own."""
         text = open(README, encoding="utf-8").read()
         names = set()
         # `sidetrace_exporter_{sent,dropped}_spans_total` names two metrics; `sidetrace_memory_*` a prefix.
@@ -249,7 +250,10 @@ class TestRunCommand:
             names |= {head + a + tail for a in alts.split(",")} if alts else {head}
         status, body = get("/metrics")
         pages = [body.decode()]
-        aws = start_agent(["--exporters", "xray,cloudwatch", "--sampling-ratio", "1"], {
+        # With the persistent queue on, for its own metrics.
+        spool = tempfile.mkdtemp(prefix="sidetrace-readme-spool-")
+        aws = start_agent(["--exporters", "xray,cloudwatch", "--sampling-ratio", "1",
+                           "--set", f"queue.dir={spool}"], {
             "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         })
