@@ -364,11 +364,15 @@ impl SpanInfo {
 /// every exporter call holding its spans) carries a clone, and the request is done when the last
 /// clone drops. The default holds nothing (no persistent queue).
 #[derive(Debug, Clone, Default)]
-pub struct Ticket(Option<Arc<dyn std::any::Any + Send + Sync>>);
+pub struct Ticket(Option<Arc<Held>>);
+
+/// What a ticket holds (a thin pointer, so that a batch stays small).
+#[derive(Debug)]
+pub struct Held(#[allow(dead_code)] Box<dyn std::any::Any + Send + Sync>);
 
 impl Ticket {
-    pub fn new(record: Arc<dyn std::any::Any + Send + Sync>) -> Self {
-        Ticket(Some(record))
+    pub fn new(record: Box<dyn std::any::Any + Send + Sync>) -> Self {
+        Ticket(Some(Arc::new(Held(record))))
     }
 
     pub fn is_some(&self) -> bool {

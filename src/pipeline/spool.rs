@@ -246,7 +246,10 @@ fn protocol_of(code: u8) -> Protocol {
 }
 
 /// Reads a segment's records; returns them and how many bytes at the end could not be read.
-fn read_segment(path: &Path) -> std::io::Result<(Vec<(u64, Protocol, Bytes)>, u64)> {
+/// A segment's records: (seq, protocol, payload).
+type Records = Vec<(u64, Protocol, Bytes)>;
+
+fn read_segment(path: &Path) -> std::io::Result<(Records, u64)> {
     let mut data = Vec::new();
     BufReader::new(File::open(path)?).read_to_end(&mut data)?;
     let data = Bytes::from(data);
@@ -340,7 +343,7 @@ impl Spool {
                 replay.push(Replay {
                     protocol,
                     payload,
-                    ticket: Ticket::new(Arc::new(Record {
+                    ticket: Ticket::new(Box::new(Record {
                         seq,
                         tx: tx.clone(),
                     })),
@@ -456,12 +459,13 @@ type Waiting = Vec<(
 )>;
 
 impl Writer {
+    // A thread of its own, not a runtime task: its group-commit deadline is on the std clock.
+    #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
     fn run(mut self, rx: mpsc::Receiver<Cmd>) {
         let mut waiting: Waiting = Vec::new();
         // The fsync deadline of the oldest waiting answer (group commit).
         let mut due: Option<std::time::Instant> = None;
         loop {
-            #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
             let now = std::time::Instant::now();
             let cmd = match due {
                 Some(d) if d <= now => None,
@@ -482,7 +486,7 @@ impl Writer {
                     reply,
                 }) => match self.write(protocol, &payload) {
                     Ok(seq) => {
-                        let ticket = Ticket::new(Arc::new(Record {
+                        let ticket = Ticket::new(Box::new(Record {
                             seq,
                             tx: self.tx.clone(),
                         }));
@@ -490,7 +494,6 @@ impl Writer {
                         if self.fsync_always {
                             self.commit(&mut waiting);
                         } else {
-                            #[allow(clippy::disallowed_types, clippy::disallowed_methods)]
                             let at = std::time::Instant::now() + self.interval;
                             due.get_or_insert(at);
                         }
