@@ -389,9 +389,10 @@ impl Ticket {
     }
 }
 
-/// Adds `ticket` to `held` unless it holds nothing or is already the last one there.
+/// Adds `ticket` to `held` unless it holds nothing or is among the last few there (tickets
+/// come in runs: the spans of one request are added together).
 pub fn hold(held: &mut Vec<Ticket>, ticket: &Ticket) {
-    if ticket.is_some() && !held.last().is_some_and(|t| t.same(ticket)) {
+    if ticket.is_some() && !held.iter().rev().take(8).any(|t| t.same(ticket)) {
         held.push(ticket.clone());
     }
 }

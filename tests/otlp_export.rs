@@ -310,3 +310,169 @@ async fn other_statuses_are_not_retried() {
         );
     }
 }
+
+/// Spans of `traces` traces (IDs from `first`), `per_trace` each, as `parts` requests: request
+/// `p` holds spans `p*k..(p+1)*k` of every trace, so every trace is split over all of them.
+fn split_traces(first: u64, traces: u64, per_trace: u64, parts: u64) -> Vec<Vec<u8>> {
+    use sidetrace::proto::*;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let k = per_trace / parts;
+    (0..parts)
+        .map(|p| {
+            let mut spans = Vec::new();
+            for t in first..first + traces {
+                let mut trace = [0u8; 16];
+                trace[..8].copy_from_slice(&(t | 1 << 60).to_be_bytes());
+                trace[8..].copy_from_slice(&u64::from(std::process::id()).to_be_bytes());
+                for i in p * k..(p + 1) * k {
+                    spans.push(Span {
+                        trace_id: trace.to_vec().into(),
+                        span_id: ((t << 8 | i) | 1 << 62).to_be_bytes().to_vec().into(),
+                        name: format!("op-{i}"),
+                        kind: 1,
+                        start_time_unix_nano: now,
+                        end_time_unix_nano: now + 1_000,
+                        ..Default::default()
+                    });
+                }
+            }
+            ExportTraceServiceRequest {
+                resource_spans: vec![ResourceSpans {
+                    resource: Some(sidetrace::workload::resource("balanced")),
+                    scope_spans: vec![ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+            }
+            .encode_to_vec()
+        })
+        .collect()
+}
+
+fn trace_hex(t: u64) -> String {
+    let mut trace = [0u8; 16];
+    trace[..8].copy_from_slice(&(t | 1 << 60).to_be_bytes());
+    trace[8..].copy_from_slice(&u64::from(std::process::id()).to_be_bytes());
+    hex(&trace)
+}
+
+fn balancing_sidecar(gateways: &[&Running]) -> Running {
+    let list: Vec<String> = gateways
+        .iter()
+        .map(|g| format!("http://{}", g.http))
+        .collect();
+    let endpoints = format!("otlp.endpoints={}", list.join(","));
+    spawn_agent(
+        &[
+            "--exporters",
+            "otlp",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "otlp.idle_flush=50ms",
+            "--set",
+            endpoints.leak(),
+        ],
+        &[],
+    )
+}
+
+/// One sidecar, three gateways: 1,000 traces, each split over three requests, each land whole
+/// on exactly one gateway, and the three share them.
+#[tokio::test(flavor = "multi_thread")]
+async fn traces_land_whole_on_one_of_three_gateways() {
+    let gateways: Vec<Running> = (0..3)
+        .map(|_| spawn_agent(&["--exporters", "local"], &[]))
+        .collect();
+    let sidecar = balancing_sidecar(&gateways.iter().collect::<Vec<_>>());
+    for group in 0..10 {
+        for body in split_traces(group * 100, 100, 6, 3) {
+            post(&sidecar, body).await;
+        }
+    }
+    wait_metric(
+        &sidecar,
+        "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}",
+        6000.0,
+    )
+    .await;
+    let mut per_gateway = [0usize; 3];
+    for t in 0..1000 {
+        let id = trace_hex(t);
+        let holders: Vec<(usize, usize)> = gateways
+            .iter()
+            .enumerate()
+            .filter_map(|(g, gw)| {
+                let doc: serde_json::Value =
+                    serde_json::from_str(&http_get(&gw.admin, &format!("/api/traces/{id}")))
+                        .ok()?;
+                doc["spans"].as_array().map(|s| (g, s.len()))
+            })
+            .collect();
+        assert_eq!(holders.len(), 1, "trace {id} is on {holders:?}");
+        assert_eq!(holders[0].1, 6, "trace {id} arrived whole");
+        per_gateway[holders[0].0] += 1;
+    }
+    assert!(per_gateway.iter().all(|&n| n > 200), "{per_gateway:?}");
+}
+
+/// A gateway killed mid-run: what it had not taken goes to the traces' next owners; every span
+/// the sidecar acknowledged is sent, none dropped, and the rerouted traces are counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gateway_killed_mid_run_loses_nothing_accepted() {
+    let mut gateways: Vec<Running> = (0..3)
+        .map(|_| spawn_agent(&["--exporters", "local"], &[]))
+        .collect();
+    let sidecar = balancing_sidecar(&gateways.iter().collect::<Vec<_>>());
+    let mut acked = 0u64;
+    for group in 0..60u64 {
+        if group == 20 {
+            gateways[1].child.kill().unwrap();
+            gateways[1].child.wait().unwrap();
+        }
+        for body in split_traces(10_000 + group * 20, 20, 4, 2) {
+            post(&sidecar, body).await;
+            acked += 40;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_metric(
+        &sidecar,
+        "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}",
+        acked as f64,
+    )
+    .await;
+    let text = sidecar.metrics_text();
+    assert!(
+        !text.lines().any(|l| l
+            .starts_with("sidetrace_exporter_dropped_spans_total{exporter=\"otlp\"")
+            && !l.ends_with(" 0")),
+        "{text}"
+    );
+    let gw1 = format!("http://{}/v1/traces", gateways[1].http);
+    assert_eq!(
+        sidecar.metric(&format!("sidetrace_otlp_backend_up{{backend=\"{gw1}\"}}")),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        sidecar.metric("sidetrace_otlp_rerouted_traces_total") > 0.0,
+        "{text}"
+    );
+    let taken: f64 = [0, 2]
+        .iter()
+        .map(|&g| {
+            gateways[g]
+                .metric("sidetrace_receiver_spans_accepted_total{protocol=\"http_protobuf\"}")
+        })
+        .sum();
+    assert!(
+        taken > (acked as f64) * 0.6,
+        "the two left took the most: {taken} of {acked}"
+    );
+}

@@ -241,9 +241,15 @@ impl Agent {
                     running.push(r);
                 }
                 ExporterKind::Console => running.push(console::start(&config.console, &shared)),
-                ExporterKind::Otlp => {
-                    running.push(crate::exporters::otlp::start(&config.otlp, &shared)?)
-                }
+                ExporterKind::Otlp => running.push(crate::exporters::otlp::start(
+                    &config.otlp,
+                    &shared,
+                    |bytes| {
+                        decode_request(bytes, crate::model::Protocol::Grpc)
+                            .ok()
+                            .map(|d| d.batch)
+                    },
+                )?),
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
                     let r = xray::start(&config.xray, &sdk, &shared)?;

@@ -15,6 +15,9 @@ pub const DEFAULT_OTLP_CONCURRENCY: usize = 4;
 /// How long one request may keep being retried (the Collector's `retry_on_failure` default).
 pub const DEFAULT_OTLP_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
 
+/// How often `dns:` backends are looked up again (ECS Service Connect, Cloud Map, headless services).
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
+
 /// The wire protocol of the OTLP exporter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
@@ -36,6 +39,9 @@ pub struct OtlpConfig {
     pub concurrency: usize,
     pub idle_flush: Duration,
     pub retry_max_elapsed: Duration,
+    /// Several backends, each trace to one of them by its ID (`http(s)://…` or `dns:HOST:PORT`).
+    pub endpoints: Vec<String>,
+    pub resolve_interval: Duration,
 }
 
 impl Default for OtlpConfig {
@@ -49,6 +55,8 @@ impl Default for OtlpConfig {
             concurrency: DEFAULT_OTLP_CONCURRENCY,
             idle_flush: super::exporter::DEFAULT_IDLE_FLUSH,
             retry_max_elapsed: DEFAULT_OTLP_RETRY_MAX_ELAPSED,
+            endpoints: Vec::new(),
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
         }
     }
 }
@@ -131,6 +139,32 @@ impl Section for OtlpConfig {
             "otlp.retry_max_elapsed",
             "OTLP exporter: how long one request may keep being retried.",
             |c| &mut c.retry_max_elapsed,
+        ),
+        K::custom(
+            "otlp.endpoints",
+            "OTLP exporter: several backends (http(s)://host:port or dns:HOST:PORT, one backend per address); each trace goes whole to one of them, by its trace ID. Replaces otlp.endpoint.",
+            |c, v| {
+                let list: Vec<String> = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                for e in &list {
+                    super::balance::Target::parse(e)?;
+                }
+                c.endpoints = list;
+                Ok(())
+            },
+            |c| {
+                let items: Vec<String> = c.endpoints.iter().map(|e| toml_string(e)).collect();
+                format!("[{}]", items.join(", "))
+            },
+        ),
+        K::duration(
+            "otlp.resolve_interval",
+            "OTLP exporter: how often dns: backends are looked up again.",
+            |c| &mut c.resolve_interval,
         ),
     ];
 }

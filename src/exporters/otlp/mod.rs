@@ -1,8 +1,9 @@
 //! OTLP out: [`splice`] builds new requests from the received span bytes, [`send`] posts them
 //! over HTTP (signed with SigV4 when the destination is AWS), [`exporter`] batches, sends and
-//! retries them. Used by the `otlp` exporter and by `xray.mode=otlp`. (OTLP/gRPC sending and
-//! trace-ID load balancing are still to come.)
+//! retries them, [`balance`] spreads traces over several backends by trace ID. Used by the `otlp`
+//! exporter and by `xray.mode=otlp`. (OTLP/gRPC sending is still to come.)
 
+pub mod balance;
 pub mod config;
 pub mod exporter;
 pub mod send;
@@ -31,12 +32,48 @@ pub enum BuildError {
     Tls(std::io::Error),
 }
 
-/// Starts the `otlp` exporter.
-pub fn start(c: &OtlpConfig, shared: &Shared) -> Result<Running, BuildError> {
+/// Starts the `otlp` exporter: to one endpoint, or balanced by trace ID over `otlp.endpoints`.
+pub fn start(
+    c: &OtlpConfig,
+    shared: &Shared,
+    reindex: balance::Reindex,
+) -> Result<Running, BuildError> {
     if c.protocol == OtlpProtocol::Grpc {
         return Err(BuildError::GrpcNotYet);
     }
     let headers = c.header_values().map_err(BuildError::Headers)?;
+    let limits = Limits {
+        max_spans: exporter::DEFAULT_MAX_SPANS_PER_REQUEST,
+        max_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
+        max_span_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
+        idle: c.idle_flush,
+    };
+    if !c.endpoints.is_empty() {
+        let targets = c
+            .endpoints
+            .iter()
+            .filter_map(|e| balance::Target::parse(e).ok())
+            .collect();
+        info!(exporter = "otlp", endpoints = ?c.endpoints, resolve_interval_s = c.resolve_interval.as_secs(), "OTLP exporter ready, balancing traces over several backends by trace ID.");
+        let stats = ExporterStats::new("otlp");
+        let balance_stats = Arc::new(balance::BalanceStats::default());
+        shared.registry.register(balance_stats.clone());
+        let b = balance::Balancer::new(
+            balance::BalanceSettings {
+                targets,
+                resolve_interval: c.resolve_interval,
+                limits,
+                concurrency: c.concurrency,
+                timeout: c.timeout,
+                headers,
+                gzip: c.gzip,
+                reindex,
+            },
+            stats.clone(),
+            balance_stats,
+        );
+        return Ok(crate::exporters::spawn(b, stats, shared.input_bytes));
+    }
     let sender = HttpSender::new(c.endpoint.clone(), c.timeout, None)
         .map_err(BuildError::Tls)?
         .otlp(headers, c.gzip);
@@ -50,12 +87,7 @@ pub fn start(c: &OtlpConfig, shared: &Shared) -> Result<Running, BuildError> {
     let stats = ExporterStats::new("otlp");
     let settings = OtlpSettings {
         name: "otlp",
-        limits: Limits {
-            max_spans: exporter::DEFAULT_MAX_SPANS_PER_REQUEST,
-            max_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
-            max_span_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
-            idle: c.idle_flush,
-        },
+        limits,
         concurrency: c.concurrency.max(1),
         retry: RetryPolicy {
             max_elapsed: c.retry_max_elapsed,

@@ -43,7 +43,7 @@ pub struct Splicer {
     max_span_bytes: usize,
     /// The tickets of the request being filled, and that of the batch being added.
     tickets: Vec<Ticket>,
-    adding: Ticket,
+    adding: Vec<Ticket>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -80,7 +80,7 @@ impl Splicer {
             }),
             max_span_bytes: limits.max_span_bytes,
             tickets: Vec::new(),
-            adding: Ticket::default(),
+            adding: Vec::new(),
         }
     }
 
@@ -111,9 +111,25 @@ impl Splicer {
 
     /// Splices a batch's spans in; every request that fills up is pushed to `full`.
     pub fn add(&mut self, batch: &Batch, now: Instant, full: &mut Vec<Request>) -> Added {
-        self.adding = batch.ticket.clone();
+        self.add_holding(batch, &[], now, full)
+    }
+
+    /// [`Splicer::add`], where every request the spans go into also holds `extra` (the tickets
+    /// of spans spliced again after a failed send).
+    pub fn add_holding(
+        &mut self,
+        batch: &Batch,
+        extra: &[Ticket],
+        now: Instant,
+        full: &mut Vec<Request>,
+    ) -> Added {
+        self.adding.clear();
+        hold(&mut self.adding, &batch.ticket);
+        for t in extra {
+            hold(&mut self.adding, t);
+        }
         let added = self.add_spans(batch, now, full);
-        self.adding = Ticket::default();
+        self.adding.clear();
         added
     }
 
@@ -201,7 +217,9 @@ impl Splicer {
             let mut item = Vec::with_capacity(field_len(rs.len()));
             put_field(&mut item, 1, &rs);
             let len = item.len();
-            hold(&mut self.tickets, &self.adding);
+            for t in &self.adding {
+                hold(&mut self.tickets, t);
+            }
             if self.batch.push(item, take, len, now) {
                 full.extend(self.take());
             }
