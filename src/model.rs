@@ -188,7 +188,13 @@ impl Rejected {
 pub struct Decoded {
     pub batch: Batch,
     pub rejected: Rejected,
+    /// Sent by a sidetrace that already recorded these spans' metrics ([`SPAN_METRICS_HEADER`]).
+    pub metrics_recorded: bool,
 }
+
+/// The request header (and gRPC metadata) with which a sidetrace forwarding spans over OTLP says
+/// it recorded their span metrics (value `recorded`): a gateway does not count them again.
+pub const SPAN_METRICS_HEADER: &str = "x-sidetrace-span-metrics";
 
 /// OTLP span kind (`Span.SpanKind`) as a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -114,6 +114,23 @@ async fn a_sidecar_forwards_every_span_intact_to_a_gateway() {
         "{}",
         gateway.metrics_text()
     );
+    // Span metrics are recorded once, by the sidecar; the gateway knows (the header) and does not.
+    assert_eq!(family_sum(&sidecar, "sidetrace_spans_total"), 60.0);
+    assert_eq!(family_sum(&gateway, "sidetrace_spans_total"), 0.0);
+    assert_eq!(
+        gateway.metric("sidetrace_receiver_spans_forwarded_total{protocol=\"http_protobuf\"}"),
+        60.0
+    );
+}
+
+/// The sum of every series of a metric family.
+fn family_sum(agent: &Running, family: &str) -> f64 {
+    agent
+        .metrics_text()
+        .lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// What the test endpoint saw of one call.

@@ -142,14 +142,27 @@ impl Pipeline {
     /// metrics record the batch once the queue has reserved room for it, so a refused request
     /// (which the client sends again) is not counted twice.
     pub fn admit(&self, protocol: Protocol, decoded: Decoded) -> Result<Admitted, Refusal> {
-        let Decoded { batch, rejected } = decoded;
+        let Decoded {
+            batch,
+            rejected,
+            metrics_recorded,
+        } = decoded;
         let spans = batch.spans.len() as u64;
         let m = &self.stats;
         m.spans_received(protocol, spans + rejected.total());
         m.spans_rejected(protocol, &rejected.by_reason);
         if spans > 0 {
             let span_metrics = &self.span_metrics;
-            if let Err(e) = self.queue.try_push_with(batch, |b| span_metrics.record(b)) {
+            // Recorded once, where spans first arrive: not again for a forwarding sidetrace's.
+            let record = !metrics_recorded || span_metrics.config().record_forwarded;
+            let pushed = self.queue.try_push_with(batch, |b| {
+                if record {
+                    span_metrics.record(b);
+                } else {
+                    m.spans_forwarded(protocol, spans);
+                }
+            });
+            if let Err(e) = pushed {
                 let full = matches!(e, PushError::Full(_));
                 m.spans_refused(protocol, full, spans);
                 m.request(
@@ -194,6 +207,7 @@ pub struct ReceiverStats {
     requests: [Counters<OUTCOMES>; PROTOCOLS],
     received_spans: Counters<PROTOCOLS>,
     accepted_spans: Counters<PROTOCOLS>,
+    forwarded_spans: Counters<PROTOCOLS>,
     rejected_spans: [Counters<REJECTS>; PROTOCOLS],
     /// Spans of decoded requests refused as a whole: [queue full, shutting down].
     refused_spans: [Counters<2>; PROTOCOLS],
@@ -223,6 +237,10 @@ impl ReceiverStats {
     }
 
     /// Spans refused with a retryable answer: `queue_full` false means shutting down.
+    pub fn spans_forwarded(&self, protocol: Protocol, n: u64) {
+        self.forwarded_spans.add(protocol as usize, n);
+    }
+
     pub fn spans_refused(&self, protocol: Protocol, queue_full: bool, n: u64) {
         self.refused_spans[protocol as usize].add(usize::from(!queue_full), n);
     }
@@ -259,6 +277,11 @@ impl Stats for ReceiverStats {
                 "sidetrace_receiver_spans_accepted_total",
                 "Spans admitted to the pipeline queue.",
                 &self.accepted_spans,
+            ),
+            (
+                "sidetrace_receiver_spans_forwarded_total",
+                "Spans admitted from a sidetrace that had recorded their span metrics (not recorded again).",
+                &self.forwarded_spans,
             ),
         ] {
             family(

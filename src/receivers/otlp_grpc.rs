@@ -16,8 +16,8 @@ use tonic::server::{Grpc, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::model::Protocol;
 use crate::model::RequestOutcome;
+use crate::model::{Protocol, SPAN_METRICS_HEADER};
 use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{ExportTracePartialSuccess, ExportTraceServiceResponse};
@@ -77,16 +77,18 @@ impl Encoder for ResponseEncoder {
 pub async fn export(
     pipeline: &Pipeline,
     body: Bytes,
+    metrics_recorded: bool,
 ) -> Result<ExportTraceServiceResponse, Status> {
     if let Err(r) = pipeline.precheck(Protocol::Grpc, body.len()) {
         return Err(refusal_status(r));
     }
-    let decoded = decode_request(body, Protocol::Grpc).map_err(|e| {
+    let mut decoded = decode_request(body, Protocol::Grpc).map_err(|e| {
         pipeline
             .stats
             .request(Protocol::Grpc, RequestOutcome::Malformed);
         Status::invalid_argument(format!("malformed ExportTraceServiceRequest: {e}"))
     })?;
+    decoded.metrics_recorded = metrics_recorded;
     match pipeline.admit_durable(Protocol::Grpc, decoded).await {
         Ok(a) => Ok(ExportTraceServiceResponse {
             partial_success: a.message.map(|error_message| ExportTracePartialSuccess {
@@ -122,8 +124,12 @@ impl UnaryService<Bytes> for ExportMethod {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
+        let recorded = request
+            .metadata()
+            .get(SPAN_METRICS_HEADER)
+            .is_some_and(|v| v == "recorded");
         Box::pin(async move {
-            export(&pipeline, request.into_inner())
+            export(&pipeline, request.into_inner(), recorded)
                 .await
                 .map(Response::new)
         })

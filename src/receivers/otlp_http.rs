@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prost::Message;
 
-use crate::model::Protocol;
 use crate::model::RequestOutcome;
+use crate::model::{Protocol, SPAN_METRICS_HEADER};
 use crate::pipeline::memory::ReadTicket;
 use crate::pipeline::{Pipeline, RETRY_AFTER, Refusal};
 use crate::proto::{
@@ -399,7 +399,12 @@ async fn export(
         return refusal_response(enc, r);
     }
     let decoded = match decode_request(body, protocol) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            d.metrics_recorded = headers
+                .get(SPAN_METRICS_HEADER)
+                .is_some_and(|v| v == "recorded");
+            d
+        }
         Err(e) => {
             metrics.request(protocol, RequestOutcome::Malformed);
             return status_response(

@@ -257,11 +257,15 @@ class TestRunCommand:
             "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         })
+        # A load-balancing OTLP exporter, for the gateway tier's metrics (no span is sent).
+        balancing = start_agent(["--exporters", "otlp", "--set", "otlp.endpoints=http://127.0.0.1:9"])
         try:
             pages.append(aws.get("/metrics")[1].decode())
+            pages.append(balancing.get("/metrics")[1].decode())
         finally:
-            aws.proc.terminate()
-            aws.proc.wait(timeout=30)
+            for a in (aws, balancing):
+                a.proc.terminate()
+                a.proc.wait(timeout=30)
         families = {f for page in pages for f in re.findall(r"^# TYPE (\S+)", page, flags=re.M)}
         series = families | {f + s for f in families for s in ("_bucket", "_sum", "_count")}
         missing = sorted(n for n in names if n not in series

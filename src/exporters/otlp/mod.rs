@@ -41,7 +41,14 @@ pub fn start(
     if c.protocol == OtlpProtocol::Grpc {
         return Err(BuildError::GrpcNotYet);
     }
-    let headers = c.header_values().map_err(BuildError::Headers)?;
+    let mut headers = c.header_values().map_err(BuildError::Headers)?;
+    // A gateway that gets these spans does not record their span metrics again.
+    if shared.span_metrics.config().enabled {
+        headers.push((
+            http::HeaderName::from_static(crate::model::SPAN_METRICS_HEADER),
+            http::HeaderValue::from_static("recorded"),
+        ));
+    }
     let limits = Limits {
         max_spans: exporter::DEFAULT_MAX_SPANS_PER_REQUEST,
         max_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,

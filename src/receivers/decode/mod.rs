@@ -97,6 +97,7 @@ pub fn decode_request(buf: Bytes, protocol: Protocol) -> Result<Decoded, DecodeE
             ticket: Default::default(),
         },
         rejected,
+        metrics_recorded: false,
     })
 }
 

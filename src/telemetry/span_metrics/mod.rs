@@ -54,6 +54,8 @@ pub struct SpanMetricsConfig {
     pub service_version: bool,
     /// Prometheus `le` bounds in seconds, ascending.
     pub buckets_seconds: Vec<f64>,
+    /// Record spans a forwarding sidetrace already recorded (a gateway's choice; off: once).
+    pub record_forwarded: bool,
 }
 
 impl Default for SpanMetricsConfig {
@@ -64,6 +66,7 @@ impl Default for SpanMetricsConfig {
             max_services: DEFAULT_MAX_SERVICES,
             service_version: false,
             buckets_seconds: DEFAULT_BUCKETS_SECONDS.to_vec(),
+            record_forwarded: false,
         }
     }
 }
@@ -107,6 +110,11 @@ impl crate::config::Section for SpanMetricsConfig {
             "span_metrics.max_services",
             "Span metrics: services tracked; further services share the _overflow service.",
             |c| &mut c.max_services,
+        ),
+        K::bool(
+            "span_metrics.record_forwarded",
+            "Span metrics: also record spans forwarded by a sidetrace that recorded them already (off: each span is counted once, where it first arrived).",
+            |c| &mut c.record_forwarded,
         ),
         K::bool(
             "span_metrics.service_version",
