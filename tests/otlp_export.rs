@@ -493,3 +493,49 @@ async fn a_gateway_killed_mid_run_loses_nothing_accepted() {
         "the two left took the most: {taken} of {acked}"
     );
 }
+
+/// OTLP/gRPC (gzip) to a gateway's gRPC port, chosen by OTEL_EXPORTER_OTLP_PROTOCOL: every span
+/// arrives, and the span-metrics mark travels as gRPC metadata.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_forwarding_delivers_every_span() {
+    let gateway = spawn_agent(&["--exporters", "local"], &[]);
+    let endpoint = format!("http://{}", gateway.grpc);
+    let sidecar = spawn_agent(
+        &[
+            "--exporters",
+            "otlp",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "otlp.idle_flush=50ms",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+        ],
+    );
+    for body in split_traces(50_000, 30, 4, 2) {
+        post(&sidecar, body).await;
+    }
+    wait_metric(
+        &sidecar,
+        "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}",
+        120.0,
+    )
+    .await;
+    assert_eq!(
+        gateway.metric("sidetrace_receiver_spans_accepted_total{protocol=\"grpc\"}"),
+        120.0
+    );
+    assert_eq!(
+        gateway.metric("sidetrace_receiver_spans_forwarded_total{protocol=\"grpc\"}"),
+        120.0
+    );
+    let doc: serde_json::Value = serde_json::from_str(&http_get(
+        &gateway.admin,
+        &format!("/api/traces/{}", trace_hex(50_000)),
+    ))
+    .unwrap();
+    assert_eq!(doc["spans"].as_array().map(Vec::len), Some(4));
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::exporters::otlp::{HttpSender, Limits, Request, Splicer};
+use crate::exporters::otlp::{GrpcSender, HttpSender, Limits, Request, Sender, Splicer};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
 use crate::model::{Batch, DropReason, SpanInfo, Ticket};
@@ -65,6 +65,15 @@ impl Target {
         } else {
             format!("{t}/v1/traces")
         }))
+    }
+}
+
+/// `scheme://authority` of a URL (what a gRPC channel takes).
+fn origin(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    match url[after..].find('/') {
+        Some(i) => &url[..after + i],
+        None => url,
     }
 }
 
@@ -171,7 +180,7 @@ struct Backend {
     url: String,
     key: u64,
     splicer: Splicer,
-    sender: Arc<HttpSender>,
+    sender: Arc<Sender>,
     stats: Arc<BackendStats>,
     down_until: Option<Instant>,
 }
@@ -190,6 +199,8 @@ pub struct BalanceSettings {
     pub timeout: Duration,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub gzip: bool,
+    /// OTLP/gRPC to each backend (`http://host:port`), else OTLP/HTTP.
+    pub grpc: bool,
     pub reindex: Reindex,
 }
 
@@ -240,13 +251,17 @@ impl Balancer {
         let mut urls = Vec::new();
         for t in &self.settings.targets {
             match t {
+                Target::Url(u) if self.settings.grpc => urls.push(origin(u).to_owned()),
                 Target::Url(u) => urls.push(u.clone()),
                 Target::Dns { host, port } => {
                     let lookup = tokio::net::lookup_host((host.as_str(), *port));
                     match tokio::time::timeout(Duration::from_secs(2), lookup).await {
                         Ok(Ok(addrs)) => {
                             for a in addrs {
-                                urls.push(format!("http://{a}/v1/traces"));
+                                urls.push(match self.settings.grpc {
+                                    true => format!("http://{a}"),
+                                    false => format!("http://{a}/v1/traces"),
+                                });
                             }
                         }
                         Ok(Err(e)) => {
@@ -297,8 +312,19 @@ impl Balancer {
             if self.backends.iter().any(|b| b.url == url) {
                 continue;
             }
-            let sender = match HttpSender::new(url.clone(), self.settings.timeout, None) {
-                Ok(s) => s.otlp(self.settings.headers.clone(), self.settings.gzip),
+            let (timeout, headers, gzip) = (
+                self.settings.timeout,
+                &self.settings.headers,
+                self.settings.gzip,
+            );
+            let sender = match self.settings.grpc {
+                true => GrpcSender::new(url.clone(), timeout, headers, gzip).map(Sender::Grpc),
+                false => HttpSender::new(url.clone(), timeout, None)
+                    .map(|s| Sender::Http(s.otlp(headers.clone(), gzip)))
+                    .map_err(|e| e.to_string()),
+            };
+            let sender = match sender {
+                Ok(s) => s,
                 Err(e) => {
                     warn!(exporter = "otlp", url = %url, error = %e, "Backend not usable.");
                     continue;

@@ -22,7 +22,7 @@ pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
     HttpProtobuf,
-    /// Accepted in settings (the variables may name it) but not sent yet: the exporter refuses to start.
+    /// Plaintext HTTP/2 (TLS for gRPC is not in this build yet).
     Grpc,
 }
 
@@ -96,7 +96,7 @@ impl Section for OtlpConfig {
         ),
         K::custom(
             "otlp.protocol",
-            "OTLP exporter: http/protobuf (grpc is not sent yet).",
+            "OTLP exporter: http/protobuf or grpc (plaintext HTTP/2; default endpoint http://localhost:4317).",
             |c, v| {
                 c.protocol = parse_protocol(v)?;
                 Ok(())

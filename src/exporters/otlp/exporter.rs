@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::exporters::otlp::{HttpSender, Limits, Request, Splicer};
+use crate::exporters::otlp::{Limits, Request, Sender, Splicer};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
 use crate::model::Batch;
@@ -27,7 +27,7 @@ pub struct OtlpSettings {
 #[derive(Debug)]
 pub struct OtlpExporter {
     name: &'static str,
-    sender: Arc<HttpSender>,
+    sender: Arc<Sender>,
     splicer: Splicer,
     retry: RetryPolicy,
     stats: Arc<ExporterStats>,
@@ -36,7 +36,7 @@ pub struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    pub fn new(sender: HttpSender, settings: OtlpSettings, stats: Arc<ExporterStats>) -> Self {
+    pub fn new(sender: Sender, settings: OtlpSettings, stats: Arc<ExporterStats>) -> Self {
         OtlpExporter {
             name: settings.name,
             sender: Arc::new(sender),

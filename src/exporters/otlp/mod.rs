@@ -6,6 +6,7 @@
 pub mod balance;
 pub mod config;
 pub mod exporter;
+pub mod grpc;
 pub mod send;
 pub mod splice;
 
@@ -15,7 +16,45 @@ use tracing::info;
 
 pub use config::{OtlpConfig, OtlpProtocol};
 pub use exporter::{OtlpExporter, OtlpSettings};
+pub use grpc::GrpcSender;
 pub use send::{HttpSender, PartialSuccess, Signer};
+
+/// One destination, over OTLP/HTTP or OTLP/gRPC.
+#[derive(Debug, Clone)]
+pub enum Sender {
+    Http(HttpSender),
+    Grpc(GrpcSender),
+}
+
+impl Sender {
+    pub fn url(&self) -> &str {
+        match self {
+            Sender::Http(h) => h.url(),
+            Sender::Grpc(g) => g.url(),
+        }
+    }
+
+    /// The body as it is handed to [`Sender::attempt`] (gzip for HTTP here; gRPC compresses itself).
+    pub fn encode(&self, body: bytes::Bytes) -> bytes::Bytes {
+        match self {
+            Sender::Http(h) => h.encode(body),
+            Sender::Grpc(_) => body,
+        }
+    }
+
+    pub async fn attempt(
+        &self,
+        body: bytes::Bytes,
+    ) -> Result<PartialSuccess, crate::exporters::retry::ExportError> {
+        match self {
+            Sender::Http(h) => h.attempt(body).await,
+            Sender::Grpc(g) => g.attempt(body).await,
+        }
+    }
+}
+
+/// OTLP exporter spec: the default OTLP/gRPC endpoint.
+pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
 pub use splice::{Limits, Request, Splicer};
 
 use crate::exporters::retry::RetryPolicy;
@@ -24,8 +63,8 @@ use crate::exporters::{ExporterStats, Running, Shared};
 /// Why the OTLP exporter could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("otlp.protocol=grpc is not supported yet; use http/protobuf (port 4318)")]
-    GrpcNotYet,
+    #[error("otlp.endpoint: {0}")]
+    Endpoint(String),
     #[error("otlp.headers: {0}")]
     Headers(String),
     #[error("cannot set up TLS for the OTLP exporter: {0}")]
@@ -38,9 +77,6 @@ pub fn start(
     shared: &Shared,
     reindex: balance::Reindex,
 ) -> Result<Running, BuildError> {
-    if c.protocol == OtlpProtocol::Grpc {
-        return Err(BuildError::GrpcNotYet);
-    }
     let mut headers = c.header_values().map_err(BuildError::Headers)?;
     // A gateway that gets these spans does not record their span metrics again.
     if shared.span_metrics.config().enabled {
@@ -74,6 +110,7 @@ pub fn start(
                 timeout: c.timeout,
                 headers,
                 gzip: c.gzip,
+                grpc: c.protocol == OtlpProtocol::Grpc,
                 reindex,
             },
             stats.clone(),
@@ -81,16 +118,34 @@ pub fn start(
         );
         return Ok(crate::exporters::spawn(b, stats, shared.input_bytes));
     }
-    let sender = HttpSender::new(c.endpoint.clone(), c.timeout, None)
-        .map_err(BuildError::Tls)?
-        .otlp(headers, c.gzip);
+    let sender = match c.protocol {
+        OtlpProtocol::HttpProtobuf => Sender::Http(
+            HttpSender::new(c.endpoint.clone(), c.timeout, None)
+                .map_err(BuildError::Tls)?
+                .otlp(headers, c.gzip),
+        ),
+        OtlpProtocol::Grpc => {
+            // The spec's gRPC endpoint has no path; the HTTP default means "not set".
+            let url = match c.endpoint.as_str() {
+                config::DEFAULT_OTLP_ENDPOINT => DEFAULT_GRPC_ENDPOINT.to_owned(),
+                e => e.to_owned(),
+            };
+            Sender::Grpc(
+                GrpcSender::new(url, c.timeout, &headers, c.gzip).map_err(BuildError::Endpoint)?,
+            )
+        }
+    };
+    let protocol = match c.protocol {
+        OtlpProtocol::HttpProtobuf => "http/protobuf",
+        OtlpProtocol::Grpc => "grpc",
+    };
     // Header names only: their values are often credentials.
     let header_names: Vec<String> = c
         .headers
         .iter()
         .filter_map(|h| h.split_once('=').map(|(k, _)| k.trim().to_owned()))
         .collect();
-    info!(exporter = "otlp", url = sender.url(), protocol = "http/protobuf", gzip = c.gzip, headers = ?header_names, "OTLP exporter ready.");
+    info!(exporter = "otlp", url = sender.url(), protocol, gzip = c.gzip, headers = ?header_names, "OTLP exporter ready.");
     let stats = ExporterStats::new("otlp");
     let settings = OtlpSettings {
         name: "otlp",

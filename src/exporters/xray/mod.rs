@@ -99,7 +99,7 @@ pub fn start(
         let sender = crate::exporters::otlp::HttpSender::new(url, x.request_timeout, Some(signer))
             .map_err(BuildError::Tls)?;
         let exporter = crate::exporters::otlp::OtlpExporter::new(
-            sender,
+            crate::exporters::otlp::Sender::Http(sender),
             otlp_mode::settings(x.idle_flush, x.concurrency, retry),
             stats.clone(),
         );

@@ -88,7 +88,7 @@ mod tests {
             ..RetryPolicy::default()
         };
         let mut x = OtlpExporter::new(
-            sender,
+            crate::exporters::otlp::Sender::Http(sender),
             settings(Duration::from_secs(60), 4, retry),
             stats.clone(),
         );
