@@ -58,6 +58,13 @@ async fn put(
     )
 }
 
+/// An OTLP/HTTP endpoint that takes every request (a blackhole gateway for the forwarding
+/// configuration): counted as calls, answered with an empty ExportTraceServiceResponse.
+async fn otlp(State(c): State<Arc<Counts>>, _body: Bytes) -> ([(&'static str, &'static str); 1], &'static [u8]) {
+    c.calls.fetch_add(1, Ordering::Relaxed);
+    ([("content-type", "application/x-protobuf")], b"")
+}
+
 async fn stats(State(c): State<Arc<Counts>>) -> String {
     format!(
         "{{\"calls\":{},\"documents\":{},\"faults\":{}}}\n",
@@ -86,7 +93,10 @@ fn main() {
         });
         let app = Router::new()
             .route("/TraceSegments", post(put))
+            .route("/v1/traces", post(otlp))
             .route("/stats", get(stats))
+            // OTLP requests of up to 4 MiB (axum's default cap is 2 MB).
+            .layer(axum::extract::DefaultBodyLimit::max(16 << 20))
             .with_state(counts);
         let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
         eprintln!("fake X-Ray on {addr}");

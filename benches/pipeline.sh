@@ -8,7 +8,8 @@
 # Configurations: a = local mode, console off; b = AWS mode, sampling 1% to X-Ray, with the
 # realistic error mix (MIX=uniform for the old 2 % mix; errors are kept whole, so this decides
 # how much reaches X-Ray: the kept fraction is printed);
-# c = X-Ray export of 100% of spans; o = b with --memory-limit $LIMIT (default 48MiB) under ten
+# c = X-Ray export of 100% of spans; f = a sidecar forwarding every span over OTLP/HTTP to a
+# blackhole gateway (sampling off, span metrics on: splicing only); o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
 # AWS is a local fake endpoint (benches/fake_xray.rs). AGENT_ARGS adds flags to the agent.
 set -euo pipefail
@@ -52,6 +53,8 @@ start_agent() {
        args+=(--sampling-ratio 0.01) ;;
     c) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 1) ;;
+    f) args+=(--exporters otlp --sampling-ratio 1 --set sampling.keep_errors=false
+          --set "otlp.endpoint=http://$AWS/v1/traces") ;;
     o) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 0.01 --memory-limit "$LIMIT") ;;
   esac
