@@ -60,7 +60,10 @@ async fn put(
 
 /// An OTLP/HTTP endpoint that takes every request (a blackhole gateway for the forwarding
 /// configuration): counted as calls, answered with an empty ExportTraceServiceResponse.
-async fn otlp(State(c): State<Arc<Counts>>, _body: Bytes) -> ([(&'static str, &'static str); 1], &'static [u8]) {
+async fn otlp(
+    State(c): State<Arc<Counts>>,
+    _body: Bytes,
+) -> ([(&'static str, &'static str); 1], &'static [u8]) {
     c.calls.fetch_add(1, Ordering::Relaxed);
     ([("content-type", "application/x-protobuf")], b"")
 }
