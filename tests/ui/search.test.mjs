@@ -21,7 +21,10 @@ describe('search', () => {
 
   test('the store status shows traces kept, evicted and the age of the oldest trace', async () => {
     const page = await open('');
-    const text = await page.locator('#store').textContent({ timeout: 5000 });
+    // The status is filled in by its own fetch: wait for it rather than read it at once.
+    const store = page.locator('#store', { hasText: /traces kept/ });
+    await store.waitFor({ timeout: 10000 });
+    const text = await store.textContent();
     assert.match(text, /\d+ traces kept/);
     assert.match(text, /\d+ evicted/);
     assert.match(text, /oldest \d+[smhd]/);
