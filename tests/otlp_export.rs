@@ -32,6 +32,20 @@ async fn post(agent: &Running, body: Vec<u8>) {
     assert_eq!(r.status(), 200);
 }
 
+/// An agent that forwards every span (`--exporters otlp`, sampling off), with `args` and `env`.
+fn sidecar(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut all = vec![
+        "--exporters",
+        "otlp",
+        "--sampling-ratio",
+        "1",
+        "--set",
+        "otlp.idle_flush=50ms",
+    ];
+    all.extend_from_slice(args);
+    spawn_agent(&all, env)
+}
+
 async fn wait_metric(agent: &Running, series: &str, want: f64) {
     let t = Instant::now();
     while agent.metric(series) < want {
@@ -52,15 +66,8 @@ async fn wait_metric(agent: &Running, series: &str, want: f64) {
 async fn a_sidecar_forwards_every_span_intact_to_a_gateway() {
     let gateway = spawn_agent(&["--exporters", "local"], &[]);
     let base = format!("http://{}", gateway.http);
-    let sidecar = spawn_agent(
-        &[
-            "--exporters",
-            "otlp",
-            "--sampling-ratio",
-            "1",
-            "--set",
-            "otlp.idle_flush=50ms",
-        ],
+    let sidecar = sidecar(
+        &[],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
             ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
@@ -220,15 +227,8 @@ async fn endpoint(port: u16, script: Vec<(u16, Option<&'static str>)>) -> Arc<Mu
 
 fn sidecar_for(port: u16) -> Running {
     let url = format!("http://127.0.0.1:{port}/ingest/traces");
-    spawn_agent(
-        &[
-            "--exporters",
-            "otlp",
-            "--sampling-ratio",
-            "1",
-            "--set",
-            "otlp.idle_flush=50ms",
-        ],
+    sidecar(
+        &[],
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
             ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", url.leak()),
@@ -384,19 +384,7 @@ fn balancing_sidecar(gateways: &[&Running]) -> Running {
         .map(|g| format!("http://{}", g.http))
         .collect();
     let endpoints = format!("otlp.endpoints={}", list.join(","));
-    spawn_agent(
-        &[
-            "--exporters",
-            "otlp",
-            "--sampling-ratio",
-            "1",
-            "--set",
-            "otlp.idle_flush=50ms",
-            "--set",
-            endpoints.leak(),
-        ],
-        &[],
-    )
+    sidecar(&["--set", endpoints.leak()], &[])
 }
 
 /// One sidecar, three gateways: 1,000 traces, each split over three requests, each land whole
@@ -500,15 +488,8 @@ async fn a_gateway_killed_mid_run_loses_nothing_accepted() {
 async fn grpc_forwarding_delivers_every_span() {
     let gateway = spawn_agent(&["--exporters", "local"], &[]);
     let endpoint = format!("http://{}", gateway.grpc);
-    let sidecar = spawn_agent(
-        &[
-            "--exporters",
-            "otlp",
-            "--sampling-ratio",
-            "1",
-            "--set",
-            "otlp.idle_flush=50ms",
-        ],
+    let sidecar = sidecar(
+        &[],
         &[
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
