@@ -134,7 +134,23 @@ async fn bind_daemon_ports(
 async fn replay_spooled(pipeline: Arc<Pipeline>, replay: Vec<Replay>) {
     let mut left = replay.into_iter();
     for r in left.by_ref() {
-        let mut batch = match decode_request(r.payload, r.protocol) {
+        // One request in memory at a time, read off the runtime's workers.
+        let (r, payload) = match tokio::task::spawn_blocking(move || {
+            let p = r.read();
+            (r, p)
+        })
+        .await
+        {
+            Ok((r, Ok(p))) => (r, p),
+            Ok((r, Err(e))) => {
+                // Checked at open; a file changed since. Left in the spool (not marked done).
+                warn!(error = %e, "Persistent queue: a request could not be read back; left for the next start.");
+                std::mem::forget(r);
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let mut batch = match decode_request(payload, r.protocol) {
             Ok(d) => d.batch,
             Err(e) => {
                 // It decoded when it was admitted: only a bug could get here. Marked done.

@@ -208,8 +208,20 @@ impl Stats for SpoolStats {
 #[derive(Debug)]
 pub struct Replay {
     pub protocol: Protocol,
-    pub payload: Bytes,
+    path: Arc<PathBuf>,
+    offset: u64,
+    len: usize,
     pub ticket: Ticket,
+}
+
+impl Replay {
+    /// Reads the request's bytes from its segment (blocking file I/O: call it off the runtime).
+    pub fn read(&self) -> std::io::Result<Bytes> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; self.len];
+        File::open(self.path.as_path())?.read_exact_at(&mut buf, self.offset)?;
+        Ok(buf.into())
+    }
 }
 
 /// The persistent queue: [`Spool::append`] from the receivers, replay at start.
@@ -246,36 +258,50 @@ fn protocol_of(code: u8) -> Protocol {
 }
 
 /// Reads a segment's records; returns them and how many bytes at the end could not be read.
-/// A segment's records: (seq, protocol, payload).
-type Records = Vec<(u64, Protocol, Bytes)>;
+/// A record found in a segment: its payload is read again only when it is replayed, so opening
+/// a full spool holds one record in memory at a time, not the spool.
+#[derive(Debug)]
+struct Found {
+    seq: u64,
+    protocol: Protocol,
+    offset: u64,
+    len: usize,
+}
 
-fn read_segment(path: &Path) -> std::io::Result<(Records, u64)> {
-    let mut data = Vec::new();
-    BufReader::new(File::open(path)?).read_to_end(&mut data)?;
-    let data = Bytes::from(data);
+/// Checks a segment's records (header, length, CRC) in one streaming pass; returns them and
+/// how many bytes at the end could not be read.
+fn read_segment(path: &Path) -> std::io::Result<(Vec<Found>, u64)> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    let mut r = BufReader::new(file);
     let mut records = Vec::new();
-    let mut at = 0;
-    while at < data.len() {
-        let h = &data[at..];
-        if h.len() < HEADER_BYTES || h[0] != MAGIC {
+    let mut payload = Vec::new();
+    let mut at = 0u64;
+    loop {
+        let mut h = [0u8; HEADER_BYTES];
+        if r.read_exact(&mut h).is_err() || h[0] != MAGIC {
             break;
         }
         let len = u32::from_le_bytes([h[2], h[3], h[4], h[5]]) as usize;
         let crc = u32::from_le_bytes([h[6], h[7], h[8], h[9]]);
         let mut seq_bytes = [0u8; 8];
         seq_bytes.copy_from_slice(&h[10..18]);
-        let seq = u64::from_le_bytes(seq_bytes);
-        if len > MAX_RECORD_BYTES || h.len() < HEADER_BYTES + len {
+        if len > MAX_RECORD_BYTES || at + (HEADER_BYTES + len) as u64 > size {
             break;
         }
-        let payload = data.slice(at + HEADER_BYTES..at + HEADER_BYTES + len);
-        if crc32(&payload) != crc {
+        payload.resize(len, 0);
+        if r.read_exact(&mut payload).is_err() || crc32(&payload) != crc {
             break;
         }
-        records.push((seq, protocol_of(h[1]), payload));
-        at += HEADER_BYTES + len;
+        records.push(Found {
+            seq: u64::from_le_bytes(seq_bytes),
+            protocol: protocol_of(h[1]),
+            offset: at + HEADER_BYTES as u64,
+            len,
+        });
+        at += (HEADER_BYTES + len) as u64;
     }
-    Ok((records, (data.len() - at) as u64))
+    Ok((records, size - at))
 }
 
 /// CRC-32 (IEEE), as zlib computes it.
@@ -333,7 +359,14 @@ impl Spool {
                 warn!(path = %path.display(), skipped_bytes = corrupt, records = records.len(), "Persistent queue: a record failed its checksum or was cut short (a crash mid-write?); the rest of the segment is skipped.");
             }
             let mut live = HashSet::new();
-            for (seq, protocol, payload) in records {
+            let shared_path = Arc::new(path.clone());
+            for Found {
+                seq,
+                protocol,
+                offset,
+                len,
+            } in records
+            {
                 next_seq = next_seq.max(seq + 1);
                 if done.contains(&seq) {
                     kept_done.push(seq);
@@ -342,7 +375,9 @@ impl Spool {
                 live.insert(seq);
                 replay.push(Replay {
                     protocol,
-                    payload,
+                    path: shared_path.clone(),
+                    offset,
+                    len,
                     ticket: Ticket::new(Box::new(Record {
                         seq,
                         tx: tx.clone(),
@@ -655,7 +690,7 @@ mod tests {
         let (spool, replay) = Spool::open(&config(&dir)).unwrap();
         assert_eq!(replay.len(), 1);
         assert_eq!(
-            (replay[0].protocol, &replay[0].payload[..]),
+            (replay[0].protocol, &replay[0].read().unwrap()[..]),
             (Protocol::HttpJson, &b"second"[..])
         );
         drop(replay);
@@ -725,7 +760,7 @@ mod tests {
         fs::write(&seg, &bytes).unwrap();
         let (spool, replay) = Spool::open(&config(&dir)).unwrap();
         assert_eq!(replay.len(), 1, "only the record before the corrupt one");
-        assert_eq!(&replay[0].payload[..], b"record0");
+        assert_eq!(&replay[0].read().unwrap()[..], b"record0");
         spool.close();
         let _ = fs::remove_dir_all(&dir);
 
