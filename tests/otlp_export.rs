@@ -22,14 +22,7 @@ use sidetrace::proto::{
 use sidetrace::workload::{Rng, Shape, Topology, request};
 
 async fn post(agent: &Running, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/v1/traces", agent.http))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::process::post_protobuf(&agent.http, body).await;
 }
 
 /// An agent that forwards every span (`--exporters otlp`, sampling off), with `args` and `env`.

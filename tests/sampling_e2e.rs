@@ -75,14 +75,7 @@ fn trace_ids(seed: u64, n: usize) -> Vec<[u8; 16]> {
 }
 
 async fn post(addr: &str, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/traces"))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::process::post_protobuf(addr, body).await;
 }
 
 /// Segments per trace found at the endpoint.

@@ -271,14 +271,7 @@ fn request_with(trace_id: [u8; 16], n: u8) -> Vec<u8> {
 }
 
 async fn post(agent: &Running, body: Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("http://{}/v1/traces", agent.http))
-        .header("content-type", "application/x-protobuf")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    common::process::post_protobuf(&agent.http, body).await;
 }
 
 /// How the fault proxy misbehaves for its first `failures` requests before forwarding to moto.

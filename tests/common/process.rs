@@ -63,6 +63,18 @@ impl Running {
 }
 
 /// A blocking GET returning the body (HTTP/1.0, so the server closes the connection).
+/// POSTs an OTLP/HTTP protobuf request to `http_addr` and expects 200.
+pub async fn post_protobuf(http_addr: &str, body: Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("http://{http_addr}/v1/traces"))
+        .header("content-type", "application/x-protobuf")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 pub fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -65,17 +65,17 @@ impl RequestBody {
 
     /// Lets `write` append whole documents as JSON strings (`"…"`, separated by `,`, as
     /// [`crate::exporters::xray::to_segment_escaped`] writes them); on `Err` the body is left as it was.
-    pub fn write_with<T: Counted, E>(
+    pub fn write_with<E>(
         &mut self,
-        write: impl FnOnce(&mut Vec<u8>) -> Result<T, E>,
-    ) -> Result<T, E> {
+        write: impl FnOnce(&mut Vec<u8>) -> Result<Translated, E>,
+    ) -> Result<Translated, E> {
         let mark = self.buf.len();
         if self.documents > 0 {
             self.buf.push(b',');
         }
         match write(&mut self.buf) {
             Ok(t) => {
-                self.documents += t.documents();
+                self.documents += t.documents().len();
                 Ok(t)
             }
             Err(e) => {
@@ -102,17 +102,6 @@ impl RequestBody {
     pub fn finish(mut self) -> Bytes {
         self.buf.extend_from_slice(b"]}");
         self.buf.into()
-    }
-}
-
-/// How many documents a write into a [`RequestBody`] added.
-pub trait Counted {
-    fn documents(&self) -> usize;
-}
-
-impl Counted for crate::exporters::xray::translate::Translated {
-    fn documents(&self) -> usize {
-        Translated::documents(self).len()
     }
 }
 
