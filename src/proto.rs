@@ -2,6 +2,8 @@
 
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
+pub mod wire;
+
 // The nesting mirrors the protobuf packages because the generated code refers to `super::super::…`.
 pub mod opentelemetry {
     pub mod proto {

@@ -7,6 +7,7 @@ use tokio::time::Instant;
 
 use crate::exporters::batching::{BatchLimits, Batcher};
 use crate::model::{Batch, Ticket, hold};
+use crate::proto::wire::{put_varint, varint_len};
 
 /// Limits of one outgoing request.
 #[derive(Debug, Clone, Copy)]
@@ -44,18 +45,6 @@ pub struct Splicer {
     /// The tickets of the request being filled, and that of the batch being added.
     tickets: Vec<Ticket>,
     adding: Vec<Ticket>,
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-pub(crate) fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Bytes a length-delimited field of `len` bytes takes with its tag (fields 1–15: one tag byte).
@@ -245,15 +234,6 @@ mod tests {
         max_span_bytes: 200_000,
         idle: std::time::Duration::from_secs(60),
     };
-
-    #[test]
-    fn varint_lengths() {
-        for v in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
-            let mut out = Vec::new();
-            put_varint(&mut out, v);
-            assert_eq!(out.len(), varint_len(v), "{v}");
-        }
-    }
 
     fn spans_of(req: &ExportTraceServiceRequest) -> Vec<crate::proto::Span> {
         let mut spans: Vec<_> = req

@@ -114,18 +114,18 @@ pub struct Segment<'a> {
     pub http: Option<Http<'a>>,
     #[serde(borrow, default)]
     pub sql: Option<Sql<'a>>,
-    /// Free-form blocks, kept as JSON values (rarely large; only read when present).
-    #[serde(default)]
-    pub aws: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pub annotations: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(borrow, default)]
+    pub aws: Option<Aws<'a>>,
+    /// Key → value, sorted by key.
+    #[serde(borrow, default)]
+    pub annotations: Option<std::collections::BTreeMap<Cow<'a, str>, Annotation<'a>>>,
     /// Namespace → its JSON text, unparsed (metadata is free-form and can be most of a document).
     #[serde(borrow, default)]
     pub metadata: Option<std::collections::BTreeMap<Cow<'a, str>, &'a serde_json::value::RawValue>>,
     #[serde(default)]
     pub cause: Option<serde_json::Value>,
-    #[serde(default)]
-    pub service: Option<serde_json::Value>,
+    #[serde(borrow, default)]
+    pub service: Block<ServiceBlock<'a>>,
     #[serde(borrow, default)]
     pub subsegments: Option<Vec<Segment<'a>>>,
 }
@@ -169,6 +169,195 @@ pub struct Sql<'a> {
     pub database_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub user: Option<Cow<'a, str>>,
+}
+
+/// The `aws` block: free-form, read for the fields the span view names. Its leaves are
+/// [`Text`], and its other keys are skipped, so that a block X-Ray takes is never refused here.
+/// (Typed and borrowed: as a JSON map of values it cost a dozen allocations per document.)
+#[derive(Debug, Default, Deserialize)]
+pub struct Aws<'a> {
+    #[serde(borrow, default)]
+    pub account_id: Text<'a>,
+    #[serde(borrow, default)]
+    pub operation: Text<'a>,
+    #[serde(borrow, default)]
+    pub region: Text<'a>,
+    #[serde(borrow, default)]
+    pub request_id: Text<'a>,
+    #[serde(borrow, default)]
+    pub queue_url: Text<'a>,
+    #[serde(borrow, default)]
+    pub table_name: Text<'a>,
+    #[serde(borrow, default)]
+    pub ec2: Block<AwsEc2<'a>>,
+    #[serde(borrow, default)]
+    pub ecs: Block<AwsEcs<'a>>,
+    #[serde(borrow, default)]
+    pub xray: Block<AwsXray<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AwsEc2<'a> {
+    #[serde(borrow, default)]
+    pub instance_id: Text<'a>,
+    #[serde(borrow, default)]
+    pub availability_zone: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AwsEcs<'a> {
+    #[serde(borrow, default)]
+    pub container: Text<'a>,
+    #[serde(borrow, default)]
+    pub container_id: Text<'a>,
+    #[serde(borrow, default)]
+    pub cluster_arn: Text<'a>,
+    #[serde(borrow, default)]
+    pub task_arn: Text<'a>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct AwsXray<'a> {
+    #[serde(borrow, default)]
+    pub sdk: Text<'a>,
+    #[serde(borrow, default)]
+    pub sdk_version: Text<'a>,
+}
+
+/// The `service` block.
+#[derive(Debug, Default, Deserialize)]
+pub struct ServiceBlock<'a> {
+    #[serde(borrow, default)]
+    pub version: Text<'a>,
+}
+
+/// An object read as `T`; any other JSON value is skipped and reads as `None` (a free-form
+/// block is not refused for holding something else).
+#[derive(Debug)]
+pub struct Block<T>(pub Option<T>);
+
+impl<T> Default for Block<T> {
+    fn default() -> Self {
+        Block(None)
+    }
+}
+
+impl<T> Block<T> {
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_ref()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Block<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, value::MapAccessDeserializer};
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> de::Visitor<'de> for Object<T> {
+            type Value = Block<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(a)).map(|t| Block(Some(t)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Block(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Block(None))
+            }
+        }
+        d.deserialize_any(Object(std::marker::PhantomData))
+    }
+}
+
+/// A free-form value kept when it is a string; any other JSON value is skipped and reads as
+/// `None`.
+#[derive(Debug, Default)]
+pub struct Text<'a>(pub Option<Cow<'a, str>>);
+
+impl Text<'_> {
+    pub fn get(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+}
+
+/// An annotation's value: a string, number or boolean (anything else is skipped: `Other`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Annotation<'a> {
+    Str(Cow<'a, str>),
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Other,
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match Annotation::deserialize(d)? {
+            Annotation::Str(s) => Text(Some(s)),
+            _ => Text(None),
+        })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Annotation<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{self, IgnoredAny, MapAccess, SeqAccess};
+        struct Scalar<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> de::Visitor<'de> for Scalar<'a> {
+            type Value = Annotation<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Annotation::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Annotation::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Annotation::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Annotation::Int(v))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(i64::try_from(v).map_or(Annotation::Double(v as f64), Annotation::Int))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Annotation::Double(v))
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(Annotation::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Annotation::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Annotation::Other)
+            }
+        }
+        d.deserialize_any(Scalar(std::marker::PhantomData))
+    }
 }
 
 /// Deepest `[`/`{` nesting outside strings: checked before parsing (serde_json skips unknown
@@ -440,6 +629,32 @@ mod tests {
             }
         }
         assert!(passed > 100, "some mutations stay valid ({passed})");
+    }
+
+    /// Free-form blocks are read for what the span view needs; a value of another kind than it
+    /// expects is skipped, never a reason to refuse the document.
+    #[test]
+    fn free_form_blocks_holding_other_values_pass() {
+        let d = datagram(&doc(
+            r#","aws":{"operation":5,"region":"eu-west-1","ecs":"web","ec2":[1,{"a":2}],"xray":{"sdk":{"n":1},"sdk_version":"2"},"other":{"x":[]}},"service":"v1","annotations":{"s":"ü\n","i":-3,"u":18446744073709551615,"f":0.5,"b":false,"n":null,"o":{"k":1},"a":[1]}"#,
+        ));
+        let seg = parse(&d).unwrap().segment;
+        let aws = seg.aws.as_ref().unwrap();
+        assert_eq!(aws.operation.get(), None);
+        assert_eq!(aws.region.get(), Some("eu-west-1"));
+        assert!(aws.ecs.get().is_none() && aws.ec2.get().is_none());
+        let xray = aws.xray.get().unwrap();
+        assert_eq!((xray.sdk.get(), xray.sdk_version.get()), (None, Some("2")));
+        assert!(seg.service.get().is_none());
+        let a = seg.annotations.unwrap();
+        assert_eq!(a["s"], Annotation::Str("ü\n".into()));
+        assert_eq!(a["i"], Annotation::Int(-3));
+        assert_eq!(a["u"], Annotation::Double(18446744073709551615.0));
+        assert_eq!(a["f"], Annotation::Double(0.5));
+        assert_eq!(a["b"], Annotation::Bool(false));
+        for k in ["n", "o", "a"] {
+            assert_eq!(a[k], Annotation::Other, "{k}");
+        }
     }
 
     #[test]

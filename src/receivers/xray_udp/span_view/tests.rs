@@ -1,7 +1,7 @@
 use prost::Message;
 
 use super::*;
-use crate::proto::ExportTraceServiceRequest;
+use crate::proto::{ExportTraceServiceRequest, KeyValue, any_value};
 use crate::receivers::xray_udp::datagram;
 
 const HEADER: &str = "{\"format\": \"json\", \"version\": 1}\n";
