@@ -438,9 +438,14 @@ pub fn parse<'a>(datagram: &'a [u8]) -> Result<Document<'a>, Reject> {
     if body.is_empty() {
         return Err(Reject::MissingHeader);
     }
-    let h: Header<'_> = serde_json::from_slice(header).map_err(|_| Reject::InvalidHeader)?;
-    if !h.format.eq_ignore_ascii_case("json") || h.version != 1 {
-        return Err(Reject::InvalidHeader);
+    // The SDKs write one of these two spellings; anything else is parsed.
+    let usual = header == br#"{"format": "json", "version": 1}"#
+        || header == br#"{"format":"json","version":1}"#;
+    if !usual {
+        let h: Header<'_> = serde_json::from_slice(header).map_err(|_| Reject::InvalidHeader)?;
+        if !h.format.eq_ignore_ascii_case("json") || h.version != 1 {
+            return Err(Reject::InvalidHeader);
+        }
     }
     if body.len() > MAX_DOCUMENT_BYTES {
         return Err(Reject::TooLarge);
