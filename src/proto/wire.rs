@@ -42,8 +42,7 @@ pub fn bytes(out: &mut Vec<u8>, field: u32, b: &[u8]) {
 
 /// A `string` field given in parts (`aws.xray.metadata.` + a namespace, say).
 pub fn string_parts(out: &mut Vec<u8>, field: u32, parts: &[&str]) {
-    key(out, field, LEN);
-    put_varint(out, parts.iter().map(|p| p.len() as u64).sum());
+    len_prefix(out, field, parts.iter().map(|p| p.len()).sum());
     for p in parts {
         out.extend_from_slice(p.as_bytes());
     }

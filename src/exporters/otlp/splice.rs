@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::exporters::batching::{BatchLimits, Batcher};
 use crate::model::{Batch, Ticket, hold};
-use crate::proto::wire::{put_varint, varint_len};
+use crate::proto::wire::{self, field_len};
 
 /// Limits of one outgoing request.
 #[derive(Debug, Clone, Copy)]
@@ -45,17 +45,6 @@ pub struct Splicer {
     /// The tickets of the request being filled, and that of the batch being added.
     tickets: Vec<Ticket>,
     adding: Vec<Ticket>,
-}
-
-/// Bytes a length-delimited field of `len` bytes takes with its tag (fields 1–15: one tag byte).
-fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-fn put_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
-    out.push(field << 3 | 2);
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
 }
 
 impl Splicer {
@@ -168,15 +157,15 @@ impl Splicer {
         now: Instant,
         full: &mut Vec<Request>,
     ) -> u64 {
-        let header = field_len(resource.len()) + field_len(scope.len());
+        let header = field_len(1, resource.len()) + field_len(2, scope.len());
         let mut added = 0;
         while !spans.is_empty() {
             // Take as many spans as fit in the current request.
             let (span_room, byte_room) = self.batch.room();
-            let (mut take, mut scope_body) = (0, field_len(scope.len()));
+            let (mut take, mut scope_body) = (0, field_len(1, scope.len()));
             for s in spans {
-                let next = scope_body + field_len(s.len());
-                let item = field_len(field_len(resource.len()) + field_len(next));
+                let next = scope_body + field_len(2, s.len());
+                let item = field_len(1, field_len(1, resource.len()) + field_len(2, next));
                 if take >= span_room || item > byte_room {
                     break;
                 }
@@ -193,18 +182,18 @@ impl Splicer {
             }
             let mut scope_spans = Vec::with_capacity(scope_body);
             if !scope.is_empty() {
-                put_field(&mut scope_spans, 1, scope);
+                wire::bytes(&mut scope_spans, 1, scope);
             }
             for s in &spans[..take] {
-                put_field(&mut scope_spans, 2, s);
+                wire::bytes(&mut scope_spans, 2, s);
             }
-            let mut rs = Vec::with_capacity(header + field_len(scope_spans.len()));
+            let mut rs = Vec::with_capacity(header + field_len(2, scope_spans.len()));
             if !resource.is_empty() {
-                put_field(&mut rs, 1, resource);
+                wire::bytes(&mut rs, 1, resource);
             }
-            put_field(&mut rs, 2, &scope_spans);
-            let mut item = Vec::with_capacity(field_len(rs.len()));
-            put_field(&mut item, 1, &rs);
+            wire::bytes(&mut rs, 2, &scope_spans);
+            let mut item = Vec::with_capacity(field_len(1, rs.len()));
+            wire::bytes(&mut item, 1, &rs);
             let len = item.len();
             for t in &self.adding {
                 hold(&mut self.tickets, t);
