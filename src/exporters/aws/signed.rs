@@ -9,7 +9,7 @@ use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::exporters::aws::{CachedCredentials, https_client};
+use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client};
 use crate::exporters::retry::ExportError;
 
 /// Who signs, for which region and SigV4 service name.
@@ -51,11 +51,24 @@ pub async fn post(
     timeout: Duration,
     max_response: usize,
 ) -> Result<Answer, ExportError> {
-    post_with(url, content_type, &[], body, signer, timeout, max_response).await
+    post_with(
+        None,
+        url,
+        content_type,
+        &[],
+        body,
+        signer,
+        timeout,
+        max_response,
+    )
+    .await
 }
 
-/// [`post`] with extra request headers (signed with the rest).
+/// [`post`] with extra request headers (signed with the rest), over `client` when given (its
+/// own TLS settings) or the shared one.
+#[allow(clippy::too_many_arguments)]
 pub async fn post_with(
+    client: Option<&HttpsClient>,
     url: &str,
     content_type: &str,
     headers: &[(http::HeaderName, http::HeaderValue)],
@@ -98,7 +111,14 @@ pub async fn post_with(
         .map_err(|e| permanent("signing", e))?;
     }
     // The shared client, built on first use (TLS roots load then).
-    let client = https_client().map_err(|e| permanent("tls", e.to_string()))?;
+    let shared;
+    let client = match client {
+        Some(c) => c,
+        None => {
+            shared = https_client().map_err(|e| permanent("tls", e.to_string()))?;
+            &shared
+        }
+    };
     let resp = match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => return Err(retry("timeout", "request timed out".into())),
         Ok(Err(e)) => return Err(retry("connection", e.to_string())),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::exporters::otlp::{GrpcSender, HttpSender, Limits, Request, Sender, Splicer};
+use crate::exporters::otlp::{Limits, Request, Sender, Splicer};
 use crate::exporters::retry::{self, Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
 use crate::model::{Batch, DropReason, SpanInfo, Ticket};
@@ -32,14 +32,24 @@ const BACKEND_RETRY: RetryPolicy = RetryPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Url(String),
-    Dns { host: String, port: u16 },
+    /// `dns:` (plaintext) or `dns+https:` (TLS, the certificate checked against `host`).
+    Dns {
+        host: String,
+        port: u16,
+        https: bool,
+    },
 }
 
 impl Target {
-    /// `http(s)://host:port[/path]` (`/v1/traces` when no path is given) or `dns:HOST:PORT`.
+    /// `http(s)://host:port[/path]` (`/v1/traces` when no path is given), `dns:HOST:PORT` or
+    /// `dns+https:HOST:PORT`.
     pub fn parse(text: &str) -> Result<Target, String> {
         let t = text.trim();
-        if let Some(rest) = t.strip_prefix("dns:") {
+        let dns = t
+            .strip_prefix("dns:")
+            .map(|r| (r, false))
+            .or_else(|| t.strip_prefix("dns+https:").map(|r| (r, true)));
+        if let Some((rest, https)) = dns {
             let (host, port) = rest
                 .rsplit_once(':')
                 .ok_or_else(|| format!("{t:?}: dns:HOST:PORT"))?;
@@ -52,19 +62,30 @@ impl Target {
             return Ok(Target::Dns {
                 host: host.into(),
                 port,
+                https,
             });
         }
         let Some(after) = t
             .strip_prefix("http://")
             .or_else(|| t.strip_prefix("https://"))
         else {
-            return Err(format!("{t:?} is not an http(s):// URL or dns:HOST:PORT"));
+            return Err(format!(
+                "{t:?} is not an http(s):// URL, dns:HOST:PORT or dns+https:HOST:PORT"
+            ));
         };
         Ok(Target::Url(if after.contains('/') {
             t.into()
         } else {
             format!("{t}/v1/traces")
         }))
+    }
+
+    /// Whether it is reached over TLS.
+    pub fn is_https(&self) -> bool {
+        match self {
+            Target::Url(u) => u.starts_with("https://"),
+            Target::Dns { https, .. } => *https,
+        }
     }
 }
 
@@ -199,8 +220,10 @@ pub struct BalanceSettings {
     pub timeout: Duration,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub gzip: bool,
-    /// OTLP/gRPC to each backend (`http://host:port`), else OTLP/HTTP.
+    /// OTLP/gRPC to each backend (`http(s)://host:port`), else OTLP/HTTP.
     pub grpc: bool,
+    /// Loaded when a backend is https or a CA / client certificate is set.
+    pub tls: Option<super::Tls>,
     pub reindex: Reindex,
 }
 
@@ -246,22 +269,26 @@ impl Balancer {
         }
     }
 
-    /// The backends' URLs now: fixed ones, and one per address of each DNS name.
-    async fn resolve(&self) -> Vec<String> {
+    /// The backends' URLs now: fixed ones, and one per address of each DNS name (with the name
+    /// its certificate must hold, for `dns+https:`).
+    async fn resolve(&self) -> Vec<(String, Option<String>)> {
         let mut urls = Vec::new();
         for t in &self.settings.targets {
             match t {
-                Target::Url(u) if self.settings.grpc => urls.push(origin(u).to_owned()),
-                Target::Url(u) => urls.push(u.clone()),
-                Target::Dns { host, port } => {
+                Target::Url(u) if self.settings.grpc => urls.push((origin(u).to_owned(), None)),
+                Target::Url(u) => urls.push((u.clone(), None)),
+                Target::Dns { host, port, https } => {
                     let lookup = tokio::net::lookup_host((host.as_str(), *port));
+                    let scheme = if *https { "https" } else { "http" };
+                    let name = https.then(|| host.clone());
                     match tokio::time::timeout(Duration::from_secs(2), lookup).await {
                         Ok(Ok(addrs)) => {
                             for a in addrs {
-                                urls.push(match self.settings.grpc {
-                                    true => format!("http://{a}"),
-                                    false => format!("http://{a}/v1/traces"),
-                                });
+                                let url = match self.settings.grpc {
+                                    true => format!("{scheme}://{a}"),
+                                    false => format!("{scheme}://{a}/v1/traces"),
+                                };
+                                urls.push((url, name.clone()));
                             }
                         }
                         Ok(Err(e)) => {
@@ -296,7 +323,7 @@ impl Balancer {
             return;
         }
         let current: HashSet<&str> = self.backends.iter().map(|b| b.url.as_str()).collect();
-        let wanted: HashSet<&str> = urls.iter().map(String::as_str).collect();
+        let wanted: HashSet<&str> = urls.iter().map(|(u, _)| u.as_str()).collect();
         if current == wanted {
             return;
         }
@@ -308,21 +335,20 @@ impl Balancer {
             }
             keep
         });
-        for url in urls {
+        for (url, server_name) in urls {
             if self.backends.iter().any(|b| b.url == url) {
                 continue;
             }
-            let (timeout, headers, gzip) = (
-                self.settings.timeout,
-                &self.settings.headers,
-                self.settings.gzip,
+            let s = &self.settings;
+            let sender = super::make_sender(
+                &url,
+                server_name.as_deref(),
+                s.grpc,
+                s.tls.as_ref(),
+                s.timeout,
+                &s.headers,
+                s.gzip,
             );
-            let sender = match self.settings.grpc {
-                true => GrpcSender::new(url.clone(), timeout, headers, gzip).map(Sender::Grpc),
-                false => HttpSender::new(url.clone(), timeout, None)
-                    .map(|s| Sender::Http(s.otlp(headers.clone(), gzip)))
-                    .map_err(|e| e.to_string()),
-            };
             let sender = match sender {
                 Ok(s) => s,
                 Err(e) => {
@@ -611,9 +637,20 @@ mod tests {
             Target::parse("dns:gateway.internal:4318").unwrap(),
             Target::Dns {
                 host: "gateway.internal".into(),
-                port: 4318
+                port: 4318,
+                https: false
             }
         );
+        let tls = Target::parse("dns+https:gateway.internal:4317").unwrap();
+        assert_eq!(
+            tls,
+            Target::Dns {
+                host: "gateway.internal".into(),
+                port: 4317,
+                https: true
+            }
+        );
+        assert!(tls.is_https() && !Target::parse("http://gw:1").unwrap().is_https());
         assert!(Target::parse("dns:gateway.internal").is_err());
         assert!(Target::parse("gw:4318").is_err());
     }

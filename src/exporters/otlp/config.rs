@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use super::tls::TlsFiles;
 use crate::config::parse::toml_string;
-use crate::config::{Key, Section};
+use crate::config::{Key, Section, parse_bool};
 
 /// OTLP exporter spec: the default OTLP/HTTP traces URL.
 pub const DEFAULT_OTLP_ENDPOINT: &str = "http://localhost:4318/v1/traces";
@@ -22,7 +23,7 @@ pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
     HttpProtobuf,
-    /// Plaintext HTTP/2 (TLS for gRPC is not in this build yet).
+    /// HTTP/2: TLS for `https://` (and, unless `otlp.insecure`, for an endpoint with no scheme).
     Grpc,
 }
 
@@ -42,6 +43,10 @@ pub struct OtlpConfig {
     /// Several backends, each trace to one of them by its ID (`http(s)://…` or `dns:HOST:PORT`).
     pub endpoints: Vec<String>,
     pub resolve_interval: Duration,
+    /// A CA to trust instead of the system's roots, and a client certificate for mutual TLS.
+    pub tls: TlsFiles,
+    /// OTLP/gRPC to an endpoint written without a scheme: plaintext when true, else TLS (spec).
+    pub insecure: bool,
 }
 
 impl Default for OtlpConfig {
@@ -57,6 +62,8 @@ impl Default for OtlpConfig {
             retry_max_elapsed: DEFAULT_OTLP_RETRY_MAX_ELAPSED,
             endpoints: Vec::new(),
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            tls: TlsFiles::default(),
+            insecure: false,
         }
     }
 }
@@ -86,8 +93,14 @@ impl Section for OtlpConfig {
             "OTLP exporter: the traces URL (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces).",
             |c, v| {
                 let v = v.trim();
-                if !(v.starts_with("http://") || v.starts_with("https://")) {
-                    return Err(format!("{v:?} is not an http:// or https:// URL"));
+                // `host:port` with no scheme is the spec's gRPC form; start() checks the protocol.
+                let schemeless = !v.contains("://")
+                    && v.rsplit_once(':')
+                        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+                if !(v.starts_with("http://") || v.starts_with("https://") || schemeless) {
+                    return Err(format!(
+                        "{v:?} is not an http:// or https:// URL (or host:port for gRPC)"
+                    ));
                 }
                 c.endpoint = v.into();
                 Ok(())
@@ -96,7 +109,7 @@ impl Section for OtlpConfig {
         ),
         K::custom(
             "otlp.protocol",
-            "OTLP exporter: http/protobuf or grpc (plaintext HTTP/2; default endpoint http://localhost:4317).",
+            "OTLP exporter: http/protobuf or grpc (default endpoint http://localhost:4317).",
             |c, v| {
                 c.protocol = parse_protocol(v)?;
                 Ok(())
@@ -142,7 +155,7 @@ impl Section for OtlpConfig {
         ),
         K::custom(
             "otlp.endpoints",
-            "OTLP exporter: several backends (http(s)://host:port or dns:HOST:PORT, one backend per address); each trace goes whole to one of them, by its trace ID. Replaces otlp.endpoint.",
+            "OTLP exporter: several backends (http(s)://host:port, or dns:HOST:PORT / dns+https:HOST:PORT for one backend per address); each trace goes whole to one of them, by its trace ID. Replaces otlp.endpoint.",
             |c, v| {
                 let list: Vec<String> = v
                     .split(',')
@@ -165,6 +178,38 @@ impl Section for OtlpConfig {
             "otlp.resolve_interval",
             "OTLP exporter: how often dns: backends are looked up again.",
             |c| &mut c.resolve_interval,
+        ),
+        K::custom(
+            "otlp.certificate",
+            "OTLP exporter: a PEM file of the CA certificates to trust instead of the system's roots.",
+            |c, v| {
+                c.tls.ca = v.trim().into();
+                Ok(())
+            },
+            |c| toml_string(&c.tls.ca),
+        ),
+        K::custom(
+            "otlp.client_certificate",
+            "OTLP exporter: a PEM certificate (chain) to present for mutual TLS; needs otlp.client_key.",
+            |c, v| {
+                c.tls.client_certificate = v.trim().into();
+                Ok(())
+            },
+            |c| toml_string(&c.tls.client_certificate),
+        ),
+        K::custom(
+            "otlp.client_key",
+            "OTLP exporter: the PEM private key of otlp.client_certificate.",
+            |c, v| {
+                c.tls.client_key = v.trim().into();
+                Ok(())
+            },
+            |c| toml_string(&c.tls.client_key),
+        ),
+        K::bool(
+            "otlp.insecure",
+            "OTLP exporter: plaintext gRPC to an otlp.endpoint written host:port, with no scheme (else TLS).",
+            |c| &mut c.insecure,
         ),
     ];
 }
@@ -242,7 +287,53 @@ impl OtlpConfig {
                 )),
             }
         }
+        for (traces, general, key) in [
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "otlp.certificate",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "otlp.client_certificate",
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+                "otlp.client_key",
+            ),
+        ] {
+            if let Some((_, v)) = var(traces, general) {
+                let path = v.trim().to_owned();
+                match key {
+                    "otlp.certificate" => self.tls.ca = path,
+                    "otlp.client_certificate" => self.tls.client_certificate = path,
+                    _ => self.tls.client_key = path,
+                }
+            }
+        }
+        if let Some((name, v)) = var(
+            "OTEL_EXPORTER_OTLP_TRACES_INSECURE",
+            "OTEL_EXPORTER_OTLP_INSECURE",
+        ) {
+            match parse_bool(&v) {
+                Ok(b) => self.insecure = b,
+                Err(e) => problems.push(("otlp.insecure", name, e)),
+            }
+        }
         problems
+    }
+
+    /// The gRPC URL of `otlp.endpoint`: the HTTP default means "not set"; with no scheme, https
+    /// unless `otlp.insecure` (the spec's rule for OTEL_EXPORTER_OTLP_INSECURE).
+    pub fn grpc_url(&self) -> String {
+        match self.endpoint.as_str() {
+            DEFAULT_OTLP_ENDPOINT => super::DEFAULT_GRPC_ENDPOINT.to_owned(),
+            e if e.contains("://") => e.to_owned(),
+            e if self.insecure => format!("http://{e}"),
+            e => format!("https://{e}"),
+        }
     }
 
     /// The request headers, parsed.
@@ -353,6 +444,44 @@ mod tests {
         );
         assert!(c.gzip);
         assert_eq!(c.timeout, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn tls_variables_and_the_insecure_rule_for_endpoints_with_no_scheme() {
+        let mut c = OtlpConfig::default();
+        let problems = c.apply_otel_env(&env_of(&[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "gw.internal:4317"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/general/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "/traces/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/c/cert.pem"),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/c/key.pem"),
+        ]));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            c.tls,
+            TlsFiles {
+                ca: "/traces/ca.pem".into(),
+                client_certificate: "/c/cert.pem".into(),
+                client_key: "/c/key.pem".into(),
+            }
+        );
+        assert_eq!(
+            c.grpc_url(),
+            "https://gw.internal:4317",
+            "TLS unless insecure"
+        );
+        c.apply_otel_env(&env_of(&[("OTEL_EXPORTER_OTLP_INSECURE", "true")]));
+        assert_eq!(c.grpc_url(), "http://gw.internal:4317");
+        c.endpoint = "https://gw.internal:4317".into();
+        assert_eq!(
+            c.grpc_url(),
+            "https://gw.internal:4317",
+            "a scheme wins over insecure"
+        );
+        assert_eq!(OtlpConfig::default().grpc_url(), "http://localhost:4317");
+        let problems = c.apply_otel_env(&env_of(&[("OTEL_EXPORTER_OTLP_TRACES_INSECURE", "yes")]));
+        assert_eq!(problems[0].1, "OTEL_EXPORTER_OTLP_TRACES_INSECURE");
     }
 
     #[test]

@@ -16,6 +16,10 @@ use crate::exporters::otlp::PartialSuccess;
 use crate::exporters::retry::ExportError;
 use crate::proto::ExportTraceServiceResponse;
 
+/// What a TLS gRPC channel connects with (see `tls::Tls::grpc_connector`).
+pub type TlsConnector =
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// An answer larger than this is not read (a partial-success message at most).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
@@ -66,7 +70,8 @@ impl Decoder for AnswerDecoder {
     }
 }
 
-/// One OTLP/gRPC destination (plaintext HTTP/2: TLS for gRPC is not in this build yet).
+/// One OTLP/gRPC destination: plaintext HTTP/2 for `http://`, TLS (rustls, `h2` by ALPN) for
+/// `https://`.
 #[derive(Debug, Clone)]
 pub struct GrpcSender {
     url: String,
@@ -80,20 +85,26 @@ pub struct GrpcSender {
 }
 
 impl GrpcSender {
-    /// A lazily connected channel to `url` (`http://host:port`).
+    /// A lazily connected channel to `url` (`http://host:port`, or `https://host:port` over the
+    /// given TLS connector).
     pub fn new(
         url: String,
         timeout: Duration,
         headers: &[(HeaderName, HeaderValue)],
         gzip: bool,
+        tls: Option<TlsConnector>,
     ) -> Result<Self, String> {
-        if url.starts_with("https://") {
-            return Err("OTLP/gRPC over TLS is not supported yet; use http:// or otlp.protocol=http/protobuf".into());
-        }
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        let endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| format!("{url:?}: {e}"))?
-            .connect_timeout(timeout)
-            .connect_lazy();
+            .connect_timeout(timeout);
+        let channel = match tls {
+            Some(connector) => endpoint.connect_with_connector_lazy(connector),
+            None if url.starts_with("https://") => {
+                return Err(format!("{url:?}: https without TLS settings"));
+            }
+            // Plaintext keeps tonic's own connector.
+            None => endpoint.connect_lazy(),
+        };
         let headers = headers
             .iter()
             .filter_map(|(k, v)| {

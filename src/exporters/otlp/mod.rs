@@ -1,7 +1,8 @@
 //! OTLP out: [`splice`] builds new requests from the received span bytes, [`send`] posts them
-//! over HTTP (signed with SigV4 when the destination is AWS), [`exporter`] batches, sends and
-//! retries them, [`balance`] spreads traces over several backends by trace ID. Used by the `otlp`
-//! exporter and by `xray.mode=otlp`. (OTLP/gRPC sending is still to come.)
+//! over HTTP (signed with SigV4 when the destination is AWS) and [`grpc`] over gRPC, [`tls`]
+//! holds the CA and client certificate, [`exporter`] batches, sends and retries, [`balance`]
+//! spreads traces over several backends by trace ID. Used by the `otlp` exporter and by
+//! `xray.mode=otlp`.
 
 pub mod balance;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod exporter;
 pub mod grpc;
 pub mod send;
 pub mod splice;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ pub use config::{OtlpConfig, OtlpProtocol};
 pub use exporter::{OtlpExporter, OtlpSettings};
 pub use grpc::GrpcSender;
 pub use send::{HttpSender, PartialSuccess, Signer};
+pub use tls::{Tls, TlsFiles};
 
 /// One destination, over OTLP/HTTP or OTLP/gRPC.
 #[derive(Debug, Clone)]
@@ -53,6 +56,32 @@ impl Sender {
     }
 }
 
+/// A sender for one backend URL. `server_name` is the name its certificate must hold when the
+/// URL has an address in its place (`dns+https:` backends).
+pub fn make_sender(
+    url: &str,
+    server_name: Option<&str>,
+    grpc: bool,
+    tls: Option<&Tls>,
+    timeout: std::time::Duration,
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    gzip: bool,
+) -> Result<Sender, String> {
+    if grpc {
+        let connector = match tls {
+            Some(t) if url.starts_with("https://") => Some(t.grpc_connector(server_name, timeout)?),
+            _ => None,
+        };
+        return GrpcSender::new(url.to_owned(), timeout, headers, gzip, connector)
+            .map(Sender::Grpc);
+    }
+    let sender = match tls {
+        Some(t) => HttpSender::with_client(url.to_owned(), timeout, t.http_client(server_name)?),
+        None => HttpSender::new(url.to_owned(), timeout, None).map_err(|e| e.to_string())?,
+    };
+    Ok(Sender::Http(sender.otlp(headers.to_vec(), gzip)))
+}
+
 /// OTLP exporter spec: the default OTLP/gRPC endpoint.
 pub const DEFAULT_GRPC_ENDPOINT: &str = "http://localhost:4317";
 pub use splice::{Limits, Request, Splicer};
@@ -68,7 +97,7 @@ pub enum BuildError {
     #[error("otlp.headers: {0}")]
     Headers(String),
     #[error("cannot set up TLS for the OTLP exporter: {0}")]
-    Tls(std::io::Error),
+    Tls(String),
 }
 
 /// Starts the `otlp` exporter: to one endpoint, or balanced by trace ID over `otlp.endpoints`.
@@ -91,12 +120,34 @@ pub fn start(
         max_span_bytes: exporter::DEFAULT_MAX_REQUEST_BYTES,
         idle: c.idle_flush,
     };
-    if !c.endpoints.is_empty() {
-        let targets = c
-            .endpoints
-            .iter()
-            .filter_map(|e| balance::Target::parse(e).ok())
-            .collect();
+    let grpc = c.protocol == OtlpProtocol::Grpc;
+    // The spec's gRPC endpoint has no path and may have no scheme; OTLP/HTTP needs one.
+    let url = match grpc {
+        true => c.grpc_url(),
+        false if c.endpoint.contains("://") => c.endpoint.clone(),
+        false => {
+            return Err(BuildError::Endpoint(format!(
+                "{:?} has no http:// or https:// (only OTLP/gRPC takes host:port)",
+                c.endpoint
+            )));
+        }
+    };
+    let targets: Vec<balance::Target> = c
+        .endpoints
+        .iter()
+        .filter_map(|e| balance::Target::parse(e).ok())
+        .collect();
+    // TLS settings load once, at start, when anything will use them: a bad file stops the agent.
+    let wants_tls = c.tls != TlsFiles::default()
+        || match targets.is_empty() {
+            true => url.starts_with("https://"),
+            false => targets.iter().any(balance::Target::is_https),
+        };
+    let tls = match wants_tls {
+        true => Some(Tls::load(&c.tls).map_err(BuildError::Tls)?),
+        false => None,
+    };
+    if !targets.is_empty() {
         info!(exporter = "otlp", endpoints = ?c.endpoints, resolve_interval_s = c.resolve_interval.as_secs(), "OTLP exporter ready, balancing traces over several backends by trace ID.");
         let stats = ExporterStats::new("otlp");
         let balance_stats = Arc::new(balance::BalanceStats::default());
@@ -110,7 +161,8 @@ pub fn start(
                 timeout: c.timeout,
                 headers,
                 gzip: c.gzip,
-                grpc: c.protocol == OtlpProtocol::Grpc,
+                grpc,
+                tls,
                 reindex,
             },
             stats.clone(),
@@ -118,23 +170,8 @@ pub fn start(
         );
         return Ok(crate::exporters::spawn(b, stats, shared.input_bytes));
     }
-    let sender = match c.protocol {
-        OtlpProtocol::HttpProtobuf => Sender::Http(
-            HttpSender::new(c.endpoint.clone(), c.timeout, None)
-                .map_err(BuildError::Tls)?
-                .otlp(headers, c.gzip),
-        ),
-        OtlpProtocol::Grpc => {
-            // The spec's gRPC endpoint has no path; the HTTP default means "not set".
-            let url = match c.endpoint.as_str() {
-                config::DEFAULT_OTLP_ENDPOINT => DEFAULT_GRPC_ENDPOINT.to_owned(),
-                e => e.to_owned(),
-            };
-            Sender::Grpc(
-                GrpcSender::new(url, c.timeout, &headers, c.gzip).map_err(BuildError::Endpoint)?,
-            )
-        }
-    };
+    let sender = make_sender(&url, None, grpc, tls.as_ref(), c.timeout, &headers, c.gzip)
+        .map_err(BuildError::Endpoint)?;
     let protocol = match c.protocol {
         OtlpProtocol::HttpProtobuf => "http/protobuf",
         OtlpProtocol::Grpc => "grpc",
@@ -145,7 +182,7 @@ pub fn start(
         .iter()
         .filter_map(|h| h.split_once('=').map(|(k, _)| k.trim().to_owned()))
         .collect();
-    info!(exporter = "otlp", url = sender.url(), protocol, gzip = c.gzip, headers = ?header_names, "OTLP exporter ready.");
+    info!(exporter = "otlp", url = sender.url(), protocol, gzip = c.gzip, headers = ?header_names, ca = %c.tls.ca, client_certificate = %c.tls.client_certificate, "OTLP exporter ready.");
     let stats = ExporterStats::new("otlp");
     let settings = OtlpSettings {
         name: "otlp",

@@ -41,6 +41,9 @@ pub struct HttpSender {
     headers: Vec<(HeaderName, HeaderValue)>,
     gzip: bool,
     retry_on: RetryOn,
+    /// Its own client when TLS is configured (a CA, a client certificate); else the shared one.
+    /// (Boxed: a client is ~400 bytes, and senders are kept per backend.)
+    client: Option<Box<crate::exporters::aws::HttpsClient>>,
 }
 
 impl HttpSender {
@@ -55,7 +58,25 @@ impl HttpSender {
             headers: Vec::new(),
             gzip: false,
             retry_on: RetryOn::Aws,
+            client: None,
         })
+    }
+
+    /// Sends over `client` (built from the exporter's TLS settings) instead of the shared one.
+    pub fn with_client(
+        url: String,
+        timeout: Duration,
+        client: crate::exporters::aws::HttpsClient,
+    ) -> Self {
+        HttpSender {
+            url,
+            timeout,
+            signer: None,
+            headers: Vec::new(),
+            gzip: false,
+            retry_on: RetryOn::Aws,
+            client: Some(Box::new(client)),
+        }
     }
 
     /// Extra request headers (`OTEL_EXPORTER_OTLP_HEADERS`), gzip bodies, and the spec's retries.
@@ -96,6 +117,7 @@ impl HttpSender {
             ));
         }
         let answer = signed::post_with(
+            self.client.as_deref(),
             &self.url,
             "application/x-protobuf",
             &headers,
