@@ -95,6 +95,23 @@ where
 
 /// Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"),
 /// as the X-Ray daemon uses, bounded by a total time budget.
+/// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`):
+/// the outer text alone rarely says what to fix.
+pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some errors repeat their cause in their own text.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub base: Duration,

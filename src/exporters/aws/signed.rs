@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
 use crate::exporters::aws::{CachedCredentials, HttpsClient, https_client};
-use crate::exporters::retry::ExportError;
+use crate::exporters::retry::{ExportError, with_causes};
 
 /// Who signs, for which region and SigV4 service name.
 #[derive(Debug, Clone)]
@@ -121,7 +121,7 @@ pub async fn post_with(
     };
     let resp = match tokio::time::timeout(timeout, client.request(req)).await {
         Err(_) => return Err(retry("timeout", "request timed out".into())),
-        Ok(Err(e)) => return Err(retry("connection", e.to_string())),
+        Ok(Err(e)) => return Err(retry("connection", with_causes(&e))),
         Ok(Ok(r)) => r,
     };
     let (parts, incoming) = resp.into_parts();

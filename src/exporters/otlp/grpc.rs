@@ -143,7 +143,7 @@ impl GrpcSender {
             client
                 .ready()
                 .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
+                .map_err(|e| Status::unavailable(crate::exporters::retry::with_causes(&e)))?;
             client
                 .unary(
                     req,
@@ -180,7 +180,10 @@ impl GrpcSender {
 /// rest are not. RetryInfo's delay, when present, is when to retry.
 pub fn classify(status: &Status) -> ExportError {
     let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
-    let message = format!("{:?}: {}", status.code(), status.message());
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    if let Some(cause) = std::error::Error::source(status) {
+        message = format!("{message}: {}", crate::exporters::retry::with_causes(cause));
+    }
     let retryable = match status.code() {
         Code::Cancelled
         | Code::DeadlineExceeded
