@@ -12,7 +12,7 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{Running, free_port, http_get, spawn_agent};
+use common::process::{Running, free_port, http_get, spawn_agent, spawn_agent_under};
 use prost::Message;
 use sidetrace::admin::api::attrs_json;
 use sidetrace::model::hex;
@@ -473,6 +473,152 @@ async fn a_gateway_killed_mid_run_loses_nothing_accepted() {
         taken > (acked as f64) * 0.6,
         "the two left took the most: {taken} of {acked}"
     );
+}
+
+/// Which gateways hold which parts of trace `t` (`part` = the request its spans came in, from
+/// the span names `op-{i}` with `per_part` spans per request).
+fn parts_held(gateways: &[Running], t: u64, per_part: usize) -> Vec<(usize, usize)> {
+    let id = trace_hex(t);
+    let mut held = Vec::new();
+    for (g, gw) in gateways.iter().enumerate() {
+        let Ok(doc) = serde_json::from_str::<serde_json::Value>(&http_get(
+            &gw.admin,
+            &format!("/api/traces/{id}"),
+        )) else {
+            continue;
+        };
+        for span in doc["spans"].as_array().into_iter().flatten() {
+            let i: usize = span["name"].as_str().unwrap()[3..].parse().unwrap();
+            held.push((i / per_part, g));
+        }
+    }
+    held.sort();
+    held.dedup();
+    held
+}
+
+/// `dns:` backends while the name's answer changes: the sidecar runs with its own /etc/hosts
+/// (a private mount namespace, `unshare -rm`), which the test rewrites. Three gateways listen on
+/// one port at 127.0.0.2-4. When one joins, only the traces it now owns move (about a third), all
+/// to it; when one leaves, only its traces move. Each moved trace is counted as split, exactly.
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_answers_that_change_move_only_the_traces_of_the_backend_that_came_or_went() {
+    let port = free_port();
+    let addrs: Vec<String> = (2..5).map(|i| format!("127.0.0.{i}:{port}")).collect();
+    let gateways: Vec<Running> = addrs
+        .iter()
+        .map(|a| spawn_agent(&["--exporters", "local", "--otlp-http-addr", a], &[]))
+        .collect();
+    let hosts = std::env::temp_dir().join(format!("sidetrace-hosts-{}", std::process::id()));
+    let name = "gateways.sidetrace.test";
+    // Rewritten in place: the bind mount holds on to the file, not its name.
+    let set_hosts = |ips: &[usize]| {
+        let text: String = ips
+            .iter()
+            .map(|i| format!("127.0.0.{i} {name}\n"))
+            .collect();
+        std::fs::write(&hosts, text).unwrap();
+    };
+    set_hosts(&[2, 3]);
+    let endpoints = format!("otlp.endpoints=dns:{name}:{port}");
+    let hosts_path = hosts.display().to_string();
+    let sidecar = spawn_agent_under(
+        &[
+            "unshare",
+            "-rm",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+            &hosts_path,
+        ],
+        &[
+            "--exporters",
+            "otlp",
+            "--sampling-ratio",
+            "1",
+            "--set",
+            "sampling.keep_errors=false",
+            "--set",
+            "otlp.idle_flush=50ms",
+            "--set",
+            "otlp.resolve_interval=100ms",
+            "--set",
+            &endpoints,
+        ],
+        &[],
+    );
+    let up = |i: usize| {
+        format!("sidetrace_otlp_backend_up{{backend=\"http://127.0.0.{i}:{port}/v1/traces\"}}")
+    };
+    let sent = "sidetrace_exporter_sent_spans_total{exporter=\"otlp\"}";
+    let bodies = split_traces(50_000, 600, 6, 3);
+    let traces = 50_000..50_600u64;
+
+    // Two gateways.
+    wait_metric(&sidecar, &up(3), 1.0).await;
+    post(&sidecar, bodies[0].clone()).await;
+    wait_metric(&sidecar, sent, 1200.0).await;
+    // A third joins.
+    set_hosts(&[2, 3, 4]);
+    wait_metric(&sidecar, &up(4), 1.0).await;
+    post(&sidecar, bodies[1].clone()).await;
+    wait_metric(&sidecar, sent, 2400.0).await;
+    // The second leaves (its process stays up: only the answer changes).
+    set_hosts(&[2, 4]);
+    let t = Instant::now();
+    while sidecar
+        .metrics_text()
+        .contains(&format!("127.0.0.3:{port}"))
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "127.0.0.3 never left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    post(&sidecar, bodies[2].clone()).await;
+    wait_metric(&sidecar, sent, 3600.0).await;
+
+    let (mut joined, mut left, mut split) = (0u64, 0u64, 0u64);
+    for t in traces {
+        let held = parts_held(&gateways, t, 2);
+        let part = |p: usize| -> Vec<usize> {
+            held.iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, g)| *g)
+                .collect()
+        };
+        let (a, b, c) = (part(0), part(1), part(2));
+        assert!(
+            a.len() == 1 && b.len() == 1 && c.len() == 1,
+            "trace {t}: each part on exactly one gateway: {held:?}"
+        );
+        let (a, b, c) = (a[0], b[0], c[0]);
+        assert!(a != 2, "trace {t}: 127.0.0.4 was not there for part 0");
+        if b != a {
+            assert_eq!(b, 2, "trace {t}: a join moves traces only to the newcomer");
+            joined += 1;
+        }
+        if c != b {
+            assert_eq!(b, 1, "trace {t}: a leave moves only the leaver's traces");
+            left += 1;
+        } else {
+            assert_ne!(c, 1, "trace {t}: nothing goes to the gateway that left");
+        }
+        split += u64::from(a != b || b != c);
+    }
+    assert!(
+        (120..=280).contains(&joined),
+        "about a third of 600 moved to the newcomer: {joined}"
+    );
+    assert!(left > 100, "the leaver's traces moved: {left}");
+    // Counted once per move: a trace that moved twice counts twice.
+    assert_eq!(
+        sidecar.metric("sidetrace_otlp_split_traces_total"),
+        (joined + left) as f64,
+        "split traces counted exactly ({split} traces in parts)"
+    );
+    std::fs::remove_file(&hosts).ok();
 }
 
 /// OTLP/gRPC (gzip) to a gateway's gRPC port, chosen by OTEL_EXPORTER_OTLP_PROTOCOL: every span

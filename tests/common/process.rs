@@ -89,24 +89,37 @@ pub fn http_get(addr: &str, path: &str) -> String {
 /// Starts the binary on ephemeral loopback ports with the given flags and environment, and
 /// reads the bound addresses from its startup log.
 pub fn spawn_agent(args: &[&str], env: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
+    spawn_agent_under(&[], args, env)
+}
+
+/// [`spawn_agent`] run by `wrapper` (a command that ends by running the rest of its arguments).
+/// A listener flag in `args` replaces its ephemeral default.
+pub fn spawn_agent_under(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Running {
+    let mut cmd = match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    for flag in [
         "--otlp-grpc-addr",
-        "127.0.0.1:0",
         "--otlp-http-addr",
-        "127.0.0.1:0",
         "--admin-addr",
-        "127.0.0.1:0",
         "--xray-udp-addr",
-        "127.0.0.1:0",
-    ])
-    .args(args)
-    .env_remove("AWS_REGION")
-    .env_remove("AWS_DEFAULT_REGION")
-    .env_remove("AWS_ENDPOINT_URL")
-    .env("RUST_LOG", "info")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    ] {
+        if !args.contains(&flag) {
+            cmd.args([flag, "127.0.0.1:0"]);
+        }
+    }
+    cmd.args(args)
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     for (k, v) in env {
         cmd.env(k, v);
     }

@@ -4,7 +4,7 @@
 //! the traces. A backend that keeps failing is marked down for a while and what it held is sent
 //! to the backends that now own those traces: nothing accepted is dropped for it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -140,6 +140,7 @@ pub struct BackendStats {
 pub struct BalanceStats {
     backends: std::sync::Mutex<Vec<Arc<BackendStats>>>,
     rerouted_traces: AtomicU64,
+    split_traces: AtomicU64,
 }
 
 impl Stats for BalanceStats {
@@ -188,6 +189,54 @@ impl Stats for BalanceStats {
             "Traces in requests sent to another backend after a failure: they may arrive at two backends in parts.",
             [(String::new(), g(&self.rerouted_traces))],
         );
+        family(
+            o,
+            "sidetrace_otlp_split_traces_total",
+            "counter",
+            "Moves of a trace to another backend than its earlier spans went to (a backend joined, left or failed between them): such traces arrive in parts. Counted once per move, for traces seen in the last 30-60 s.",
+            [(String::new(), g(&self.split_traces))],
+        );
+    }
+}
+
+/// How long a trace's owner is remembered, per generation (an entry lives one to two of these):
+/// about as long as a gateway holds a trace before deciding.
+const SPLIT_WINDOW: Duration = Duration::from_secs(30);
+/// Traces remembered per generation (~1 MB each at most); a full one starts the next early.
+const SPLIT_CAP: usize = 65_536;
+
+/// Where recent traces went, to count exactly the traces whose spans went to two backends (a
+/// backend joined, left, or failed between their spans). Two generations bound its memory.
+#[derive(Debug)]
+struct RecentOwners {
+    current: HashMap<u64, u64>,
+    previous: HashMap<u64, u64>,
+    since: Instant,
+}
+
+impl RecentOwners {
+    fn new(now: Instant) -> Self {
+        RecentOwners {
+            current: HashMap::new(),
+            previous: HashMap::new(),
+            since: now,
+        }
+    }
+
+    /// Records that `trace` went to `backend`; true when it had gone to another before.
+    fn moved(&mut self, trace: &[u8; 16], backend: u64, now: Instant) -> bool {
+        if now.duration_since(self.since) >= SPLIT_WINDOW || self.current.len() >= SPLIT_CAP {
+            self.previous = std::mem::take(&mut self.current);
+            self.since = now;
+        }
+        // W3C trace IDs end in random bytes: the low half, with the high half mixed in, is key enough.
+        let id = mix(u64::from_ne_bytes(trace[..8].try_into().unwrap_or([0; 8])))
+            ^ u64::from_ne_bytes(trace[8..].try_into().unwrap_or([0; 8]));
+        let before = match self.current.insert(id, backend) {
+            Some(b) => Some(b),
+            None => self.previous.get(&id).copied(),
+        };
+        before.is_some_and(|b| b != backend)
     }
 }
 
@@ -237,6 +286,7 @@ pub struct Balancer {
     sends: Sends,
     reroute_tx: mpsc::UnboundedSender<Reroute>,
     reroute_rx: mpsc::UnboundedReceiver<Reroute>,
+    recent: RecentOwners,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -266,6 +316,7 @@ impl Balancer {
             balance,
             reroute_tx,
             reroute_rx,
+            recent: RecentOwners::new(Instant::now()),
         }
     }
 
@@ -411,10 +462,27 @@ impl Balancer {
         };
         let keys: Vec<u64> = ring.iter().map(|&i| self.backends[i].key).collect();
         let mut parts: Vec<Vec<SpanInfo>> = vec![Vec::new(); self.backends.len()];
+        // Spans of one trace tend to come together: rank and remember once per run of them.
+        let mut last: Option<([u8; 16], usize)> = None;
+        let mut split = 0;
         for s in &batch.spans {
-            if let Some(o) = owner(&s.trace_id, &keys) {
-                parts[ring[o]].push(s.clone());
-            }
+            let o = match last {
+                Some((t, o)) if t == s.trace_id => o,
+                _ => {
+                    let Some(o) = owner(&s.trace_id, &keys) else {
+                        continue;
+                    };
+                    split += u64::from(self.recent.moved(&s.trace_id, keys[o], now));
+                    last = Some((s.trace_id, o));
+                    o
+                }
+            };
+            parts[ring[o]].push(s.clone());
+        }
+        if split > 0 {
+            self.balance
+                .split_traces
+                .fetch_add(split, Ordering::Relaxed);
         }
         let mut full = Vec::new();
         for (i, spans) in parts.into_iter().enumerate() {
@@ -584,6 +652,24 @@ mod tests {
                 t
             })
             .collect()
+    }
+
+    #[test]
+    fn recent_owners_count_a_trace_once_per_move_and_forget_after_two_windows() {
+        let t0 = Instant::now();
+        let mut r = RecentOwners::new(t0);
+        let trace = [7u8; 16];
+        assert!(!r.moved(&trace, 1, t0), "first seen");
+        assert!(!r.moved(&trace, 1, t0), "same owner");
+        assert!(r.moved(&trace, 2, t0), "owner changed");
+        assert!(!r.moved(&trace, 2, t0), "counted once");
+        // Still known one window later (from the previous generation)...
+        let t1 = t0 + SPLIT_WINDOW;
+        assert!(r.moved(&trace, 3, t1));
+        // ...and forgotten after two windows with no span.
+        let t3 = t1 + SPLIT_WINDOW * 2;
+        assert!(!r.moved(&[9u8; 16], 1, t3 - SPLIT_WINDOW));
+        assert!(!r.moved(&trace, 1, t3));
     }
 
     #[test]
