@@ -23,14 +23,18 @@ pub enum Protocol {
     /// Span views of X-Ray SDK documents (UDP :2000): already sampled by the SDK, and relayed
     /// to X-Ray as sent rather than translated from these spans.
     XrayUdp,
+    /// OTLP `TracesData` messages consumed from Kafka.
+    Kafka,
 }
 
 impl Protocol {
-    pub const ALL: [Protocol; 4] = [
+    /// In the order of the persistent queue's protocol codes: new ones go last.
+    pub const ALL: [Protocol; 5] = [
         Protocol::Grpc,
         Protocol::HttpProtobuf,
         Protocol::HttpJson,
         Protocol::XrayUdp,
+        Protocol::Kafka,
     ];
 
     pub fn label(self) -> &'static str {
@@ -39,6 +43,7 @@ impl Protocol {
             Protocol::HttpProtobuf => "http_protobuf",
             Protocol::HttpJson => "http_json",
             Protocol::XrayUdp => "xray_udp",
+            Protocol::Kafka => "kafka",
         }
     }
 }

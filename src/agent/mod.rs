@@ -88,6 +88,38 @@ pub enum StartError {
     },
 }
 
+/// The Kafka receiver (`kafka.receive`), a receiver like the listeners but with no address.
+#[cfg(feature = "kafka")]
+fn start_kafka_receiver(
+    config: &Config,
+    pipeline: &Arc<Pipeline>,
+    registry: &Registry,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    let stats = Arc::new(crate::receivers::kafka::KafkaReceiverStats::default());
+    registry.register(stats.clone());
+    crate::receivers::kafka::start(
+        &config.kafka,
+        pipeline.clone(),
+        config.receivers.max_request_bytes,
+        stats,
+        stop,
+    )
+    .map_err(|e| StartError::Kafka(crate::exporters::kafka::BuildError::Client(e)))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn start_kafka_receiver(
+    _: &Config,
+    _: &Arc<Pipeline>,
+    _: &Registry,
+    _: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, StartError> {
+    Err(StartError::Kafka(
+        crate::exporters::kafka::BuildError::NotBuilt,
+    ))
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
@@ -403,9 +435,18 @@ impl Agent {
             upstream.unwrap_or(proxy::Upstream::Local),
             proxy_stats,
             connections("xray_proxy"),
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         );
         info!(listener = "xray_proxy", addr = %addrs.xray_proxy, "Serving the X-Ray sampling API (TCP): POST /GetSamplingRules, /SamplingTargets.");
+        let mut receivers = vec![grpc, http, udp, proxy];
+        if config.kafka.receive {
+            receivers.push(start_kafka_receiver(
+                config,
+                &pipeline,
+                &registry,
+                stopped(stop_rx),
+            )?);
+        }
 
         // Runs until the admin server stops, so /metrics keeps reporting memory while draining.
         let relief: Vec<memory::Relief> = match store.clone() {
@@ -440,7 +481,7 @@ impl Agent {
             in_flight,
             stop_receivers,
             stop_admin,
-            receivers: vec![grpc, http, udp, proxy],
+            receivers,
             admin,
             dispatcher,
             exporter_tasks,

@@ -3,6 +3,8 @@
 
 pub mod connections;
 pub mod decode;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod otlp_grpc;
 pub mod otlp_http;
 pub mod otlp_json;

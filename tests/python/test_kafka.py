@@ -3,6 +3,7 @@ an independent consumer (confluent-kafka): every message is an OTLP TracesData t
 opentelemetry-proto package decodes, keyed by its trace's ID in lowercase hex, one trace per
 message, every span as the OpenTelemetry SDK made it; and spans accepted while the broker is down
 arrive once it is back."""
+import json
 import os
 import stat
 import subprocess
@@ -205,3 +206,130 @@ def test_spans_accepted_while_the_broker_is_down_arrive_when_it_is_back(broker):
         assert not dropped, dropped
     finally:
         stop(agent)
+
+
+# --- the kafka receiver (the gateway side) ---
+
+def gateway(broker, topic, group="gateways", *extra):
+    return start_agent(["--exporters", "local", "--set", "kafka.receive=true",
+                        "--set", f"kafka.brokers={broker.addr}", "--set", f"kafka.topics={topic}",
+                        "--set", f"kafka.group_id={group}", "--set", "kafka.initial_offset=earliest",
+                        "--set", "kafka.session_timeout=6s", *extra])
+
+
+def trace_doc(agent, trace_id):
+    try:
+        _, body = agent.get(f"/api/traces/{trace_id}")
+        return json.loads(body)
+    except Exception:
+        return None
+
+
+def metric(agent, name):
+    _, body = agent.get("/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait(cond, seconds=60, what="condition"):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sidecars_to_gateways_through_a_topic_every_trace_whole_and_once(broker):
+    """Two sidecars → a 4-partition topic → two gateways in one consumer group: each trace lands
+    whole on exactly one gateway, once; the sidecars' span metrics are not recorded again."""
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    gateways = [gateway(broker, topic) for _ in range(2)]
+    sidecars = [kafka_agent(broker, topic) for _ in range(2)]
+    try:
+        made = []
+        for s in sidecars:
+            made += send_traces(s, traces=20, children=3)
+        traces = {}
+        for span in made:
+            traces.setdefault(format(span.context.trace_id, "032x"), set()).add(format(span.context.span_id, "016x"))
+
+        def all_arrived():
+            return sum(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}')
+                       for g in gateways) >= len(made)
+        wait(all_arrived, what="every span at the gateways")
+        for trace_id, span_ids in traces.items():
+            holders = [d for d in (trace_doc(g, trace_id) for g in gateways) if d and d.get("spans")]
+            assert len(holders) == 1, f"trace {trace_id} on {len(holders)} gateways"
+            got = [s["span_id"] for s in holders[0]["spans"]]
+            assert sorted(got) == sorted(span_ids), "whole, and each span once"
+        per_gateway = [metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}') for g in gateways]
+        assert all(n > 0 for n in per_gateway), f"both gateways consume: {per_gateway}"
+        assert sum(per_gateway) == len(made), "once"
+        forwarded = sum(metric(g, 'sidetrace_receiver_spans_forwarded_total{protocol="kafka"}') for g in gateways)
+        assert forwarded == len(made), "the sidecars recorded span metrics; the gateways do not again"
+    finally:
+        for a in sidecars + gateways:
+            stop(a)
+
+
+def test_a_message_made_as_the_collector_makes_it_is_consumed_and_a_bad_one_skipped(broker):
+    """An independent producer (confluent-kafka) writes what the Collector's kafka exporter
+    writes: TracesData bytes keyed by the hex trace ID; and, before it, bytes that are no OTLP."""
+    from confluent_kafka import Producer
+    from opentelemetry.proto.common.v1 import common_pb2
+    from opentelemetry.proto.resource.v1 import resource_pb2
+
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, partitions=1)
+    trace_id = uuid.uuid4().bytes
+    now = time.time_ns()
+    data = trace_pb2.TracesData(resource_spans=[trace_pb2.ResourceSpans(
+        resource=resource_pb2.Resource(attributes=[common_pb2.KeyValue(
+            key="service.name", value=common_pb2.AnyValue(string_value="from-collector"))]),
+        scope_spans=[trace_pb2.ScopeSpans(spans=[trace_pb2.Span(
+            trace_id=trace_id, span_id=bytes.fromhex("00f067aa0ba902b7"), name="checkout",
+            kind=trace_pb2.Span.SPAN_KIND_SERVER, start_time_unix_nano=now - 5_000_000,
+            end_time_unix_nano=now)])])])
+    producer = Producer({"bootstrap.servers": broker.addr})
+    producer.produce(topic, b"\xff\xffnot a protobuf", key=b"garbage")
+    producer.produce(topic, data.SerializeToString(), key=trace_id.hex().encode())
+    assert producer.flush(10) == 0
+    gw = gateway(broker, topic, group=f"g-{uuid.uuid4().hex[:6]}")
+    try:
+        wait(lambda: (trace_doc(gw, trace_id.hex()) or {}).get("spans"), what="the Collector-made trace")
+        doc = trace_doc(gw, trace_id.hex())
+        assert [s["name"] for s in doc["spans"]] == ["checkout"]
+        assert metric(gw, "sidetrace_kafka_receiver_bad_messages_total") == 1
+        assert gw.logged("not an OTLP TracesData")
+        # Not marked by a sidetrace: the gateway records its span metrics.
+        assert metric(gw, 'sidetrace_receiver_spans_forwarded_total{protocol="kafka"}') == 0
+    finally:
+        stop(gw)
+
+
+def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker):
+    """At least once: a gateway killed (SIGKILL) mid-run; the other takes its partitions after the
+    rebalance, from the last committed offsets, so every trace arrives (some maybe twice)."""
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic)
+    gateways = [gateway(broker, topic) for _ in range(2)]
+    sidecar = kafka_agent(broker, topic)
+    try:
+        made = send_traces(sidecar, traces=20, children=2)
+        wait(lambda: sum(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}')
+                         for g in gateways) >= len(made), what="the first traces")
+        gateways[0].proc.kill()
+        gateways[0].proc.wait(timeout=10)
+        later = send_traces(sidecar, traces=20, children=2)
+        ids = {format(s.context.trace_id, "032x") for s in later}
+        wait(lambda: all((trace_doc(gateways[1], t) or {}).get("spans") for t in ids),
+             seconds=90, what="every later trace at the surviving gateway")
+        for t in ids:
+            assert len({s["span_id"] for s in trace_doc(gateways[1], t)["spans"]}) == 3
+    finally:
+        stop(sidecar)
+        stop(gateways[1])

@@ -90,6 +90,14 @@ pub struct KafkaConfig {
     pub sasl_mechanism: Option<SaslMechanism>,
     pub sasl_username: String,
     pub sasl_password: String,
+    /// Also consume spans from `topics` as a member of `group_id` (the gateway side).
+    pub receive: bool,
+    pub group_id: String,
+    pub topics: Vec<String>,
+    /// Where a group with no committed offset starts: the newest messages (false) or the oldest.
+    pub from_earliest: bool,
+    /// A member silent this long leaves the group, and its partitions move (the Collector's 10 s).
+    pub session_timeout: Duration,
 }
 
 // By hand: the SASL password never reaches a log line through `{:?}`.
@@ -127,6 +135,11 @@ impl Default for KafkaConfig {
             sasl_mechanism: None,
             sasl_username: String::new(),
             sasl_password: String::new(),
+            receive: false,
+            group_id: "sidetrace".into(),
+            topics: vec![DEFAULT_TOPIC.into()],
+            from_earliest: false,
+            session_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -314,6 +327,52 @@ impl Section for KafkaConfig {
                 })
             },
         ),
+        K::bool(
+            "kafka.receive",
+            "Kafka receiver: consume spans from kafka.topics as a member of kafka.group_id (a gateway).",
+            |c| &mut c.receive,
+        ),
+        K::custom(
+            "kafka.group_id",
+            "Kafka receiver: the consumer group; its members share the topics' partitions.",
+            |c, v| {
+                if v.trim().is_empty() {
+                    return Err("a group ID is needed".into());
+                }
+                text(c, |c| &mut c.group_id, v);
+                Ok(())
+            },
+            |c| toml_string(&c.group_id),
+        ),
+        K::list(
+            "kafka.topics",
+            "Kafka receiver: the topics to consume.",
+            |c| &mut c.topics,
+        ),
+        K::custom(
+            "kafka.initial_offset",
+            "Kafka receiver: where a group with no committed offset starts: latest or earliest.",
+            |c, v| {
+                c.from_earliest = match v.trim() {
+                    "latest" => false,
+                    "earliest" => true,
+                    other => return Err(format!("{other:?} is not latest or earliest")),
+                };
+                Ok(())
+            },
+            |c| {
+                toml_string(if c.from_earliest {
+                    "earliest"
+                } else {
+                    "latest"
+                })
+            },
+        ),
+        K::duration(
+            "kafka.session_timeout",
+            "Kafka receiver: a member silent this long leaves the group and its partitions move.",
+            |c| &mut c.session_timeout,
+        ),
     ];
 }
 
@@ -345,6 +404,48 @@ impl KafkaConfig {
             s.push(("sasl.username", self.sasl_username.clone()));
             s.push(("sasl.password", self.sasl_password.clone()));
         }
+        s
+    }
+
+    /// The consumer's settings: at-least-once (an offset is stored only once its message is in
+    /// the pipeline, and committed from there), cooperative rebalancing, a bounded prefetch.
+    pub fn consumer_settings(&self, max_message_bytes: usize) -> Vec<(&'static str, String)> {
+        let mut s = self.client_settings();
+        s.extend([
+            ("group.id", self.group_id.clone()),
+            (
+                "auto.offset.reset",
+                if self.from_earliest {
+                    "earliest"
+                } else {
+                    "latest"
+                }
+                .to_owned(),
+            ),
+            ("enable.auto.commit", "true".to_owned()),
+            (
+                "session.timeout.ms",
+                self.session_timeout.as_millis().max(1000).to_string(),
+            ),
+            // The Collector's 3 s, or a third of a shorter session.
+            (
+                "heartbeat.interval.ms",
+                (self.session_timeout.as_millis() / 3)
+                    .clamp(100, 3000)
+                    .to_string(),
+            ),
+            ("enable.auto.offset.store", "false".to_owned()),
+            (
+                "partition.assignment.strategy",
+                "cooperative-sticky".to_owned(),
+            ),
+            // Prefetched, not yet admitted: bounded (librdkafka's default is 64 MB).
+            ("queued.max.messages.kbytes", "8192".to_owned()),
+            (
+                "fetch.message.max.bytes",
+                max_message_bytes.max(1024).to_string(),
+            ),
+        ]);
         s
     }
 

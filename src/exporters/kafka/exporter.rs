@@ -10,6 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use rdkafka::Message as _;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use tokio::time::Instant;
 use tracing::warn;
@@ -18,7 +19,7 @@ use super::config::KafkaConfig;
 use crate::exporters::otlp::{Limits, Request, Splicer};
 use crate::exporters::retry::{Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
-use crate::model::{Batch, DropReason, SpanInfo, Ticket, hex};
+use crate::model::{Batch, DropReason, SPAN_METRICS_HEADER, SpanInfo, Ticket, hex};
 use crate::telemetry::{Stats, family};
 
 /// Batches being delivered at once, each waiting on its messages' delivery reports: enough to
@@ -63,6 +64,9 @@ struct Message {
 /// Produces kept spans to one topic.
 pub struct KafkaExporter {
     producer: FutureProducer,
+    /// `x-sidetrace-span-metrics: recorded` when this agent recorded the spans' metrics, so a
+    /// sidetrace consuming them does not record them again.
+    headers: Option<OwnedHeaders>,
     topic: Arc<str>,
     by_trace: bool,
     limits: Limits,
@@ -85,6 +89,7 @@ impl std::fmt::Debug for KafkaExporter {
 impl KafkaExporter {
     pub fn new(
         c: &KafkaConfig,
+        metrics_recorded: bool,
         stats: Arc<ExporterStats>,
         kafka: Arc<KafkaStats>,
     ) -> Result<Self, String> {
@@ -101,6 +106,12 @@ impl KafkaExporter {
         };
         Ok(KafkaExporter {
             producer,
+            headers: metrics_recorded.then(|| {
+                OwnedHeaders::new().insert(Header {
+                    key: SPAN_METRICS_HEADER,
+                    value: Some("recorded"),
+                })
+            }),
             topic: c.topic.as_str().into(),
             by_trace: c.partition_traces_by_id,
             limits,
@@ -165,8 +176,9 @@ impl KafkaExporter {
         if messages.is_empty() {
             return;
         }
-        let (producer, topic, stats, kafka, policy) = (
+        let (producer, headers, topic, stats, kafka, policy) = (
             self.producer.clone(),
+            self.headers.clone(),
             self.topic.clone(),
             self.stats.clone(),
             self.kafka.clone(),
@@ -177,7 +189,9 @@ impl KafkaExporter {
                 let mut backoff = Backoff::new(policy, seed);
                 let mut todo = messages;
                 loop {
-                    let failed = produce_all(&producer, &topic, todo, &stats, &kafka).await;
+                    let failed =
+                        produce_all(&producer, &topic, headers.as_ref(), todo, &stats, &kafka)
+                            .await;
                     let (retry, permanent): (Vec<_>, Vec<_>) =
                         failed.into_iter().partition(|(_, e)| retryable(e));
                     for (m, e) in &permanent {
@@ -214,6 +228,7 @@ impl KafkaExporter {
 async fn produce_all(
     producer: &FutureProducer,
     topic: &str,
+    headers: Option<&OwnedHeaders>,
     messages: Vec<Message>,
     stats: &ExporterStats,
     kafka: &KafkaStats,
@@ -225,6 +240,9 @@ async fn produce_all(
             let mut record = FutureRecord::<str, [u8]>::to(topic).payload(&m.body[..]);
             if let Some(k) = &m.key {
                 record = record.key(k.as_str());
+            }
+            if let Some(h) = headers {
+                record = record.headers(h.clone());
             }
             match producer.send_result(record) {
                 Ok(delivery) => {

@@ -15,7 +15,7 @@ use crate::exporters::{Running, Shared};
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("kafka: {0}")]
-    Producer(String),
+    Client(String),
     #[error(
         "this sidetrace was built without Kafka; build it with `cargo build --release --features kafka`"
     )]
@@ -30,7 +30,9 @@ pub fn start(c: &KafkaConfig, shared: &Shared) -> Result<Running, BuildError> {
     let stats = crate::exporters::ExporterStats::new("kafka");
     let kafka = Arc::new(exporter::KafkaStats::default());
     shared.registry.register(kafka.clone());
-    let e = exporter::KafkaExporter::new(c, stats.clone(), kafka).map_err(BuildError::Producer)?;
+    let recorded = shared.span_metrics.config().enabled;
+    let e = exporter::KafkaExporter::new(c, recorded, stats.clone(), kafka)
+        .map_err(BuildError::Client)?;
     tracing::info!(exporter = "kafka", brokers = ?c.brokers, topic = %c.topic, compression = c.compression.name(), by_trace = c.partition_traces_by_id, tls = c.tls, sasl = c.sasl_mechanism.map_or("none", config::SaslMechanism::name), "Kafka exporter ready.");
     Ok(crate::exporters::spawn(e, stats, shared.input_bytes))
 }
