@@ -259,11 +259,15 @@ class TestRunCommand:
         })
         # A load-balancing OTLP exporter, for the gateway tier's metrics (no span is sent).
         balancing = start_agent(["--exporters", "otlp", "--set", "otlp.endpoints=http://127.0.0.1:9"])
+        # The Kafka exporter and receiver, for theirs (no broker: nothing is sent or read).
+        kafka = start_agent(["--exporters", "kafka", "--set", "kafka.receive=true",
+                             "--set", "kafka.brokers=127.0.0.1:9"])
         try:
             pages.append(aws.get("/metrics")[1].decode())
             pages.append(balancing.get("/metrics")[1].decode())
+            pages.append(kafka.get("/metrics")[1].decode())
         finally:
-            for a in (aws, balancing):
+            for a in (aws, balancing, kafka):
                 a.proc.terminate()
                 a.proc.wait(timeout=30)
         families = {f for page in pages for f in re.findall(r"^# TYPE (\S+)", page, flags=re.M)}
