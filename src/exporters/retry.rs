@@ -93,8 +93,6 @@ where
     }
 }
 
-/// Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"),
-/// as the X-Ray daemon uses, bounded by a total time budget.
 /// An error with its causes (`client error (Connect): invalid peer certificate: UnknownIssuer`):
 /// the outer text alone rarely says what to fix.
 pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
@@ -112,6 +110,8 @@ pub fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"),
+/// as the X-Ray daemon uses, bounded by a total time budget.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     pub base: Duration,

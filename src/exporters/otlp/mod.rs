@@ -121,16 +121,11 @@ pub fn start(
         idle: c.idle_flush,
     };
     let grpc = c.protocol == OtlpProtocol::Grpc;
-    // The spec's gRPC endpoint has no path and may have no scheme; OTLP/HTTP needs one.
+    // The spec's gRPC endpoint has no path and may have no scheme; OTLP/HTTP needs one (checked
+    // below, where the single endpoint is used).
     let url = match grpc {
         true => c.grpc_url(),
-        false if c.endpoint.contains("://") => c.endpoint.clone(),
-        false => {
-            return Err(BuildError::Endpoint(format!(
-                "{:?} has no http:// or https:// (only OTLP/gRPC takes host:port)",
-                c.endpoint
-            )));
-        }
+        false => c.endpoint.clone(),
     };
     let targets: Vec<balance::Target> = c
         .endpoints
@@ -169,6 +164,11 @@ pub fn start(
             balance_stats,
         );
         return Ok(crate::exporters::spawn(b, stats, shared.input_bytes));
+    }
+    if !url.contains("://") {
+        return Err(BuildError::Endpoint(format!(
+            "{url:?} has no http:// or https:// (only OTLP/gRPC takes host:port)"
+        )));
     }
     let sender = make_sender(&url, None, grpc, tls.as_ref(), c.timeout, &headers, c.gzip)
         .map_err(BuildError::Endpoint)?;
