@@ -210,11 +210,11 @@ def test_spans_accepted_while_the_broker_is_down_arrive_when_it_is_back(broker):
 
 # --- the kafka receiver (the gateway side) ---
 
-def gateway(broker, topic, group="gateways", *extra):
-    return start_agent(["--exporters", "local", "--set", "kafka.receive=true",
+def gateway(broker, topic, group="gateways", *extra, env=None, exporters="local"):
+    return start_agent(["--exporters", exporters, "--set", "kafka.receive=true",
                         "--set", f"kafka.brokers={broker.addr}", "--set", f"kafka.topics={topic}",
                         "--set", f"kafka.group_id={group}", "--set", "kafka.initial_offset=earliest",
-                        "--set", "kafka.session_timeout=6s", *extra])
+                        "--set", "kafka.session_timeout=6s", *extra], env)
 
 
 def trace_doc(agent, trace_id):
@@ -276,16 +276,19 @@ def test_sidecars_to_gateways_through_a_topic_every_trace_whole_and_once(broker)
             stop(a)
 
 
-def test_a_message_made_as_the_collector_makes_it_is_consumed_and_a_bad_one_skipped(broker):
+def test_a_message_made_as_the_collector_makes_it_reaches_xray_and_a_bad_one_is_skipped(broker, moto_url):
     """An independent producer (confluent-kafka) writes what the Collector's kafka exporter
-    writes: TracesData bytes keyed by the hex trace ID; and, before it, bytes that are no OTLP."""
+    writes: TracesData bytes keyed by the hex trace ID; and, before it, bytes that are no OTLP.
+    A gateway exporting to X-Ray (moto) consumes it: the segment is read back with boto3."""
+    import boto3
     from confluent_kafka import Producer
     from opentelemetry.proto.common.v1 import common_pb2
     from opentelemetry.proto.resource.v1 import resource_pb2
 
     topic = f"spans-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic, partitions=1)
-    trace_id = uuid.uuid4().bytes
+    # X-Ray trace IDs start with the epoch second.
+    trace_id = int(time.time()).to_bytes(4, "big") + uuid.uuid4().bytes[:12]
     now = time.time_ns()
     data = trace_pb2.TracesData(resource_spans=[trace_pb2.ResourceSpans(
         resource=resource_pb2.Resource(attributes=[common_pb2.KeyValue(
@@ -298,11 +301,25 @@ def test_a_message_made_as_the_collector_makes_it_is_consumed_and_a_bad_one_skip
     producer.produce(topic, b"\xff\xffnot a protobuf", key=b"garbage")
     producer.produce(topic, data.SerializeToString(), key=trace_id.hex().encode())
     assert producer.flush(10) == 0
-    gw = gateway(broker, topic, group=f"g-{uuid.uuid4().hex[:6]}")
+    gw = gateway(broker, topic, f"g-{uuid.uuid4().hex[:6]}",
+                 "--sampling-ratio", "1", "--set", "xray.idle_flush=200ms", exporters="xray",
+                 env={"AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": moto_url,
+                      "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"})
+    client = boto3.client("xray", region_name="us-east-1", endpoint_url=moto_url,
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    tid = trace_id.hex()
+    xray_id = f"1-{tid[:8]}-{tid[8:]}"
+    docs = []
+
+    def in_xray():
+        nonlocal docs
+        traces = client.batch_get_traces(TraceIds=[xray_id])["Traces"]
+        docs = [json.loads(seg["Document"]) for t in traces for seg in t["Segments"]]
+        return docs
     try:
-        wait(lambda: (trace_doc(gw, trace_id.hex()) or {}).get("spans"), what="the Collector-made trace")
-        doc = trace_doc(gw, trace_id.hex())
-        assert [s["name"] for s in doc["spans"]] == ["checkout"]
+        wait(in_xray, what="the Collector-made trace in X-Ray")
+        assert [d["name"] for d in docs] == ["from-collector"]
+        assert docs[0]["id"] == "00f067aa0ba902b7" and docs[0]["trace_id"] == xray_id
         assert metric(gw, "sidetrace_kafka_receiver_bad_messages_total") == 1
         assert gw.logged("not an OTLP TracesData")
         # Not marked by a sidetrace: the gateway records its span metrics.
