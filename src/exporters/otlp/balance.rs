@@ -202,8 +202,9 @@ impl Stats for BalanceStats {
 /// How long a trace's owner is remembered, per generation (an entry lives one to two of these):
 /// about as long as a gateway holds a trace before deciding.
 const SPLIT_WINDOW: Duration = Duration::from_secs(30);
-/// Traces remembered per generation (~1 MB each at most); a full one starts the next early.
-const SPLIT_CAP: usize = 65_536;
+/// Traces remembered per generation; a full one starts the next early. 7/8 of 65,536: the most a
+/// map of 65,536 buckets holds before it doubles (so ~1.1 MB per generation at most).
+const SPLIT_CAP: usize = 57_344;
 
 /// Where recent traces went, to count exactly the traces whose spans went to two backends (a
 /// backend joined, left, or failed between their spans). Two generations bound its memory.
