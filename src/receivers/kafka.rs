@@ -97,9 +97,13 @@ pub fn start(
                         break;
                     }
                 }
+                // A broker down or a topic missing: once a second, not in a tight loop.
                 Err(e) => {
                     warn!(receiver = "kafka", error = %e, "Kafka consumer error.");
-                    tokio::time::sleep(RETRY_EVERY).await;
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             }
         }
@@ -130,7 +134,7 @@ async fn take(
             bad(
                 m,
                 stats,
-                format!("{} bytes, over receivers.max_request_bytes", payload.len()),
+                format!("{} bytes, over max_request_bytes", payload.len()),
             );
             break true;
         }
