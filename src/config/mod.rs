@@ -23,6 +23,8 @@ pub enum Field<C: 'static> {
     Duration(fn(&mut C) -> &mut Duration),
     /// A comma list (a TOML array in files).
     List(fn(&mut C) -> &mut Vec<String>),
+    /// Free text, trimmed (a path, a name).
+    Text(fn(&mut C) -> &mut String),
     /// Anything else: its own parser and its TOML form.
     Custom {
         set: fn(&mut C, &str) -> Result<(), String>,
@@ -90,6 +92,14 @@ impl<C> Key<C> {
         Key::new(name, help, Field::List(f))
     }
 
+    pub const fn text(
+        name: &'static str,
+        help: &'static str,
+        f: fn(&mut C) -> &mut String,
+    ) -> Self {
+        Key::new(name, help, Field::Text(f))
+    }
+
     pub const fn custom(
         name: &'static str,
         help: &'static str,
@@ -119,6 +129,7 @@ impl<C> Key<C> {
             Field::Count(f) => *f(c) = parse_count(value)?,
             Field::Duration(f) => *f(c) = parse_duration(value)?,
             Field::List(f) => *f(c) = parse::parse_list(value),
+            Field::Text(f) => *f(c) = value.trim().to_owned(),
             Field::Custom { set, .. } => set(c, value)?,
         }
         Ok(())
@@ -137,6 +148,7 @@ impl<C> Key<C> {
                     .collect(),
             )
             .to_string(),
+            Field::Text(f) => parse::toml_string(f(c)),
             Field::Custom { show, .. } => show(c),
         }
     }
@@ -152,6 +164,7 @@ impl<C> Key<C> {
             Field::Count(_) => "N",
             Field::Duration(_) => "DURATION",
             Field::List(_) => "LIST",
+            Field::Text(_) => "TEXT",
             Field::Custom { .. } => "VALUE",
         }
     }

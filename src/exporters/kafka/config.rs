@@ -146,10 +146,6 @@ impl Default for KafkaConfig {
 
 type K = Key<KafkaConfig>;
 
-fn text(c: &mut KafkaConfig, field: fn(&mut KafkaConfig) -> &mut String, v: &str) {
-    *field(c) = v.trim().to_owned();
-}
-
 impl Section for KafkaConfig {
     const KEYS: &'static [K] = &[
         K::list(
@@ -164,7 +160,7 @@ impl Section for KafkaConfig {
                 if v.trim().is_empty() {
                     return Err("a topic name is needed".into());
                 }
-                text(c, |c| &mut c.topic, v);
+                c.topic = v.trim().to_owned();
                 Ok(())
             },
             |c| toml_string(&c.topic),
@@ -180,14 +176,10 @@ impl Section for KafkaConfig {
             },
             |_| toml_string("otlp_proto"),
         ),
-        K::custom(
+        K::text(
             "kafka.client_id",
             "Kafka: the client ID brokers see.",
-            |c, v| {
-                text(c, |c| &mut c.client_id, v);
-                Ok(())
-            },
-            |c| toml_string(&c.client_id),
+            |c| &mut c.client_id,
         ),
         K::custom(
             "kafka.required_acks",
@@ -256,32 +248,20 @@ impl Section for KafkaConfig {
             |c| &mut c.retry_max_elapsed,
         ),
         K::bool("kafka.tls", "Kafka: connect over TLS.", |c| &mut c.tls),
-        K::custom(
+        K::text(
             "kafka.tls_ca",
             "Kafka: a PEM file of the CAs to trust instead of the system's.",
-            |c, v| {
-                text(c, |c| &mut c.tls_ca, v);
-                Ok(())
-            },
-            |c| toml_string(&c.tls_ca),
+            |c| &mut c.tls_ca,
         ),
-        K::custom(
+        K::text(
             "kafka.tls_cert",
             "Kafka: a PEM client certificate for mutual TLS; needs kafka.tls_key.",
-            |c, v| {
-                text(c, |c| &mut c.tls_cert, v);
-                Ok(())
-            },
-            |c| toml_string(&c.tls_cert),
+            |c| &mut c.tls_cert,
         ),
-        K::custom(
+        K::text(
             "kafka.tls_key",
             "Kafka: the PEM private key of kafka.tls_cert.",
-            |c, v| {
-                text(c, |c| &mut c.tls_key, v);
-                Ok(())
-            },
-            |c| toml_string(&c.tls_key),
+            |c| &mut c.tls_key,
         ),
         K::custom(
             "kafka.sasl_mechanism",
@@ -302,15 +282,9 @@ impl Section for KafkaConfig {
             },
             |c| toml_string(c.sasl_mechanism.map_or("", SaslMechanism::name)),
         ),
-        K::custom(
-            "kafka.sasl_username",
-            "Kafka: the SASL user.",
-            |c, v| {
-                text(c, |c| &mut c.sasl_username, v);
-                Ok(())
-            },
-            |c| toml_string(&c.sasl_username),
-        ),
+        K::text("kafka.sasl_username", "Kafka: the SASL user.", |c| {
+            &mut c.sasl_username
+        }),
         K::custom(
             "kafka.sasl_password",
             "Kafka: the SASL password (never logged; prefer SIDETRACE_KAFKA_SASL_PASSWORD).",
@@ -339,7 +313,7 @@ impl Section for KafkaConfig {
                 if v.trim().is_empty() {
                     return Err("a group ID is needed".into());
                 }
-                text(c, |c| &mut c.group_id, v);
+                c.group_id = v.trim().to_owned();
                 Ok(())
             },
             |c| toml_string(&c.group_id),

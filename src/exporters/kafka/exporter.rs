@@ -171,6 +171,16 @@ impl KafkaExporter {
         (messages, too_large)
     }
 
+    /// A whole spliced batch as one unkeyed message.
+    async fn send_request(&mut self, r: Request) {
+        let message = Message {
+            key: None,
+            body: r.body,
+            spans: r.spans,
+        };
+        self.deliver(vec![message], r.tickets).await;
+    }
+
     /// Delivers `messages` on a send slot (waiting for one: backpressure), holding `tickets`.
     async fn deliver(&mut self, messages: Vec<Message>, tickets: Vec<Ticket>) {
         if messages.is_empty() {
@@ -364,16 +374,5 @@ impl Export for KafkaExporter {
         let producer = self.producer.clone();
         // Anything librdkafka still holds (nothing, once every send above has settled).
         let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(5))).await;
-    }
-}
-
-impl KafkaExporter {
-    async fn send_request(&mut self, r: Request) {
-        let message = Message {
-            key: None,
-            body: r.body,
-            spans: r.spans,
-        };
-        self.deliver(vec![message], r.tickets).await;
     }
 }

@@ -179,32 +179,20 @@ impl Section for OtlpConfig {
             "OTLP exporter: how often dns: backends are looked up again.",
             |c| &mut c.resolve_interval,
         ),
-        K::custom(
+        K::text(
             "otlp.certificate",
             "OTLP exporter: a PEM file of the CA certificates to trust instead of the system's roots.",
-            |c, v| {
-                c.tls.ca = v.trim().into();
-                Ok(())
-            },
-            |c| toml_string(&c.tls.ca),
+            |c| &mut c.tls.ca,
         ),
-        K::custom(
+        K::text(
             "otlp.client_certificate",
             "OTLP exporter: a PEM certificate (chain) to present for mutual TLS; needs otlp.client_key.",
-            |c, v| {
-                c.tls.client_certificate = v.trim().into();
-                Ok(())
-            },
-            |c| toml_string(&c.tls.client_certificate),
+            |c| &mut c.tls.client_certificate,
         ),
-        K::custom(
+        K::text(
             "otlp.client_key",
             "OTLP exporter: the PEM private key of otlp.client_certificate.",
-            |c, v| {
-                c.tls.client_key = v.trim().into();
-                Ok(())
-            },
-            |c| toml_string(&c.tls.client_key),
+            |c| &mut c.tls.client_key,
         ),
         K::bool(
             "otlp.insecure",
@@ -287,30 +275,28 @@ impl OtlpConfig {
                 )),
             }
         }
-        for (traces, general, key) in [
+        // Paths, taken as given (a bad file is reported when the exporter starts).
+        type PathOf = fn(&mut TlsFiles) -> &mut String;
+        let files: [(&str, &str, PathOf); 3] = [
             (
                 "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
                 "OTEL_EXPORTER_OTLP_CERTIFICATE",
-                "otlp.certificate",
+                |t| &mut t.ca,
             ),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
                 "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
-                "otlp.client_certificate",
+                |t| &mut t.client_certificate,
             ),
             (
                 "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
                 "OTEL_EXPORTER_OTLP_CLIENT_KEY",
-                "otlp.client_key",
+                |t| &mut t.client_key,
             ),
-        ] {
+        ];
+        for (traces, general, field) in files {
             if let Some((_, v)) = var(traces, general) {
-                let path = v.trim().to_owned();
-                match key {
-                    "otlp.certificate" => self.tls.ca = path,
-                    "otlp.client_certificate" => self.tls.client_certificate = path,
-                    _ => self.tls.client_key = path,
-                }
+                *field(&mut self.tls) = v.trim().to_owned();
             }
         }
         if let Some((name, v)) = var(

@@ -51,15 +51,7 @@ impl HttpSender {
     pub fn new(url: String, timeout: Duration, signer: Option<Signer>) -> std::io::Result<Self> {
         // Fails here, at start, when the system's TLS roots cannot be loaded.
         crate::exporters::aws::https_client()?;
-        Ok(HttpSender {
-            url,
-            timeout,
-            signer,
-            headers: Vec::new(),
-            gzip: false,
-            retry_on: RetryOn::Aws,
-            client: None,
-        })
+        Ok(HttpSender::over(url, timeout, signer, None))
     }
 
     /// Sends over `client` (built from the exporter's TLS settings) instead of the shared one.
@@ -68,14 +60,23 @@ impl HttpSender {
         timeout: Duration,
         client: crate::exporters::aws::HttpsClient,
     ) -> Self {
+        HttpSender::over(url, timeout, None, Some(Box::new(client)))
+    }
+
+    fn over(
+        url: String,
+        timeout: Duration,
+        signer: Option<Signer>,
+        client: Option<Box<crate::exporters::aws::HttpsClient>>,
+    ) -> Self {
         HttpSender {
             url,
             timeout,
-            signer: None,
+            signer,
             headers: Vec::new(),
             gzip: false,
             retry_on: RetryOn::Aws,
-            client: Some(Box::new(client)),
+            client,
         }
     }
 
