@@ -1,7 +1,8 @@
 //! The bounded, lock-free hand-off between receivers and exporters, limited in spans and bytes.
 //!
 //! Modelled on vector's `limited_queue`: a crossbeam `ArrayQueue` for the items, atomics for the
-//! span/byte budget and a tokio `Notify` to wake the single consumer. Producers never wait.
+//! span/byte budget and a tokio `Notify` to wake the single consumer. Producers never wait,
+//! except one that asks to ([`Queue::wait_for_room`]: the Kafka receiver, which holds messages).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -28,10 +29,16 @@ pub struct Queue {
     items: ArrayQueue<Batch>,
     spans: AtomicUsize,
     bytes: AtomicUsize,
+    /// Slots of `items` reserved: a push that reserved one cannot find the array full (after
+    /// span metrics recorded the batch).
+    batches: AtomicUsize,
     max_spans: usize,
     max_bytes: usize,
     notify: Notify,
     closed: AtomicBool,
+    /// Wakes producers waiting for room; `room_wanted` keeps pops from touching it otherwise.
+    room: Notify,
+    room_wanted: AtomicBool,
 }
 
 impl Queue {
@@ -40,10 +47,13 @@ impl Queue {
             items: ArrayQueue::new(MAX_QUEUED_BATCHES.min(max_spans.max(1))),
             spans: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
+            batches: AtomicUsize::new(0),
             max_spans,
             max_bytes,
             notify: Notify::new(),
             closed: AtomicBool::new(false),
+            room: Notify::new(),
+            room_wanted: AtomicBool::new(false),
         }
     }
 
@@ -66,10 +76,14 @@ impl Queue {
         let (spans, bytes) = (batch.spans.len(), batch.size_bytes());
         // Optimistic reservation: add, then roll back if over budget. Concurrent producers may
         // briefly see each other's reservations and refuse early; they never overshoot.
-        let prev_spans = self.spans.fetch_add(spans, Ordering::AcqRel);
-        let prev_bytes = self.bytes.fetch_add(bytes, Ordering::AcqRel);
+        let prev_spans = self.spans.fetch_add(spans, Ordering::SeqCst);
+        let prev_bytes = self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        let prev_batches = self.batches.fetch_add(1, Ordering::SeqCst);
         let empty = prev_spans == 0 && prev_bytes == 0;
-        if !empty && (prev_spans + spans > self.max_spans || prev_bytes + bytes > self.max_bytes) {
+        if prev_batches >= self.items.capacity()
+            || (!empty
+                && (prev_spans + spans > self.max_spans || prev_bytes + bytes > self.max_bytes))
+        {
             self.release(spans, bytes);
             return Err(PushError::Full(batch));
         }
@@ -79,6 +93,7 @@ impl Queue {
                 self.notify.notify_one();
                 Ok(())
             }
+            // Not reached: the slot was reserved above.
             Err(batch) => {
                 self.release(spans, bytes);
                 Err(PushError::Full(batch))
@@ -86,9 +101,37 @@ impl Queue {
         }
     }
 
+    // SeqCst here and in `wait_for_room`: a waiter that finds no room after saying it wants
+    // some is then seen by the pop that makes room.
     fn release(&self, spans: usize, bytes: usize) {
-        self.spans.fetch_sub(spans, Ordering::AcqRel);
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+        self.spans.fetch_sub(spans, Ordering::SeqCst);
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+        self.batches.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether a batch of `spans` and `bytes` would be queued now (it may not be, by the time it
+    /// is pushed, if another producer came first).
+    pub fn fits(&self, spans: usize, bytes: usize) -> bool {
+        let queued_spans = self.spans.load(Ordering::SeqCst);
+        let queued_bytes = self.bytes.load(Ordering::SeqCst);
+        self.batches.load(Ordering::SeqCst) < self.items.capacity()
+            && ((queued_spans == 0 && queued_bytes == 0)
+                || (queued_spans + spans <= self.max_spans
+                    && queued_bytes + bytes <= self.max_bytes))
+    }
+
+    /// Waits until a batch of `spans` and `bytes` would fit, or the queue is closed.
+    pub async fn wait_for_room(&self, spans: usize, bytes: usize) {
+        loop {
+            let woken = self.room.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            self.room_wanted.store(true, Ordering::SeqCst);
+            if self.fits(spans, bytes) || self.is_closed() {
+                return;
+            }
+            woken.await;
+        }
     }
 
     /// Whether a batch of about `bytes` could be queued now (a cheap early check; `try_push`
@@ -102,6 +145,10 @@ impl Queue {
     pub fn try_pop(&self) -> Option<Batch> {
         let batch = self.items.pop()?;
         self.release(batch.spans.len(), batch.size_bytes());
+        if self.room_wanted.load(Ordering::SeqCst) && self.room_wanted.swap(false, Ordering::SeqCst)
+        {
+            self.room.notify_waiters();
+        }
         Some(batch)
     }
 
@@ -123,6 +170,7 @@ impl Queue {
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.notify.notify_one();
+        self.room.notify_waiters();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -228,6 +276,41 @@ mod tests {
         assert!(q.try_push(batch(1)).is_ok());
         assert!(q.try_push(batch(1)).is_ok());
         assert!(matches!(q.try_push(batch(1)), Err(PushError::Full(_))));
+    }
+
+    #[test]
+    fn a_full_slot_array_refuses_before_the_batch_is_seen() {
+        let q = Queue::new(MAX_QUEUED_BATCHES * 10, usize::MAX);
+        for _ in 0..MAX_QUEUED_BATCHES {
+            q.try_push(batch(1)).unwrap();
+        }
+        let mut seen = false;
+        assert!(matches!(
+            q.try_push_with(batch(1), |_| seen = true),
+            Err(PushError::Full(_))
+        ));
+        assert!(!seen, "span metrics must not record a refused batch");
+        assert!(!q.fits(1, 1));
+        q.try_pop().unwrap();
+        assert!(q.fits(1, 1));
+        q.try_push(batch(1)).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_producer_waiting_for_room_wakes_when_a_batch_leaves() {
+        let q = std::sync::Arc::new(Queue::new(10, 1 << 20));
+        q.try_push(batch(8)).unwrap();
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.wait_for_room(5, 100).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "8 + 5 spans do not fit in 10");
+        q.try_pop().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by the pop")
+            .unwrap();
     }
 
     #[tokio::test]

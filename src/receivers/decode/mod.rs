@@ -61,33 +61,56 @@ struct Walk<'a> {
 
 /// Reads and validates one OTLP `ExportTraceServiceRequest`, indexing its valid spans.
 pub fn decode_request(buf: Bytes, protocol: Protocol) -> Result<Decoded, DecodeError> {
-    let mut walk = Walk {
-        buf: &buf,
-        resources: Vec::new(),
-        scopes: Vec::new(),
-        // A span is rarely under 64 bytes on the wire; this avoids most regrowth.
-        spans: Vec::with_capacity(buf.len() / 160),
-        rejected: Rejected::default(),
-    };
-    let mut r = Reader::new(&buf, 0..buf.len());
-    while !r.done() {
-        let (field, wt) = r.key()?;
-        if field == 1 {
-            expect("ExportTraceServiceRequest", field, wt, 2)?;
-            let rs = r.bytes()?;
-            walk.resource_spans(rs)?;
-        } else {
-            r.skip("ExportTraceServiceRequest", field, wt)?;
-        }
-    }
-    let Walk {
-        resources,
-        scopes,
-        spans,
-        rejected,
-        ..
-    } = walk;
-    Ok(Decoded {
+    let mut walk = Walk::new(&buf);
+    walk.request(0..buf.len())?;
+    let (resources, scopes, spans, rejected) = walk.into_parts();
+    Ok(decoded(buf, protocol, resources, scopes, spans, rejected))
+}
+
+/// Reads several requests laid end to end in `buf` (Kafka messages copied into one buffer) into
+/// one batch, each part walked on its own: a part that does not decode leaves nothing in the
+/// batch (its bytes stay in `buf`), and its error is in the result for that part.
+pub fn decode_parts(
+    buf: Bytes,
+    parts: &[Range<usize>],
+    protocol: Protocol,
+) -> (Decoded, Vec<Result<(), DecodeError>>) {
+    let mut walk = Walk::new(&buf);
+    let results = parts
+        .iter()
+        .map(|part| {
+            let mark = (
+                walk.resources.len(),
+                walk.scopes.len(),
+                walk.spans.len(),
+                walk.rejected.clone(),
+            );
+            let read = walk.request(part.clone());
+            if read.is_err() {
+                walk.resources.truncate(mark.0);
+                walk.scopes.truncate(mark.1);
+                walk.spans.truncate(mark.2);
+                walk.rejected = mark.3;
+            }
+            read
+        })
+        .collect();
+    let (resources, scopes, spans, rejected) = walk.into_parts();
+    (
+        decoded(buf, protocol, resources, scopes, spans, rejected),
+        results,
+    )
+}
+
+fn decoded(
+    buf: Bytes,
+    protocol: Protocol,
+    resources: Vec<ResourceInfo>,
+    scopes: Vec<ScopeInfo>,
+    spans: Vec<SpanInfo>,
+    rejected: Rejected,
+) -> Decoded {
+    Decoded {
         batch: Batch {
             protocol,
             buf,
@@ -98,10 +121,40 @@ pub fn decode_request(buf: Bytes, protocol: Protocol) -> Result<Decoded, DecodeE
         },
         rejected,
         metrics_recorded: false,
-    })
+    }
 }
 
-impl Walk<'_> {
+impl<'a> Walk<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Walk {
+            buf,
+            resources: Vec::new(),
+            scopes: Vec::new(),
+            // A span is rarely under 64 bytes on the wire; this avoids most regrowth.
+            spans: Vec::with_capacity(buf.len() / 160),
+            rejected: Rejected::default(),
+        }
+    }
+
+    fn into_parts(self) -> (Vec<ResourceInfo>, Vec<ScopeInfo>, Vec<SpanInfo>, Rejected) {
+        (self.resources, self.scopes, self.spans, self.rejected)
+    }
+
+    fn request(&mut self, range: Range<usize>) -> Result<(), DecodeError> {
+        let mut r = Reader::new(self.buf, range);
+        while !r.done() {
+            let (field, wt) = r.key()?;
+            if field == 1 {
+                expect("ExportTraceServiceRequest", field, wt, 2)?;
+                let rs = r.bytes()?;
+                self.resource_spans(rs)?;
+            } else {
+                r.skip("ExportTraceServiceRequest", field, wt)?;
+            }
+        }
+        Ok(())
+    }
+
     fn resource_spans(&mut self, range: Range<usize>) -> Result<(), DecodeError> {
         const NAME: &str = "ResourceSpans";
         let resource_index = index_u32(self.resources.len())?;

@@ -266,3 +266,63 @@ fn empty_request_is_fine() {
     let d = decode_request(Bytes::new(), Protocol::HttpProtobuf).unwrap();
     assert!(d.batch.spans.is_empty());
 }
+
+#[test]
+fn parts_laid_end_to_end_read_as_one_batch_and_a_bad_part_leaves_nothing_behind() {
+    let mut backwards = span(3, 9, None);
+    backwards.end_time_unix_nano = 10;
+    let a = request(vec![span(1, 1, None), span(1, 2, Some(1))]);
+    let b = request(vec![span(2, 3, None), backwards]);
+    // Cut inside its second span: the first span's resource and scope were already indexed.
+    let c = request(vec![span(4, 4, None), span(4, 5, None)]);
+    let c = c.slice(..c.len() - 7);
+    let mut buf = Vec::new();
+    let mut parts = Vec::new();
+    for p in [&a, &c, &b] {
+        parts.push(buf.len()..buf.len() + p.len());
+        buf.extend_from_slice(p);
+    }
+    let (d, results) = decode_parts(buf.into(), &parts, Protocol::Kafka);
+    assert_eq!(results[0], Ok(()));
+    assert!(results[1].is_err(), "the cut part is an error");
+    assert_eq!(results[2], Ok(()));
+    let ids: Vec<u8> = d.batch.spans.iter().map(|s| s.span_id[0]).collect();
+    assert_eq!(ids, [1, 2, 3], "nothing of the cut part is left");
+    assert_eq!(
+        d.rejected.total(),
+        1,
+        "the rejected span of the last part counts"
+    );
+    assert_eq!(d.batch.resources.len(), 2);
+    assert_eq!(d.batch.scopes.len(), 2);
+    // Indexes of the last part point at its own resource and scope, and its spans decode back.
+    let last = &d.batch.spans[2];
+    assert_eq!((last.resource, last.scope), (1, 1));
+    assert_eq!(d.batch.decode_span(last).unwrap(), span(2, 3, None));
+    assert_eq!(d.batch.service_name(last), "checkout");
+    // The same bytes without the bad part decode, as one request, to the same index.
+    let mut good = a.to_vec();
+    good.extend_from_slice(&b);
+    let whole = decode_request(good.into(), Protocol::Kafka).unwrap();
+    assert_eq!(format!("{:?}", whole.batch.spans), {
+        let shift = c.len() as u32;
+        let mut s = d.batch.spans.clone();
+        for x in &mut s[2..] {
+            for r in [
+                &mut x.name,
+                &mut x.trace_state,
+                &mut x.bytes,
+                &mut x.http.route,
+                &mut x.http.method,
+                &mut x.http.path,
+            ] {
+                // Absent attributes are 0..0 and stay so.
+                if r.start >= shift {
+                    r.start -= shift;
+                    r.end -= shift;
+                }
+            }
+        }
+        format!("{s:?}")
+    });
+}
