@@ -37,7 +37,7 @@ const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 /// Messages already fetched are taken together, up to these, as one batch for the pipeline.
 const GATHER_MESSAGES: usize = 1024;
-const GATHER_BYTES: usize = 1 << 20;
+const GATHER_BYTES: usize = 256 << 10;
 
 /// `sidetrace_kafka_receiver_*`.
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ pub fn start(
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<JoinHandle<()>, String> {
     let mut cc = rdkafka::ClientConfig::new();
-    for (k, v) in c.consumer_settings(max_request_bytes) {
+    for (k, v) in c.consumer_settings() {
         cc.set(k, v);
     }
     let consumer: StreamConsumer = cc.create().map_err(|e| e.to_string())?;

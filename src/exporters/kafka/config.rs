@@ -383,7 +383,7 @@ impl KafkaConfig {
 
     /// The consumer's settings: at-least-once (an offset is stored only once its message is in
     /// the pipeline, and committed from there), cooperative rebalancing, a bounded prefetch.
-    pub fn consumer_settings(&self, max_message_bytes: usize) -> Vec<(&'static str, String)> {
+    pub fn consumer_settings(&self) -> Vec<(&'static str, String)> {
         let mut s = self.client_settings();
         s.extend([
             ("group.id", self.group_id.clone()),
@@ -413,7 +413,7 @@ impl KafkaConfig {
                 "partition.assignment.strategy",
                 "cooperative-sticky".to_owned(),
             ),
-            // Prefetched, not yet admitted: bounded per partition (librdkafka's default is 64 MB).
+            // Prefetched, not yet admitted, all partitions together (librdkafka's default is 64 MB).
             ("queued.max.messages.kbytes", "2048".to_owned()),
             // Past that bound librdkafka postpones the next fetch by this (default 1 s, which
             // left a gateway idle most of the time: ~3 k messages/s at 12 % CPU).
@@ -421,10 +421,12 @@ impl KafkaConfig {
             // A fetch that found less than a message waits at most this long for more
             // (librdkafka's 500 ms left a gateway idle between small fetches).
             ("fetch.wait.max.ms", "50".to_owned()),
-            (
-                "fetch.message.max.bytes",
-                max_message_bytes.max(1024).to_string(),
-            ),
+            // What one fetch may bring, per partition and in all: small, since librdkafka holds
+            // what it fetched (and decompressed) until every message of it is consumed, in the C
+            // heap where it stays resident (a gateway catching up kept ~35 MB with 4 MB and 50 MB,
+            // librdkafka's defaults). A larger message still comes whole (KIP-74).
+            ("fetch.message.max.bytes", "262144".to_owned()),
+            ("fetch.max.bytes", "1048576".to_owned()),
         ]);
         s
     }
