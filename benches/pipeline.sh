@@ -14,6 +14,8 @@
 # generator's core); g = a Kafka gateway: a topic filled first (by this build's kafka exporter
 # under the load generator, both on the load core), then consumed from the start by an agent
 # exporting to X-Ray as in b (sampling 1 %, errors kept), timed until every span is in;
+# w = an OTLP gateway: b, with every request marked as a forwarding sidecar marks it (span
+# metrics recorded there, so not again here);
 # o = b with --memory-limit $LIMIT (default 48MiB) under ten
 # times b's saturation rate (open loop), to show peak RSS stays under the limit.
 # AWS is a local fake endpoint (benches/fake_xray.rs). AGENT_ARGS adds flags to the agent.
@@ -63,7 +65,7 @@ start_agent() {
   "$BIN" --help | grep -q -- --xray-udp-addr && args+=(--xray-udp-addr "$UDP")
   case $cfg in
     a) args+=(--exporters local) ;;
-    b) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
+    b|w) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 0.01) ;;
     c) env+=(AWS_REGION=us-east-1 AWS_ENDPOINT_URL="http://$AWS" AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench)
        args+=(--sampling-ratio 1) ;;
@@ -97,7 +99,8 @@ for cfg in $CONFIGS; do
     sleep 1
     IDLE_KB=$(status_kb "$AGENT_PID" VmRSS)
     c0=$(cpu_ticks "$AGENT_PID")
-    MIX_ARGS=(); [ "$cfg" = b ] && MIX_ARGS=(--error-mix "$MIX")
+    MIX_ARGS=(); [ "$cfg" = b ] || [ "$cfg" = w ] && MIX_ARGS=(--error-mix "$MIX")
+    [ "$cfg" = w ] && MIX_ARGS+=(--span-metrics-recorded)
     OUT=$(taskset -c "$LOAD_CPU" "$LOADGEN" loadgen --topology chain --target "$GRPC" --spans-per-request "$SPANS" --streams "$STREAMS" --duration "$DURATION" "${MIX_ARGS[@]}" | tail -1)
     c1=$(cpu_ticks "$AGENT_PID")
     PEAK_KB=$(status_kb "$AGENT_PID" VmHWM)

@@ -40,6 +40,9 @@ pub struct LoadSpec {
     pub extra_attributes: usize,
     pub xray_ids: bool,
     pub gzip: bool,
+    /// Sends the header a forwarding sidetrace sends (its span metrics recorded): the agent
+    /// under load then works as a gateway does.
+    pub metrics_recorded: bool,
     pub topology: crate::workload::Topology,
 }
 
@@ -290,13 +293,20 @@ impl Client {
     }
 
     /// One export; `Err` carries a bounded failure label (gRPC code or HTTP status).
-    async fn send(&mut self, body: Vec<u8>, gzip_body: bool) -> Result<(), String> {
+    async fn send(&mut self, body: Vec<u8>, gzip_body: bool, recorded: bool) -> Result<(), String> {
         match self {
             Client::Grpc(g) => {
                 g.ready().await.map_err(|e| format!("connect: {e}"))?;
                 let path =
                     http::uri::PathAndQuery::from_static(crate::receivers::otlp_grpc::EXPORT_PATH);
-                g.unary(tonic::Request::new(Bytes::from(body)), path, RawCodec)
+                let mut req = tonic::Request::new(Bytes::from(body));
+                if recorded {
+                    req.metadata_mut().insert(
+                        crate::model::SPAN_METRICS_HEADER,
+                        tonic::metadata::MetadataValue::from_static("recorded"),
+                    );
+                }
+                g.unary(req, path, RawCodec)
                     .await
                     .map(drop)
                     .map_err(|s| format!("grpc_{:?}", s.code()))
@@ -304,6 +314,9 @@ impl Client {
             Client::Http(c, url) => {
                 let mut req = http::Request::post(url.as_str())
                     .header("content-type", "application/x-protobuf");
+                if recorded {
+                    req = req.header(crate::model::SPAN_METRICS_HEADER, "recorded");
+                }
                 let body = if gzip_body {
                     req = req.header("content-encoding", "gzip");
                     gzip(&body)
@@ -352,7 +365,9 @@ impl Shared {
 
     async fn one(&self, client: &mut Client, body: Vec<u8>, spans: usize) {
         let t = Instant::now();
-        let r = client.send(body, self.spec.gzip).await;
+        let r = client
+            .send(body, self.spec.gzip, self.spec.metrics_recorded)
+            .await;
         let us = t.elapsed().as_micros() as u64;
         match r {
             Ok(()) => {
@@ -549,6 +564,7 @@ mod tests {
             extra_attributes: 1,
             xray_ids: true,
             gzip: false,
+            metrics_recorded: false,
             topology: crate::workload::Topology::Services,
         };
         let t = &templates(&spec)[0];
@@ -585,6 +601,7 @@ mod tests {
             extra_attributes: 1,
             xray_ids: true,
             gzip: false,
+            metrics_recorded: false,
             topology: crate::workload::Topology::Services,
         };
         let t = &templates(&spec)[0];

@@ -252,6 +252,10 @@ struct LoadgenArgs {
     /// gzip request bodies
     #[arg(long)]
     gzip: bool,
+    /// Mark requests as a forwarding sidetrace does (span metrics already recorded), to load
+    /// an agent as a gateway
+    #[arg(long)]
+    span_metrics_recorded: bool,
     /// services (7-span traces: a frontend calls two backends, one calls a database) or chain
     /// (--spans-per-trace spans of one service, what the benchmarks send)
     #[arg(long, default_value = "services")]
@@ -402,6 +406,7 @@ fn loadgen(a: LoadgenArgs) -> ExitCode {
         extra_attributes: a.attributes,
         xray_ids: !a.random_ids,
         gzip: a.gzip,
+        metrics_recorded: a.span_metrics_recorded,
         topology,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
