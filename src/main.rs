@@ -173,6 +173,10 @@ enum Command {
     Config(ConfigCommand),
     /// Send realistic OTLP trace load and report spans/s and latency (a final JSON line).
     Loadgen(LoadgenArgs),
+    /// Print an Amazon MSK IAM token made as the agent makes them (AWS_REGION and the SDK's
+    /// credentials chain), to check access from where the agent will run
+    #[cfg(feature = "kafka")]
+    MskIamToken,
 }
 
 /// Where the agent to check listens: the flag, else the config file and `SIDETRACE_ADMIN_ADDR`.
@@ -316,6 +320,8 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Some(Command::Loadgen(args)) => loadgen(args),
+        #[cfg(feature = "kafka")]
+        Some(Command::MskIamToken) => msk_iam_token(),
         Some(Command::Run(flags)) => match load_config(&flags) {
             Ok(c) => run(c),
             Err(code) => code,
@@ -324,6 +330,45 @@ fn main() -> ExitCode {
             Ok(c) => run(c),
             Err(code) => code,
         },
+    }
+}
+
+#[cfg(feature = "kafka")]
+fn msk_iam_token() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sidetrace msk-iam-token: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let made = runtime.block_on(async {
+        let region = sidetrace::config::aws_region(&|v| std::env::var(v).ok());
+        let sdk = sidetrace::exporters::aws::sdk_config(region, Duration::from_secs(5)).await;
+        let region = sdk
+            .region()
+            .ok_or("no AWS region (AWS_REGION)")?
+            .to_string();
+        let provider = sdk
+            .credentials_provider()
+            .ok_or("no AWS credentials provider")?;
+        let creds = sidetrace::exporters::aws::CachedCredentials::new(provider)
+            .get()
+            .await?;
+        sidetrace::exporters::kafka::msk_iam::token(&creds, &region, std::time::SystemTime::now())
+    });
+    match made {
+        Ok((token, _)) => {
+            out!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sidetrace msk-iam-token: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -92,6 +92,7 @@ pub enum StartError {
 #[cfg(feature = "kafka")]
 fn start_kafka_receiver(
     config: &Config,
+    context: crate::exporters::kafka::KafkaContext,
     pipeline: &Arc<Pipeline>,
     registry: &Registry,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
@@ -100,6 +101,7 @@ fn start_kafka_receiver(
     registry.register(stats.clone());
     crate::receivers::kafka::start(
         &config.kafka,
+        context,
         pipeline.clone(),
         config.receivers.max_request_bytes,
         stats,
@@ -111,6 +113,7 @@ fn start_kafka_receiver(
 #[cfg(not(feature = "kafka"))]
 fn start_kafka_receiver(
     _: &Config,
+    _: crate::exporters::kafka::KafkaContext,
     _: &Arc<Pipeline>,
     _: &Registry,
     _: impl std::future::Future<Output = ()> + Send + 'static,
@@ -118,6 +121,39 @@ fn start_kafka_receiver(
     Err(StartError::Kafka(
         crate::exporters::kafka::BuildError::NotBuilt,
     ))
+}
+
+/// The Kafka clients' context: with MSK IAM, the region and credentials of the SDK's chain.
+#[cfg(feature = "kafka")]
+async fn kafka_context(
+    config: &Config,
+    sdk: &mut Option<aws_config::SdkConfig>,
+) -> Result<crate::exporters::kafka::KafkaContext, StartError> {
+    use crate::exporters::kafka::{BuildError, config::SaslMechanism, msk_iam::MskIam};
+    if config.kafka.sasl_mechanism != Some(SaslMechanism::AwsMskIam) {
+        return Ok(Default::default());
+    }
+    let sdk = aws_sdk(config, sdk).await;
+    let fail = |e: &str| StartError::Kafka(BuildError::Client(e.to_owned()));
+    let region = sdk
+        .region()
+        .ok_or_else(|| fail("MSK IAM needs an AWS region (AWS_REGION)"))?
+        .to_string();
+    let credentials = sdk
+        .credentials_provider()
+        .ok_or_else(|| fail("MSK IAM found no AWS credentials provider"))?;
+    let iam = MskIam::start(exporters::aws::CachedCredentials::new(credentials), region)
+        .await
+        .map_err(|e| fail(&e))?;
+    Ok(crate::exporters::kafka::KafkaContext { iam: Some(iam) })
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka_context(
+    _: &Config,
+    _: &mut Option<aws_config::SdkConfig>,
+) -> Result<crate::exporters::kafka::KafkaContext, StartError> {
+    Ok(crate::exporters::kafka::KafkaContext)
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -279,6 +315,11 @@ impl Agent {
         let mut store = None;
         let mut cloudwatch = None;
         let mut sdk: Option<aws_config::SdkConfig> = None;
+        let kafka_context = if config.kafka.receive || exporters.contains(&ExporterKind::Kafka) {
+            kafka_context(config, &mut sdk).await?
+        } else {
+            Default::default()
+        };
         let mut running: Vec<Running> = Vec::with_capacity(exporters.len());
         let mut xray_input = None;
         // The span accounting of every exporter, batch-fed or not.
@@ -300,9 +341,11 @@ impl Agent {
                             .map(|d| d.batch)
                     },
                 )?),
-                ExporterKind::Kafka => {
-                    running.push(crate::exporters::kafka::start(&config.kafka, &shared)?)
-                }
+                ExporterKind::Kafka => running.push(crate::exporters::kafka::start(
+                    &config.kafka,
+                    kafka_context.clone(),
+                    &shared,
+                )?),
                 ExporterKind::Xray => {
                     let sdk = aws_sdk(config, &mut sdk).await;
                     let r = xray::start(&config.xray, &sdk, &shared)?;
@@ -442,6 +485,7 @@ impl Agent {
         if config.kafka.receive {
             receivers.push(start_kafka_receiver(
                 config,
+                kafka_context,
                 &pipeline,
                 &registry,
                 stopped(stop_rx),

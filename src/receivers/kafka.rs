@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::exporters::kafka::KafkaConfig;
+use crate::exporters::kafka::{KafkaConfig, KafkaContext};
 use crate::model::{Protocol, RequestOutcome, SPAN_METRICS_HEADER};
 use crate::pipeline::Pipeline;
 use crate::receivers::decode::decode_parts;
@@ -75,6 +75,7 @@ impl Stats for KafkaReceiverStats {
 /// Subscribes and starts consuming; runs until `stop` resolves.
 pub fn start(
     c: &KafkaConfig,
+    context: KafkaContext,
     pipeline: Arc<Pipeline>,
     max_request_bytes: usize,
     stats: Arc<KafkaReceiverStats>,
@@ -84,7 +85,8 @@ pub fn start(
     for (k, v) in c.consumer_settings() {
         cc.set(k, v);
     }
-    let consumer: StreamConsumer = cc.create().map_err(|e| e.to_string())?;
+    let consumer: StreamConsumer<KafkaContext> =
+        cc.create_with_context(context).map_err(|e| e.to_string())?;
     let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(|e| e.to_string())?;
     info!(receiver = "kafka", brokers = ?c.brokers, topics = ?c.topics, group_id = %c.group_id, "Consuming spans from Kafka.");
@@ -144,7 +146,7 @@ pub fn start(
 }
 
 /// The next message if librdkafka already has one, without waiting.
-fn ready(consumer: &StreamConsumer) -> Option<KafkaResult<BorrowedMessage<'_>>> {
+fn ready(consumer: &StreamConsumer<KafkaContext>) -> Option<KafkaResult<BorrowedMessage<'_>>> {
     let mut next = std::pin::pin!(consumer.recv());
     match next.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(m) => Some(m),
@@ -162,7 +164,7 @@ fn recorded(m: &BorrowedMessage<'_>) -> bool {
 /// Admits messages, in runs that agree on whether their span metrics were recorded, each run as
 /// one batch. False when the agent is stopping (offsets not stored are read again later).
 async fn take(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<KafkaContext>,
     msgs: &[BorrowedMessage<'_>],
     pipeline: &Pipeline,
     max_request_bytes: usize,
@@ -186,7 +188,7 @@ async fn take(
 /// Admits one run of messages as one batch, waiting for room while the pipeline refuses it
 /// (pausing the partitions if that lasts). Bad messages are counted, logged and left out.
 async fn take_run(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<KafkaContext>,
     run: &[BorrowedMessage<'_>],
     pipeline: &Pipeline,
     max_request_bytes: usize,

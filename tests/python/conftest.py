@@ -21,7 +21,7 @@ class Agent:
         self.xray_udp = addrs["xray_udp"]
         self.xray_proxy = addrs["xray_proxy"]
         self.admin = addrs["admin"]
-        self.log = []  # the agent's stderr lines after its listeners, as they come
+        self.log = []  # the agent's stderr lines, as they come
 
     def logged(self, *parts):
         """The log lines holding every one of `parts`."""
@@ -67,16 +67,19 @@ def start_agent(extra_args=(), extra_env=None):
          "--xray-udp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0", *extra_args],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     addrs = {}
+    startup = []
     deadline = time.time() + 20
     while "admin" not in addrs and time.time() < deadline:
         line = proc.stderr.readline()
         if not line:
             break
+        startup.append(line)
         m = re.search(r'listener="(\w+)" addr=(\S+)', line)
         if m:
             addrs[m.group(1)] = m.group(2)
     assert {"otlp_grpc", "otlp_http", "xray_udp", "xray_proxy", "admin"} <= set(addrs), f"agent did not report its listeners: {addrs}"
     agent = Agent(proc, addrs)
+    agent.log.extend(startup)
     threading.Thread(target=lambda: [agent.log.append(line) for line in proc.stderr], daemon=True).start()
     return agent
 

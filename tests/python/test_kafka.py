@@ -350,3 +350,74 @@ def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker
     finally:
         stop(sidecar)
         stop(gateways[1])
+
+
+def test_an_msk_iam_token_is_a_connect_url_presigned_as_botocore_presigns_it():
+    """`sidetrace msk-iam-token` prints the token the agent gives librdkafka for
+    AWS_MSK_IAM_OAUTHBEARER. botocore's SigV4QueryAuth presigns the same kafka-cluster:Connect
+    request at the token's own X-Amz-Date (what AWS's aws-msk-iam-sasl-signer does): every
+    signed parameter and the signature must match, and must not with a wrong secret."""
+    import base64
+    import datetime
+    import urllib.parse
+    from unittest import mock
+
+    from botocore.auth import SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from conftest import BIN
+
+    key, secret, session = "AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "tok/en+with=signs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_REGION="eu-west-1", AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret,
+               AWS_SESSION_TOKEN=session, AWS_EC2_METADATA_DISABLED="true")
+    token = subprocess.run([BIN, "msk-iam-token"], env=env, capture_output=True, text=True,
+                           timeout=30, check=True).stdout.strip()
+    assert token and not set(token) & set("=+/\n"), token
+    url = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    parts = urllib.parse.urlsplit(url)
+    got = urllib.parse.parse_qs(parts.query)
+    assert (parts.scheme, parts.netloc, parts.path) == ("https", "kafka.eu-west-1.amazonaws.com", "/")
+    assert got["Action"] == ["kafka-cluster:Connect"]
+    assert got["X-Amz-Expires"] == ["900"]
+    assert got["X-Amz-Security-Token"] == [session]
+    assert got.pop("User-Agent")[0].startswith("sidetrace/")
+    at = datetime.datetime.strptime(got["X-Amz-Date"][0], "%Y%m%dT%H%M%SZ")
+    assert abs((datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - at).total_seconds()) < 60
+
+    def presign(secret):
+        req = AWSRequest(method="GET", url="https://kafka.eu-west-1.amazonaws.com/",
+                         params={"Action": "kafka-cluster:Connect"})
+        with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+            SigV4QueryAuth(Credentials(key, secret, session), "kafka-cluster", "eu-west-1",
+                           expires=900).add_auth(req)
+        return urllib.parse.parse_qs(urllib.parse.urlsplit(req.prepare().url).query)
+
+    want = presign(secret)
+    assert got == want
+    assert presign("not-the-secret")["X-Amz-Signature"] != got["X-Amz-Signature"]
+
+
+def test_with_msk_iam_both_kafka_clients_ask_for_a_token_and_it_is_never_logged():
+    """librdkafka asks the client context for an OAUTHBEARER token as soon as a client is made:
+    the exporter's producer and the receiver's consumer each get one (no broker needed). Without
+    a region the agent does not start, and says why."""
+    port = free_port()
+    aws = {"AWS_REGION": "eu-west-1", "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+           "AWS_SECRET_ACCESS_KEY": "secret-never-logged", "AWS_EC2_METADATA_DISABLED": "true"}
+    args = ["--exporters", "kafka", "--set", f"kafka.brokers=127.0.0.1:{port}",
+            "--set", "kafka.sasl_mechanism=AWS_MSK_IAM_OAUTHBEARER", "--set", "kafka.receive=true"]
+    agent = start_agent(args, aws)
+    try:
+        wait(lambda: len(agent.logged("MSK IAM token made")) >= 2, 30, "a token for each client")
+        log = "".join(agent.log)
+        assert "X-Amz-Signature" not in log and "secret-never-logged" not in log
+        assert "aHR0cHM6Ly9rYWZrYS" not in log  # base64 of "https://kafka"
+    finally:
+        stop(agent)
+    no_region = {k: v for k, v in aws.items() if k != "AWS_REGION"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | no_region
+    from conftest import BIN
+    r = subprocess.run([BIN, *args], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "MSK IAM needs an AWS region" in r.stderr, r.stderr

@@ -49,6 +49,8 @@ pub enum SaslMechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    /// Amazon MSK's IAM access control: OAUTHBEARER with a SigV4-signed token.
+    AwsMskIam,
 }
 
 impl SaslMechanism {
@@ -57,6 +59,7 @@ impl SaslMechanism {
             SaslMechanism::Plain => "PLAIN",
             SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
             SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+            SaslMechanism::AwsMskIam => "AWS_MSK_IAM_OAUTHBEARER",
         }
     }
 }
@@ -265,16 +268,18 @@ impl Section for KafkaConfig {
         ),
         K::custom(
             "kafka.sasl_mechanism",
-            "Kafka: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL).",
+            "Kafka: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM_OAUTHBEARER (Amazon MSK's IAM access control, with the AWS credentials and region the agent finds; TLS is implied) (empty: no SASL).",
             |c, v| {
                 c.sasl_mechanism = match v.trim().to_ascii_uppercase().as_str() {
                     "" => None,
                     "PLAIN" => Some(SaslMechanism::Plain),
                     "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
                     "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+                    // The Collector's spelling, and its older one.
+                    "AWS_MSK_IAM_OAUTHBEARER" | "AWS_MSK_IAM" => Some(SaslMechanism::AwsMskIam),
                     other => {
                         return Err(format!(
-                            "{other:?} is not PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+                            "{other:?} is not PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or AWS_MSK_IAM_OAUTHBEARER"
                         ));
                     }
                 };
@@ -357,7 +362,9 @@ impl KafkaConfig {
             ("bootstrap.servers", self.brokers.join(",")),
             ("client.id", self.client_id.clone()),
         ];
-        let protocol = match (self.tls, self.sasl_mechanism.is_some()) {
+        // MSK serves IAM only over TLS (port 9098).
+        let tls = self.tls || self.sasl_mechanism == Some(SaslMechanism::AwsMskIam);
+        let protocol = match (tls, self.sasl_mechanism.is_some()) {
             (false, false) => "plaintext",
             (true, false) => "ssl",
             (false, true) => "sasl_plaintext",
@@ -373,10 +380,15 @@ impl KafkaConfig {
         if !self.tls_key.is_empty() {
             s.push(("ssl.key.location", self.tls_key.clone()));
         }
-        if let Some(m) = self.sasl_mechanism {
-            s.push(("sasl.mechanism", m.name().into()));
-            s.push(("sasl.username", self.sasl_username.clone()));
-            s.push(("sasl.password", self.sasl_password.clone()));
+        match self.sasl_mechanism {
+            // The token comes from the client context's callback (`msk_iam`).
+            Some(SaslMechanism::AwsMskIam) => s.push(("sasl.mechanism", "OAUTHBEARER".into())),
+            Some(m) => {
+                s.push(("sasl.mechanism", m.name().into()));
+                s.push(("sasl.username", self.sasl_username.clone()));
+                s.push(("sasl.password", self.sasl_password.clone()));
+            }
+            None => {}
         }
         s
     }

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use super::config::KafkaConfig;
+use crate::exporters::kafka::KafkaContext;
 use crate::exporters::otlp::{Limits, Request, Splicer};
 use crate::exporters::retry::{Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
@@ -63,7 +64,7 @@ struct Message {
 
 /// Produces kept spans to one topic.
 pub struct KafkaExporter {
-    producer: FutureProducer,
+    producer: FutureProducer<KafkaContext>,
     /// `x-sidetrace-span-metrics: recorded` when this agent recorded the spans' metrics, so a
     /// sidetrace consuming them does not record them again.
     headers: Option<OwnedHeaders>,
@@ -89,6 +90,7 @@ impl std::fmt::Debug for KafkaExporter {
 impl KafkaExporter {
     pub fn new(
         c: &KafkaConfig,
+        context: KafkaContext,
         metrics_recorded: bool,
         stats: Arc<ExporterStats>,
         kafka: Arc<KafkaStats>,
@@ -97,7 +99,8 @@ impl KafkaExporter {
         for (k, v) in c.producer_settings() {
             cc.set(k, v);
         }
-        let producer: FutureProducer = cc.create().map_err(|e| e.to_string())?;
+        let producer: FutureProducer<KafkaContext> =
+            cc.create_with_context(context).map_err(|e| e.to_string())?;
         let limits = Limits {
             max_spans: usize::MAX,
             max_bytes: c.max_message_bytes,
@@ -236,7 +239,7 @@ impl KafkaExporter {
 
 /// Produces every message and waits for all their delivery reports; returns those that failed.
 async fn produce_all(
-    producer: &FutureProducer,
+    producer: &FutureProducer<KafkaContext>,
     topic: &str,
     headers: Option<&OwnedHeaders>,
     messages: Vec<Message>,

@@ -6,8 +6,16 @@
 pub mod config;
 #[cfg(feature = "kafka")]
 pub mod exporter;
+#[cfg(feature = "kafka")]
+pub mod msk_iam;
 
 pub use config::KafkaConfig;
+#[cfg(feature = "kafka")]
+pub use msk_iam::KafkaContext;
+/// Without the `kafka` feature there is no client to give a context to.
+#[cfg(not(feature = "kafka"))]
+#[derive(Debug, Clone, Default)]
+pub struct KafkaContext;
 
 use crate::exporters::{Running, Shared};
 
@@ -24,14 +32,18 @@ pub enum BuildError {
 
 /// Starts the `kafka` exporter.
 #[cfg(feature = "kafka")]
-pub fn start(c: &KafkaConfig, shared: &Shared) -> Result<Running, BuildError> {
+pub fn start(
+    c: &KafkaConfig,
+    context: KafkaContext,
+    shared: &Shared,
+) -> Result<Running, BuildError> {
     use std::sync::Arc;
 
     let stats = crate::exporters::ExporterStats::new("kafka");
     let kafka = Arc::new(exporter::KafkaStats::default());
     shared.registry.register(kafka.clone());
     let recorded = shared.span_metrics.config().enabled;
-    let e = exporter::KafkaExporter::new(c, recorded, stats.clone(), kafka)
+    let e = exporter::KafkaExporter::new(c, context, recorded, stats.clone(), kafka)
         .map_err(BuildError::Client)?;
     tracing::info!(exporter = "kafka", brokers = ?c.brokers, topic = %c.topic, compression = c.compression.name(), by_trace = c.partition_traces_by_id, tls = c.tls, sasl = c.sasl_mechanism.map_or("none", config::SaslMechanism::name), "Kafka exporter ready.");
     Ok(crate::exporters::spawn(e, stats, shared.input_bytes))
@@ -39,6 +51,6 @@ pub fn start(c: &KafkaConfig, shared: &Shared) -> Result<Running, BuildError> {
 
 /// Without the `kafka` feature: a clear refusal at start.
 #[cfg(not(feature = "kafka"))]
-pub fn start(_: &KafkaConfig, _: &Shared) -> Result<Running, BuildError> {
+pub fn start(_: &KafkaConfig, _: KafkaContext, _: &Shared) -> Result<Running, BuildError> {
     Err(BuildError::NotBuilt)
 }
