@@ -352,6 +352,79 @@ def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker
         stop(gateways[1])
 
 
+def test_a_full_pipeline_pauses_consumption_and_then_loses_nothing(broker):
+    """A gateway whose OTLP destination is down: its exporter holds what it cannot send, the
+    (small) queue fills, the receiver holds its messages and, refused for over a second, pauses
+    its partitions. Once an OTLP receiver answers on that port, every message's span arrives,
+    once, and nothing was dropped."""
+    import http.server
+    import threading
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+    topic = f"spans-{uuid.uuid4().hex[:8]}"
+    broker.create_topic(topic, partitions=1)
+    from confluent_kafka import Producer
+    producer = Producer({"bootstrap.servers": broker.addr, "linger.ms": 20})
+    N = 6000
+    now = time.time_ns()
+    want = set()
+    from opentelemetry.proto.common.v1 import common_pb2
+    # 6,000 spans of ~1 KB: more than the exporter (one request in flight, of at most 2 MiB),
+    # the sampler and the 64 KiB queue can hold.
+    filler = common_pb2.KeyValue(key="filler", value=common_pb2.AnyValue(string_value="x" * 1000))
+    for i in range(N):
+        trace_id = int(time.time()).to_bytes(4, "big") + uuid.uuid4().bytes[:12]
+        want.add(trace_id)
+        data = trace_pb2.TracesData(resource_spans=[trace_pb2.ResourceSpans(scope_spans=[
+            trace_pb2.ScopeSpans(spans=[trace_pb2.Span(
+                trace_id=trace_id, span_id=(i + 1).to_bytes(8, "big"), name=f"op-{i}",
+                start_time_unix_nano=now, end_time_unix_nano=now + 1000, attributes=[filler])])])])
+        producer.produce(topic, data.SerializeToString(), key=trace_id.hex().encode())
+    assert producer.flush(30) == 0
+    port = free_port()
+    gw = gateway(broker, topic, f"g-{uuid.uuid4().hex[:6]}", "--sampling-ratio", "1",
+                 "--set", "queue_max_spans=256", "--set", "queue_max_bytes=65536",
+                 "--set", f"otlp.endpoint=http://127.0.0.1:{port}/v1/traces",
+                 "--set", "otlp.protocol=http/protobuf", "--set", "otlp.concurrency=1",
+                 exporters="otlp")
+    got = []
+    lock = threading.Lock()
+
+    class Sink(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            req = trace_service_pb2.ExportTraceServiceRequest.FromString(
+                self.rfile.read(int(self.headers["content-length"])))
+            with lock:
+                got.extend(s.trace_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans)
+            body = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("content-type", "application/x-protobuf")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = None
+    try:
+        wait(lambda: metric(gw, "sidetrace_kafka_receiver_pauses_total") >= 1, 60, "a pause")
+        assert metric(gw, "sidetrace_kafka_receiver_messages_total") < N
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Sink)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        wait(lambda: len(got) >= N, 120, "every span at the OTLP receiver")
+        time.sleep(1)
+        with lock:
+            assert len(got) == N and set(got) == want
+        assert metric(gw, "sidetrace_kafka_receiver_messages_total") == N
+        assert metric(gw, 'sidetrace_exporter_dropped_spans_total{exporter="otlp"') == 0
+    finally:
+        stop(gw)
+        if server:
+            server.shutdown()
+
+
 def test_an_msk_iam_token_is_a_connect_url_presigned_as_botocore_presigns_it():
     """`sidetrace msk-iam-token` prints the token the agent gives librdkafka for
     AWS_MSK_IAM_OAUTHBEARER. botocore's SigV4QueryAuth presigns the same kafka-cluster:Connect
