@@ -373,6 +373,10 @@ impl KafkaConfig {
         s.push(("security.protocol", protocol.into()));
         if !self.tls_ca.is_empty() {
             s.push(("ssl.ca.location", self.tls_ca.clone()));
+        } else if tls {
+            // OpenSSL is linked in statically, with Debian's paths; librdkafka's probe finds the
+            // system's CA bundle wherever it is (the image keeps it in /etc/ssl/certs).
+            s.push(("ssl.ca.location", "probe".into()));
         }
         if !self.tls_cert.is_empty() {
             s.push(("ssl.certificate.location", self.tls_cert.clone()));
@@ -505,5 +509,24 @@ mod tests {
             .find(|k| k.name == "kafka.encoding")
             .unwrap();
         assert!(bad.set(&mut c, "otlp_json").is_err());
+    }
+
+    #[test]
+    fn msk_iam_is_oauthbearer_over_tls_with_the_system_cas_and_no_password() {
+        let mut c = KafkaConfig::default();
+        let key = |n: &str| KafkaConfig::KEYS.iter().find(|k| k.name == n).unwrap();
+        key("kafka.sasl_mechanism")
+            .set(&mut c, "AWS_MSK_IAM_OAUTHBEARER")
+            .unwrap();
+        let s = c.consumer_settings();
+        let get = |n: &str| s.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(get("sasl.mechanism"), Some("OAUTHBEARER"));
+        assert_eq!(get("ssl.ca.location"), Some("probe"));
+        assert_eq!(get("sasl.username"), None);
+        key("kafka.sasl_mechanism")
+            .set(&mut c, "aws_msk_iam")
+            .unwrap();
+        assert_eq!(c.sasl_mechanism, Some(SaslMechanism::AwsMskIam));
     }
 }
