@@ -20,7 +20,7 @@ use crate::exporters::kafka::KafkaContext;
 use crate::exporters::otlp::{Limits, Request, Splicer};
 use crate::exporters::retry::{Backoff, RetryPolicy, Sends};
 use crate::exporters::{Export, ExporterStats};
-use crate::model::{Batch, DropReason, SPAN_METRICS_HEADER, SpanInfo, Ticket, hex};
+use crate::model::{Batch, DropReason, SPAN_METRICS_HEADER, Ticket, hex};
 use crate::telemetry::{Stats, family};
 
 /// Batches being delivered at once, each waiting on its messages' delivery reports: enough to
@@ -146,19 +146,9 @@ impl KafkaExporter {
                 j += 1;
             }
             // Sorted by trace first, then by index: resource and scope runs stay contiguous.
-            let spans: Vec<SpanInfo> = order[i..j]
-                .iter()
-                .map(|&k| batch.spans[k as usize].clone())
-                .collect();
-            let part = Batch {
-                protocol: batch.protocol,
-                buf: batch.buf.clone(),
-                resources: batch.resources.clone(),
-                scopes: batch.scopes.clone(),
-                spans,
-                ticket: Ticket::default(),
-            };
-            too_large += splicer.add(&part, now, &mut full).too_large;
+            too_large += splicer
+                .add_some(batch, &order[i..j], now, &mut full)
+                .too_large;
             full.extend(splicer.take());
             if full.len() > 1 {
                 self.kafka.split_traces.fetch_add(1, Ordering::Relaxed);

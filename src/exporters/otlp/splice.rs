@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::exporters::batching::{BatchLimits, Batcher};
-use crate::model::{Batch, Ticket, hold};
+use crate::model::{Batch, SpanInfo, Ticket, hold};
 use crate::proto::wire::{self, field_len};
 
 /// Limits of one outgoing request.
@@ -37,10 +37,15 @@ pub struct Added {
     pub too_large: u64,
 }
 
-/// Accumulates spliced `ResourceSpans` (one batch item each) until a limit or the idle timer.
+/// Accumulates spliced `ResourceSpans` until a limit or the idle timer.
 #[derive(Debug)]
 pub struct Splicer {
-    batch: Batcher<Vec<u8>>,
+    /// Counts spans and bytes; the items themselves are written straight into `body`.
+    batch: Batcher<()>,
+    /// The body of the request being filled: each span's bytes are copied once, here.
+    body: Vec<u8>,
+    /// What a new body reserves: a whole request, or one trace's message.
+    capacity: usize,
     max_span_bytes: usize,
     /// The tickets of the request being filled, and that of the batch being added.
     tickets: Vec<Ticket>,
@@ -56,6 +61,8 @@ impl Splicer {
                 max_bytes: limits.max_bytes.saturating_sub(8),
                 idle: limits.idle,
             }),
+            body: Vec::new(),
+            capacity: 0,
             max_span_bytes: limits.max_span_bytes,
             tickets: Vec::new(),
             adding: Vec::new(),
@@ -75,12 +82,9 @@ impl Splicer {
     pub fn take(&mut self) -> Option<Request> {
         let tickets = std::mem::take(&mut self.tickets);
         self.batch.take().map(|t| {
-            let mut body = Vec::with_capacity(t.bytes);
-            for item in t.items {
-                body.extend_from_slice(&item);
-            }
+            debug_assert_eq!(self.body.len(), t.bytes, "items' lengths as counted");
             Request {
-                body: body.into(),
+                body: std::mem::take(&mut self.body).into(),
                 spans: t.weight as u64,
                 tickets,
             }
@@ -106,24 +110,47 @@ impl Splicer {
         for t in extra {
             hold(&mut self.adding, t);
         }
-        let added = self.add_spans(batch, now, full);
+        self.capacity = self.batch.limits.max_bytes + 8;
+        let added = self.add_spans(batch, batch.spans.len(), |k| &batch.spans[k], now, full);
         self.adding.clear();
         added
     }
 
-    fn add_spans(&mut self, batch: &Batch, now: Instant, full: &mut Vec<Request>) -> Added {
+    /// Splices the spans of `batch` at `order` (indices into `batch.spans`, in batch order
+    /// within each trace): one trace's message, without a batch of its own.
+    pub fn add_some(
+        &mut self,
+        batch: &Batch,
+        order: &[u32],
+        now: Instant,
+        full: &mut Vec<Request>,
+    ) -> Added {
+        self.adding.clear();
+        let span = |k: usize| &batch.spans[order[k] as usize];
+        // One message's body, allocated to size: its spans, their keys and one set of headers.
+        let spans: usize = (0..order.len()).map(|k| span(k).bytes.len() + 8).sum();
+        let first = batch.resources.first().map_or(0, |r| r.resource.len());
+        self.capacity = spans + first + 64;
+        self.add_spans(batch, order.len(), span, now, full)
+    }
+
+    fn add_spans<'b>(
+        &mut self,
+        batch: &'b Batch,
+        n: usize,
+        span: impl Fn(usize) -> &'b SpanInfo,
+        now: Instant,
+        full: &mut Vec<Request>,
+    ) -> Added {
         let buf = &batch.buf[..];
         let slice = |r: &std::ops::Range<u32>| &buf[r.start as usize..r.end as usize];
         let mut added = Added::default();
         let mut i = 0;
-        while i < batch.spans.len() {
+        while i < n {
             // Spans of one (resource, scope) pair are contiguous in a batch.
-            let (res, scope) = (batch.spans[i].resource, batch.spans[i].scope);
+            let (res, scope) = (span(i).resource, span(i).scope);
             let mut j = i;
-            while j < batch.spans.len()
-                && batch.spans[j].resource == res
-                && batch.spans[j].scope == scope
-            {
+            while j < n && span(j).resource == res && span(j).scope == scope {
                 j += 1;
             }
             let resource = batch
@@ -135,7 +162,7 @@ impl Splicer {
                 .get(scope as usize)
                 .map_or(&[][..], |s| slice(&s.scope));
             let mut group: Vec<&[u8]> = Vec::with_capacity(j - i);
-            for info in &batch.spans[i..j] {
+            for info in (i..j).map(&span) {
                 let span = slice(&info.bytes);
                 if span.len() > self.max_span_bytes {
                     added.too_large += 1;
@@ -157,16 +184,25 @@ impl Splicer {
         now: Instant,
         full: &mut Vec<Request>,
     ) -> u64 {
-        let header = field_len(1, resource.len()) + field_len(2, scope.len());
+        // A ResourceSpans { resource, ScopeSpans { scope, spans } } per group, its lengths known
+        // before it is written, so the nesting headers go straight into the body, then the bytes.
+        let part = |b: &[u8], field| {
+            if b.is_empty() {
+                0
+            } else {
+                field_len(field, b.len())
+            }
+        };
+        let (resource_part, scope_part) = (part(resource, 1), part(scope, 1));
+        let item_len = |scope_body| field_len(1, resource_part + field_len(2, scope_body));
         let mut added = 0;
         while !spans.is_empty() {
             // Take as many spans as fit in the current request.
             let (span_room, byte_room) = self.batch.room();
-            let (mut take, mut scope_body) = (0, field_len(1, scope.len()));
+            let (mut take, mut scope_body) = (0, scope_part);
             for s in spans {
                 let next = scope_body + field_len(2, s.len());
-                let item = field_len(1, field_len(1, resource.len()) + field_len(2, next));
-                if take >= span_room || item > byte_room {
+                if take >= span_room || item_len(next) > byte_room {
                     break;
                 }
                 scope_body = next;
@@ -180,25 +216,28 @@ impl Splicer {
                 full.extend(self.take());
                 continue;
             }
-            let mut scope_spans = Vec::with_capacity(scope_body);
+            let len = item_len(scope_body);
+            let body = &mut self.body;
+            if body.capacity() == 0 {
+                // Reserved whole, so the body never moves as it grows; the pages not written
+                // are never touched, so they cost no memory.
+                body.reserve(self.capacity.max(len));
+            }
+            wire::len_prefix(body, 1, resource_part + field_len(2, scope_body));
+            if !resource.is_empty() {
+                wire::bytes(body, 1, resource);
+            }
+            wire::len_prefix(body, 2, scope_body);
             if !scope.is_empty() {
-                wire::bytes(&mut scope_spans, 1, scope);
+                wire::bytes(body, 1, scope);
             }
             for s in &spans[..take] {
-                wire::bytes(&mut scope_spans, 2, s);
+                wire::bytes(body, 2, s);
             }
-            let mut rs = Vec::with_capacity(header + field_len(2, scope_spans.len()));
-            if !resource.is_empty() {
-                wire::bytes(&mut rs, 1, resource);
-            }
-            wire::bytes(&mut rs, 2, &scope_spans);
-            let mut item = Vec::with_capacity(field_len(1, rs.len()));
-            wire::bytes(&mut item, 1, &rs);
-            let len = item.len();
             for t in &self.adding {
                 hold(&mut self.tickets, t);
             }
-            if self.batch.push(item, take, len, now) {
+            if self.batch.push((), take, len, now) {
                 full.extend(self.take());
             }
             added += take as u64;
@@ -268,6 +307,31 @@ mod tests {
                 "opentelemetry.instrumentation.flask"
             );
         }
+    }
+
+    #[test]
+    fn some_spans_of_a_batch_make_a_request_of_their_own() {
+        let req = request(&mut Rng::new(5), &Shape::default());
+        let batch = decode_request(req.encode_to_vec().into(), Protocol::Grpc)
+            .unwrap()
+            .batch;
+        let trace = batch.spans[0].trace_id;
+        let order: Vec<u32> = (0..batch.spans.len() as u32)
+            .filter(|&i| batch.spans[i as usize].trace_id == trace)
+            .collect();
+        assert!(order.len() > 1 && order.len() < batch.spans.len());
+        let mut s = Splicer::new(LIMITS);
+        let mut full = Vec::new();
+        let added = s.add_some(&batch, &order, Instant::now(), &mut full);
+        assert_eq!(added.spans, order.len() as u64);
+        let r = s.take().unwrap();
+        assert_eq!(r.spans, order.len() as u64);
+        let mut want = spans_of(&req);
+        want.retain(|sp| sp.trace_id[..] == trace);
+        assert_eq!(
+            spans_of(&ExportTraceServiceRequest::decode(r.body).unwrap()),
+            want
+        );
     }
 
     #[test]
