@@ -133,7 +133,8 @@ impl Export for OtlpExporter {
 /// The Collector's batch processor defaults: 8,192 spans, 200 ms.
 pub const DEFAULT_MAX_SPANS_PER_REQUEST: usize = 8_192;
 pub const DEFAULT_IDLE_FLUSH: Duration = Duration::from_millis(200);
-/// Bytes per request: a quarter of the usual receivers' 4 MiB cap (the Collector's gRPC default
-/// and ours), since some HTTP servers take only 2 MB and a 413 cannot be retried. Each call in
-/// flight holds one: 2 MiB cost a forwarding sidecar ~4 MB of peak RSS and saved no CPU.
-pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// Bytes per request: ~1,000–2,000 spans, far under every receiver's cap (4 MiB in the Collector
+/// and here; 2 MB in some HTTP servers, and a 413 cannot be retried). Each call in flight holds
+/// one, and a body this size stays in cache as it is written and sent: measured against 2 MiB and
+/// 1 MiB, a forwarding sidecar peaked ~6 MB lower and spent no more CPU (BENCHMARKS.md).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 512 * 1024;
