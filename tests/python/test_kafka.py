@@ -330,15 +330,26 @@ def test_a_message_made_as_the_collector_makes_it_reaches_xray_and_a_bad_one_is_
 
 def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker):
     """At least once: a gateway killed (SIGKILL) mid-run; the other takes its partitions after the
-    rebalance, from the last committed offsets, so every trace arrives (some maybe twice)."""
+    rebalance, from the last committed offsets, so every trace arrives (some maybe twice). The
+    twice-read are counted: traces the killed gateway held that the survivor then read again."""
     topic = f"spans-{uuid.uuid4().hex[:8]}"
     broker.create_topic(topic)
     gateways = [gateway(broker, topic) for _ in range(2)]
     sidecar = kafka_agent(broker, topic)
     try:
+        def accepted():
+            return sum(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}')
+                       for g in gateways)
+        committed = send_traces(sidecar, traces=20, children=2)
+        wait(lambda: accepted() >= len(committed), what="the first traces")
+        time.sleep(2.5)  # past the 1 s commit interval: these offsets are committed
         made = send_traces(sidecar, traces=20, children=2)
-        wait(lambda: sum(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}')
-                         for g in gateways) >= len(made), what="the first traces")
+        wait(lambda: accepted() >= len(committed) + len(made), what="the second traces")
+
+        def held_by_killed(spans):
+            ids = {format(s.context.trace_id, "032x") for s in spans}
+            return {t for t in ids if (trace_doc(gateways[0], t) or {}).get("spans")}
+        committed_on_killed, on_killed = held_by_killed(committed), held_by_killed(made)
         gateways[0].proc.kill()
         gateways[0].proc.wait(timeout=10)
         later = send_traces(sidecar, traces=20, children=2)
@@ -347,6 +358,16 @@ def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker
              seconds=90, what="every later trace at the surviving gateway")
         for t in ids:
             assert len({s["span_id"] for s in trace_doc(gateways[1], t)["spans"]}) == 3
+        # Read twice: what the killed gateway held and the survivor read again from the committed
+        # offsets. A message is a whole trace, so a re-read trace is whole too, never a part.
+        again = [t for t in on_killed if (trace_doc(gateways[1], t) or {}).get("spans")]
+        for t in again:
+            assert len({s["span_id"] for s in trace_doc(gateways[1], t)["spans"]}) == 3, t
+        print(f"traces read twice after the rebalance: {len(again)} of the {len(on_killed)} "
+              f"the killed gateway held uncommitted")
+        assert len(on_killed) > 0 and len(committed_on_killed) > 0, "the killed gateway had partitions"
+        # Committed before the kill: not read again.
+        assert not [t for t in committed_on_killed if (trace_doc(gateways[1], t) or {}).get("spans")]
     finally:
         stop(sidecar)
         stop(gateways[1])

@@ -413,6 +413,9 @@ impl KafkaConfig {
                 .to_owned(),
             ),
             ("enable.auto.commit", "true".to_owned()),
+            // The Collector's interval (librdkafka's is 5 s): what a killed gateway admitted and
+            // had not committed yet is read again by the next owner, so this bounds duplicates.
+            ("auto.commit.interval.ms", "1000".to_owned()),
             (
                 "session.timeout.ms",
                 self.session_timeout.as_millis().max(1000).to_string(),
@@ -528,5 +531,18 @@ mod tests {
             .set(&mut c, "aws_msk_iam")
             .unwrap();
         assert_eq!(c.sasl_mechanism, Some(SaslMechanism::AwsMskIam));
+    }
+
+    #[test]
+    fn the_consumer_stores_offsets_itself_and_commits_them_every_second() {
+        let s = KafkaConfig::default().consumer_settings();
+        let get = |n: &str| s.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+        assert_eq!(get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(get("enable.auto.commit"), Some("true"));
+        assert_eq!(get("auto.commit.interval.ms"), Some("1000"));
+        assert_eq!(
+            get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
     }
 }
