@@ -127,10 +127,22 @@ impl Splicer {
     ) -> Added {
         self.adding.clear();
         let span = |k: usize| &batch.spans[order[k] as usize];
-        // One message's body, allocated to size: its spans, their keys and one set of headers.
-        let spans: usize = (0..order.len()).map(|k| span(k).bytes.len() + 8).sum();
-        let first = batch.resources.first().map_or(0, |r| r.resource.len());
-        self.capacity = spans + first + 64;
+        // One message's body, allocated to size: its spans and their keys, and the resource,
+        // scope and headers of each (resource, scope) run (a trace often crosses services).
+        let len = |r: &std::ops::Range<u32>| (r.end - r.start) as usize;
+        let mut capacity = 0;
+        for k in 0..order.len() {
+            let info = span(k);
+            capacity += len(&info.bytes) + 8;
+            if k == 0 || (span(k - 1).resource, span(k - 1).scope) != (info.resource, info.scope) {
+                let resource = batch.resources.get(info.resource as usize);
+                let scope = batch.scopes.get(info.scope as usize);
+                capacity += resource.map_or(0, |r| len(&r.resource))
+                    + scope.map_or(0, |s| len(&s.scope))
+                    + 32;
+            }
+        }
+        self.capacity = capacity;
         self.add_spans(batch, order.len(), span, now, full)
     }
 
@@ -324,6 +336,9 @@ mod tests {
         let mut full = Vec::new();
         let added = s.add_some(&batch, &order, Instant::now(), &mut full);
         assert_eq!(added.spans, order.len() as u64);
+        // Reserved once, to the estimate, and never grown (growth at least doubles).
+        assert_eq!(s.body.capacity(), s.capacity);
+        assert!(s.capacity < s.body.len() + 64 * order.len());
         let r = s.take().unwrap();
         assert_eq!(r.spans, order.len() as u64);
         let mut want = spans_of(&req);
