@@ -102,7 +102,9 @@ pub(super) fn span_attribute(
             2 => {
                 expect(NAME, field, wt, 2)?;
                 let s = r.bytes()?;
-                check(buf, s.clone(), Msg::AnyValue, 1)?;
+                if !plain_any_value(&buf[s.clone()]) {
+                    check(buf, s.clone(), Msg::AnyValue, 1)?;
+                }
                 value = Some(s);
             }
             3 => {
@@ -116,6 +118,25 @@ pub(super) fn span_attribute(
         capture_http(buf, key, value, http, stable);
     }
     Ok(())
+}
+
+/// True for the `AnyValue`s most attributes are, each exactly one field: a string under 128
+/// bytes of ASCII, a bool or int of up to 9 varint bytes, a double (or no field at all). Those
+/// are valid by their shape, so the general `check` (a call and a loop per value) is skipped;
+/// any other value, valid or not, still goes through it.
+#[inline]
+fn plain_any_value(b: &[u8]) -> bool {
+    match b {
+        [] => true,
+        [0x0a, len, text @ ..] => usize::from(*len) == text.len() && *len < 0x80 && text.is_ascii(),
+        [0x10 | 0x18, v @ ..] => {
+            matches!(v, [.., last] if *last < 0x80)
+                && v.len() <= 9
+                && v[..v.len() - 1].iter().all(|b| *b >= 0x80)
+        }
+        [0x21, v @ ..] => v.len() == 8,
+        _ => false,
+    }
 }
 
 /// Records one span attribute into `http` when it is one span metrics needs. `stable` remembers
@@ -212,4 +233,51 @@ fn scalar_reads_as(buf: &[u8], any: Range<usize>, text: &str) -> bool {
         };
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Rng;
+
+    /// The shortcut only ever says yes to what the general check accepts, and it says yes to the
+    /// usual attribute values.
+    #[test]
+    fn a_plain_any_value_is_one_the_general_check_accepts() {
+        let agrees =
+            |b: &[u8]| !plain_any_value(b) || check(b, 0..b.len(), Msg::AnyValue, 1).is_ok();
+        for b in [
+            &b"\x0a\x03GET"[..],
+            b"\x18\xc8\x01",
+            b"\x10\x01",
+            b"\x21\0\0\0\0\0\0\xe0\x3f",
+            b"",
+        ] {
+            assert!(plain_any_value(b), "{b:?}");
+            assert!(agrees(b));
+        }
+        // Valid, but not plain: the general check decides.
+        for b in [
+            &b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"[..],
+            b"\x0a\x02\xc3\xa9",
+        ] {
+            assert!(!plain_any_value(b) && agrees(b));
+        }
+        // Every string of up to two bytes, then random ones from the bytes that matter.
+        for n in 0..=0xffffu32 {
+            let [a, b, ..] = n.to_le_bytes();
+            assert!(agrees(&[a]) && agrees(&[a, b]), "{a:#x} {b:#x}");
+        }
+        let alphabet = [
+            0x00, 0x01, 0x02, 0x03, 0x08, 0x0a, 0x10, 0x18, 0x21, 0x61, 0x7f, 0x80, 0xc3, 0xff,
+        ];
+        let mut rng = Rng::new(7);
+        for _ in 0..300_000 {
+            let len = rng.below(12) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.below(alphabet.len() as u64) as usize])
+                .collect();
+            assert!(agrees(&b), "{b:?}");
+        }
+    }
 }
