@@ -340,8 +340,13 @@ def test_a_gateway_killed_mid_run_loses_nothing_once_the_group_rebalances(broker
         def accepted():
             return sum(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}')
                        for g in gateways)
-        committed = send_traces(sidecar, traces=20, children=2)
-        wait(lambda: accepted() >= len(committed), what="the first traces")
+        committed = []
+        for _ in range(10):  # until both gateways hold partitions and have consumed from them
+            committed += send_traces(sidecar, traces=20, children=2)
+            wait(lambda: accepted() >= len(committed), what="the first traces")
+            if all(metric(g, 'sidetrace_receiver_spans_accepted_total{protocol="kafka"}') > 0
+                   for g in gateways):
+                break
         time.sleep(2.5)  # past the 1 s commit interval: these offsets are committed
         made = send_traces(sidecar, traces=20, children=2)
         wait(lambda: accepted() >= len(committed) + len(made), what="the second traces")
