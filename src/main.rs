@@ -348,16 +348,9 @@ fn msk_iam_token() -> ExitCode {
     let made = runtime.block_on(async {
         let region = sidetrace::config::aws_region(&|v| std::env::var(v).ok());
         let sdk = sidetrace::exporters::aws::sdk_config(region, Duration::from_secs(5)).await;
-        let region = sdk
-            .region()
-            .ok_or("no AWS region (AWS_REGION)")?
-            .to_string();
-        let provider = sdk
-            .credentials_provider()
-            .ok_or("no AWS credentials provider")?;
-        let creds = sidetrace::exporters::aws::CachedCredentials::new(provider)
-            .get()
-            .await?;
+        let (region, credentials) =
+            sidetrace::exporters::kafka::msk_iam::region_and_credentials(&sdk)?;
+        let creds = credentials.get().await?;
         sidetrace::exporters::kafka::msk_iam::token(&creds, &region, std::time::SystemTime::now())
     });
     match made {

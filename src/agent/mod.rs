@@ -129,22 +129,14 @@ async fn kafka_context(
     config: &Config,
     sdk: &mut Option<aws_config::SdkConfig>,
 ) -> Result<crate::exporters::kafka::KafkaContext, StartError> {
-    use crate::exporters::kafka::{BuildError, config::SaslMechanism, msk_iam::MskIam};
+    use crate::exporters::kafka::{BuildError, config::SaslMechanism, msk_iam, msk_iam::MskIam};
     if config.kafka.sasl_mechanism != Some(SaslMechanism::AwsMskIam) {
         return Ok(Default::default());
     }
     let sdk = aws_sdk(config, sdk).await;
-    let fail = |e: &str| StartError::Kafka(BuildError::Client(e.to_owned()));
-    let region = sdk
-        .region()
-        .ok_or_else(|| fail("MSK IAM needs an AWS region (AWS_REGION)"))?
-        .to_string();
-    let credentials = sdk
-        .credentials_provider()
-        .ok_or_else(|| fail("MSK IAM found no AWS credentials provider"))?;
-    let iam = MskIam::start(exporters::aws::CachedCredentials::new(credentials), region)
-        .await
-        .map_err(|e| fail(&e))?;
+    let fail = |e: String| StartError::Kafka(BuildError::Client(e));
+    let (region, credentials) = msk_iam::region_and_credentials(&sdk).map_err(fail)?;
+    let iam = MskIam::start(credentials, region).await.map_err(fail)?;
     Ok(crate::exporters::kafka::KafkaContext { iam: Some(iam) })
 }
 

@@ -258,11 +258,13 @@ async fn take_run(
                     stats.pauses.fetch_add(1, Ordering::Relaxed);
                     paused = Some(assignment);
                 }
-                // Woken when the queue has room for it; the timeout covers refusals that are
-                // not the queue's (the persistent queue full).
+                // Woken when the queue has room for it. A refusal that is not the queue's (the
+                // memory limit, the persistent queue full) finds room at once: only the timer
+                // paces those, or this would spin, walking the batch again and again.
+                let queue_full = !pipeline.queue.fits(spans, bytes);
                 tokio::select! {
                     _ = &mut *stop => break false,
-                    _ = pipeline.queue.wait_for_room(spans, bytes) => {}
+                    _ = pipeline.queue.wait_for_room(spans, bytes), if queue_full => {}
                     _ = tokio::time::sleep(RETRY_EVERY) => {}
                 }
             }

@@ -396,7 +396,7 @@ def test_a_full_pipeline_pauses_consumption_and_then_loses_nothing(broker):
     now = time.time_ns()
     want = set()
     from opentelemetry.proto.common.v1 import common_pb2
-    # 6,000 spans of ~1 KB: more than the exporter (one request in flight, of at most 2 MiB),
+    # 6,000 spans of ~1 KB: more than the exporter (one request in flight, of at most 512 KiB),
     # the sampler and the 64 KiB queue can hold.
     filler = common_pb2.KeyValue(key="filler", value=common_pb2.AnyValue(string_value="x" * 1000))
     for i in range(N):

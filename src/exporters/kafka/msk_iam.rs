@@ -78,13 +78,28 @@ pub fn token(creds: &Credentials, region: &str, time: SystemTime) -> Result<(Str
     ))
 }
 
+/// The region and credentials MSK IAM signs with: those of the SDK's chain (`AWS_REGION`, the
+/// ECS task role, ...), for the agent and for `sidetrace msk-iam-token` alike.
+pub fn region_and_credentials(
+    sdk: &aws_config::SdkConfig,
+) -> Result<(String, CachedCredentials), String> {
+    let region = sdk
+        .region()
+        .ok_or("MSK IAM needs an AWS region (AWS_REGION)")?
+        .to_string();
+    let provider = sdk
+        .credentials_provider()
+        .ok_or("MSK IAM found no AWS credentials provider")?;
+    Ok((region, CachedCredentials::new(provider)))
+}
+
 /// What the token callback needs: the region, and credentials kept fresh by a task of the
 /// agent's runtime (librdkafka calls back on its own threads, or inside `recv` on a runtime
 /// worker, where waiting on an HTTP call for credentials could stall or deadlock the runtime).
 #[derive(Debug, Clone)]
 pub struct MskIam {
     region: String,
-    latest: Arc<Mutex<Option<Credentials>>>,
+    latest: Arc<Mutex<Credentials>>,
 }
 
 impl MskIam {
@@ -94,14 +109,14 @@ impl MskIam {
             .get()
             .await
             .map_err(|e| format!("no AWS credentials for MSK IAM: {e}"))?;
-        let latest = Arc::new(Mutex::new(Some(first)));
+        let latest = Arc::new(Mutex::new(first));
         let keep = Arc::downgrade(&latest);
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 let Some(slot) = keep.upgrade() else { break };
                 match credentials.get().await {
-                    Ok(c) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(c),
+                    Ok(c) => *slot.lock().unwrap_or_else(|e| e.into_inner()) = c,
                     Err(e) => {
                         warn!(error = %e, "AWS credentials for MSK IAM not refreshed; the last ones are used.")
                     }
@@ -116,8 +131,7 @@ impl MskIam {
             .latest
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or("no AWS credentials yet")?;
+            .clone();
         let (token, lifetime_ms) = token(&creds, &self.region, SystemTime::now())?;
         info!(region = %self.region, "MSK IAM token made (valid 15 minutes).");
         Ok(OAuthToken {
