@@ -553,6 +553,7 @@ fn run(mut config: Config) -> ExitCode {
                 "{memory_limit}; above 80 % of it receivers refuse (retryable)."
             ),
         }
+        let shutdown = shutdown_signal();
         let agent = match Agent::start(&config, &exporters).await {
             Ok(a) => a,
             Err(e) => {
@@ -563,24 +564,29 @@ fn run(mut config: Config) -> ExitCode {
         if exporters.contains(&sidetrace::exporters::ExporterKind::Local) {
             info!(url = %format!("http://{}/", agent.addrs.admin), "Local mode: recent traces are in the UI and at /api/traces.");
         }
-        let signal = shutdown_signal().await;
+        let signal = shutdown.await;
         info!(signal, "Shutdown requested.");
         agent.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Registers for SIGTERM and SIGINT now (before the agent starts, so one sent during start-up
+/// is a clean shutdown once it is up, not the default death) and waits for either later.
+fn shutdown_signal() -> impl std::future::Future<Output = &'static str> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return "SIGINT";
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = tokio::signal::ctrl_c() => "SIGINT",
     }
 }
